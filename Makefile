@@ -1,0 +1,54 @@
+# Two commands for a newcomer on Debian 12 (as root): `make run` and `make test`.
+# Each step leaves a stamp, so a second run does no needless work.
+
+SHELL := /bin/bash
+PY := /usr/bin/python3
+VENV := .venv
+STAMPS := .make
+DEB_PACKAGES := qemu-utils nbdkit python3-libnbd libnbd-bin python3-venv \
+	mariadb-server openssh-server golang-go golang-github-vmware-govmomi-dev tmux procps
+
+.PHONY: setup run test test-all lint bench screenshots clean
+
+setup: $(STAMPS)/deb $(VENV)/.installed
+
+# Install only the Debian packages that are missing; re-run when this list changes.
+$(STAMPS)/deb: Makefile
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+# The venv sees Debian's site-packages so that `import nbd` (python3-libnbd) works.
+$(VENV)/.installed: pyproject.toml $(STAMPS)/deb
+	@test -x $(VENV)/bin/python || $(PY) -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+run: setup
+	$(VENV)/bin/sendense run
+
+test: setup
+	$(VENV)/bin/python -m pytest -m "not slow" -q
+
+test-all: setup
+	$(VENV)/bin/python -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(VENV)/bin/python -m bench
+
+screenshots: setup
+	$(VENV)/bin/python -m sendense_tui.screenshots
+
+clean:
+	rm -rf $(VENV) $(STAMPS) build *.egg-info

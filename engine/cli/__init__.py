@@ -1,0 +1,1 @@
+"""The ``sendense`` command: one module per command group, assembled in ``main``."""

@@ -1,0 +1,66 @@
+"""The ``sendense`` command: assembles the command groups and turns errors into one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from engine.cli.common import err_console
+from engine.cli.core import config_app, db_app, keys_app
+from engine.cli.repo import repo_app
+from engine.cli.vcenter import vcenter_app
+from engine.config import get_settings
+from engine.errors import SendenseError
+
+app = typer.Typer(
+    help="Sendense: back up vSphere VMs into qcow2 restore points.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(repo_app, name="repo")
+app.add_typer(vcenter_app, name="vcenter")
+
+
+@app.callback()
+def _global(
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML settings file (else $SENDENSE_CONFIG, /etc, ~/.config)."
+    ),
+) -> None:
+    if config is not None:
+        os.environ["SENDENSE_CONFIG"] = str(config)
+        get_settings.cache_clear()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except SendenseError as exc:
+        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except FileNotFoundError as exc:
+        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

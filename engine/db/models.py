@@ -1,0 +1,193 @@
+"""The tables. Names and columns follow the original system where it named them, so that
+its operators' queries (``SELECT context_id, vm_name, vcenter_host, credential_id FROM
+vm_replication_contexts WHERE vm_name = 'pgtest1'``) still run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    # Named constraints keep Alembic migrations portable between SQLite and MariaDB.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class VMwareCredential(Base):
+    """A vCenter login. Only ciphertext of the password is stored (see credentials.py)."""
+
+    __tablename__ = "vmware_credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    credential_name: Mapped[str] = mapped_column(String(255), unique=True)
+    vcenter_host: Mapped[str] = mapped_column(String(255))
+    username: Mapped[str] = mapped_column(String(255))
+    # nonce (12 bytes) || AES-256-GCM ciphertext+tag; associated data binds it to this row.
+    password_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    # Which master key sealed it, so a wrong key file is named instead of failing obscurely.
+    key_fingerprint: Mapped[str] = mapped_column(String(64))
+    thumbprint: Mapped[str | None] = mapped_column(String(95))
+    datacenter: Mapped[str | None] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class VMReplicationContext(Base):
+    """One VM known to Sendense; ``context_id`` is ``ctx-<vm>-<YYYYMMDD-HHMMSS>``."""
+
+    __tablename__ = "vm_replication_contexts"
+
+    context_id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    vm_name: Mapped[str] = mapped_column(String(255), index=True)
+    vmware_vm_id: Mapped[str] = mapped_column(String(255))
+    vm_path: Mapped[str] = mapped_column(String(1024))
+    vcenter_host: Mapped[str] = mapped_column(String(255))
+    datacenter: Mapped[str] = mapped_column(String(255))
+    credential_id: Mapped[int | None] = mapped_column(
+        ForeignKey("vmware_credentials.id", ondelete="SET NULL"), nullable=True
+    )
+    power_state: Mapped[str | None] = mapped_column(String(32))
+    cpu_count: Mapped[int | None] = mapped_column(Integer)
+    memory_mb: Mapped[int | None] = mapped_column(Integer)
+    guest_os: Mapped[str | None] = mapped_column(String(255))
+    cbt_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    disks: Mapped[list[VMDisk]] = relationship(
+        back_populates="context", cascade="all, delete-orphan", order_by="VMDisk.disk_key"
+    )
+
+
+class VMDisk(Base):
+    """A virtual disk of a VM, keyed by its VMware device key (2000, 2001, ...)."""
+
+    __tablename__ = "vm_disks"
+    __table_args__ = (UniqueConstraint("vm_context_id", "disk_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    vm_context_id: Mapped[str] = mapped_column(
+        ForeignKey("vm_replication_contexts.context_id", ondelete="CASCADE")
+    )
+    disk_key: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str | None] = mapped_column(String(255))
+    capacity_bytes: Mapped[int] = mapped_column(BigInteger)
+    datastore: Mapped[str | None] = mapped_column(String(255))
+    vmdk_path: Mapped[str | None] = mapped_column(String(1024))
+    controller_key: Mapped[int | None] = mapped_column(Integer)
+    unit_number: Mapped[int | None] = mapped_column(Integer)
+    # The change id of the newest good restore point; the base of the next incremental.
+    change_id: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    context: Mapped[VMReplicationContext] = relationship(back_populates="disks")
+
+
+class BackupRepository(Base):
+    __tablename__ = "backup_repositories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(191), unique=True)
+    repository_type: Mapped[str] = mapped_column(String(32), default="local")
+    path: Mapped[str] = mapped_column(String(1024))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Node(Base):
+    """A backup node (SNA) that reads VMware disks and writes into the hub's exports."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(191), unique=True)
+    url: Mapped[str] = mapped_column(String(1024))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class BackupJob(Base):
+    """One backup of one VM: a restore point. ``parent_backup_id`` links an incremental to the
+    restore point it builds on, so chains are explicit from the first full backup on."""
+
+    __tablename__ = "backup_jobs"
+
+    id: Mapped[str] = mapped_column(String(191), primary_key=True)  # backup-<vm>-<unix seconds>
+    vm_context_id: Mapped[str] = mapped_column(
+        ForeignKey("vm_replication_contexts.context_id", ondelete="CASCADE"), index=True
+    )
+    vm_name: Mapped[str] = mapped_column(String(255), index=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("backup_repositories.id"))
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id", ondelete="SET NULL"))
+    parent_backup_id: Mapped[str | None] = mapped_column(
+        ForeignKey("backup_jobs.id", ondelete="RESTRICT"), nullable=True
+    )
+    backup_type: Mapped[str] = mapped_column(String(32), default="full")
+    # pending -> running -> completed | failed | cancelled
+    status: Mapped[str] = mapped_column(String(32), default="pending", index=True)
+    snapshot_kind: Mapped[str | None] = mapped_column(String(32))  # quiesced | crash-consistent
+    bytes_transferred: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    disks: Mapped[list[BackupDisk]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="BackupDisk.disk_key"
+    )
+
+
+class BackupDisk(Base):
+    """One disk of one backup: its qcow2 file, its export while running, its progress."""
+
+    __tablename__ = "backup_disks"
+    __table_args__ = (UniqueConstraint("backup_job_id", "disk_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    backup_job_id: Mapped[str] = mapped_column(
+        ForeignKey("backup_jobs.id", ondelete="CASCADE"), index=True
+    )
+    disk_key: Mapped[int] = mapped_column(Integer)
+    nbd_export_name: Mapped[str] = mapped_column(String(255))
+    nbd_port: Mapped[int | None] = mapped_column(Integer)
+    qcow2_path: Mapped[str] = mapped_column(String(1024))
+    # The restore point this qcow2 is an overlay on (incrementals); NULL for a full.
+    parent_qcow2_path: Mapped[str | None] = mapped_column(String(1024))
+    qemu_nbd_pid: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_zero: Mapped[int] = mapped_column(BigInteger, default=0)
+    qcow2_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    change_id: Mapped[str | None] = mapped_column(String(255))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    job: Mapped[BackupJob] = relationship(back_populates="disks")

@@ -1,0 +1,121 @@
+"""Backup repositories: folders that hold restore points, one qcow2 per disk per backup.
+
+Layout: ``<repo>/<vm name>/<disk key>/<backup id>.qcow2``. Files are never overwritten;
+VM names are made safe for a file system without losing their identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine.errors import SendenseError
+from engine.db.models import BackupRepository
+
+
+class RepositoryError(SendenseError):
+    """A repository that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class RepositoryUsage:
+    used_bytes: int
+    free_bytes: int
+    total_bytes: int
+
+
+def safe_component(name: str) -> str:
+    """One path component for any VM name: spaces and unicode kept, ``/`` and NUL not.
+
+    A name that had to change gets a short hash of the original, so two VMs whose names
+    differ only in unsafe characters never share a folder.
+    """
+    normal = unicodedata.normalize("NFC", name)
+    cleaned = "".join("_" if ch in "/\\\0" or ord(ch) < 32 else ch for ch in normal).strip()
+    if cleaned in ("", ".", ".."):
+        cleaned = "_" + cleaned
+    cleaned = cleaned[:150]
+    if cleaned != name:
+        cleaned += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return cleaned
+
+
+def restore_point_path(repo_path: Path, vm_name: str, disk_key: int, backup_id: str) -> Path:
+    return repo_path / safe_component(vm_name) / str(disk_key) / f"{safe_component(backup_id)}.qcow2"
+
+
+def usage(path: Path) -> RepositoryUsage:
+    """Bytes the repository's files occupy on disk, and the file system's free space."""
+    used = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                used += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    disk = shutil.disk_usage(path)
+    return RepositoryUsage(used_bytes=used, free_bytes=disk.free, total_bytes=disk.total)
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_path(path: Path, existing: list[BackupRepository]) -> Path:
+    """The resolved folder, made if need be, writable and not nested in or around another."""
+    path = path.expanduser().resolve()
+    for repo in existing:
+        other = Path(repo.path).resolve()
+        if _is_within(path, other) or _is_within(other, path):
+            raise RepositoryError(f"{path} overlaps repository {repo.id} ({repo.name}) at {other}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepositoryError(f"cannot create repository folder {path}: {exc.strerror}") from None
+    if not path.is_dir():
+        raise RepositoryError(f"{path} is not a folder")
+    probe = path / f".sendense-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RepositoryError(f"repository folder {path} is not writable: {exc.strerror}") from None
+    return path
+
+
+def add_repository(session: Session, name: str, path: Path) -> BackupRepository:
+    name = name.strip()
+    if not name:
+        raise RepositoryError("the repository name is empty")
+    existing = list(session.scalars(select(BackupRepository)))
+    if any(r.name == name for r in existing):
+        raise RepositoryError(f"a repository named {name!r} already exists")
+    resolved = check_path(path, existing)
+    repo = BackupRepository(name=name, path=str(resolved))
+    session.add(repo)
+    session.flush()
+    return repo
+
+
+def get_repository(session: Session, repo_id: int) -> BackupRepository:
+    repo = session.get(BackupRepository, repo_id)
+    if repo is None:
+        raise RepositoryError(f"repository {repo_id} does not exist")
+    return repo
+
+
+def list_repositories(session: Session) -> list[BackupRepository]:
+    return list(session.scalars(select(BackupRepository).order_by(BackupRepository.id)))
+
+
+def ensure_default_repository(session: Session, path: Path) -> BackupRepository:
+    """The embedded default repository (``default``), registered on first use."""
+    repo = session.scalar(select(BackupRepository).where(BackupRepository.name == "default"))
+    return repo or add_repository(session, "default", path)
