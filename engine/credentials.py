@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine.errors import SendenseError
 from engine.db.models import VMwareCredential
+from engine.errors import SendenseError
 
 KEY_BYTES = 32
 NONCE_BYTES = 12

@@ -16,8 +16,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine.errors import SendenseError
 from engine.db.models import BackupRepository
+from engine.errors import SendenseError
 
 
 class RepositoryError(SendenseError):
@@ -48,7 +48,9 @@ def safe_component(name: str) -> str:
 
 
 def restore_point_path(repo_path: Path, vm_name: str, disk_key: int, backup_id: str) -> Path:
-    return repo_path / safe_component(vm_name) / str(disk_key) / f"{safe_component(backup_id)}.qcow2"
+    return (
+        repo_path / safe_component(vm_name) / str(disk_key) / f"{safe_component(backup_id)}.qcow2"
+    )
 
 
 def usage(path: Path) -> RepositoryUsage:

@@ -54,8 +54,7 @@ def sendense_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.setenv("SENDENSE_CONFIG", "")
     for key in list(os.environ):
         if key.startswith("SENDENSE_") and key not in ("SENDENSE_HOME", "SENDENSE_CONFIG"):
-            if key != "SENDENSE_TEST_MYSQL_URL":
-                monkeypatch.delenv(key)
+            monkeypatch.delenv(key)
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
@@ -82,34 +81,60 @@ class MariaDB:
         if install is None or not Path(mariadbd).exists():
             raise RuntimeError("MariaDB is not installed: run `make setup` (mariadb-server)")
         subprocess.run(
-            [install, f"--datadir={self.datadir}", "--user=root", "--auth-root-authentication-method=normal",
-             "--skip-test-db"],
-            check=True, capture_output=True,
+            [
+                install,
+                f"--datadir={self.datadir}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
         )
         self.proc = subprocess.Popen(
-            [mariadbd, "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket}",
-             f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root",
-             f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.base / 'error.log'}",
-             "--skip-log-bin", "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                mariadbd,
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                f"--socket={self.socket}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                f"--pid-file={self.base / 'mysqld.pid'}",
+                f"--log-error={self.base / 'error.log'}",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-log-file-size=16M",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_for(self._ready, timeout=60, what="mariadbd to accept connections")
-        self.sql("CREATE USER 'sendense'@'127.0.0.1' IDENTIFIED BY 'test-only-password';"
-                 "GRANT ALL ON *.* TO 'sendense'@'127.0.0.1';")
+        self.sql(
+            "CREATE USER 'sendense'@'127.0.0.1' IDENTIFIED BY 'test-only-password';"
+            "GRANT ALL ON *.* TO 'sendense'@'127.0.0.1';"
+        )
 
     def _ready(self) -> bool:
         if self.proc and self.proc.poll() is not None:
             log = (self.base / "error.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"mariadbd exited: {log}")
-        return self.socket.exists() and subprocess.run(
-            ["mariadb", f"--socket={self.socket}", "-uroot", "-e", "SELECT 1"],
-            capture_output=True,
-        ).returncode == 0
+        return (
+            self.socket.exists()
+            and subprocess.run(
+                ["mariadb", f"--socket={self.socket}", "-uroot", "-e", "SELECT 1"],
+                capture_output=True,
+            ).returncode
+            == 0
+        )
 
     def sql(self, statement: str, database: str = "") -> str:
         out = subprocess.run(
             ["mariadb", f"--socket={self.socket}", "-uroot", "-N", "-B", "-e", statement, database],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return out.stdout
 

@@ -15,12 +15,24 @@ def test_upgrade_creates_seed_tables_and_is_idempotent(db_url: str) -> None:
     assert current_revision(db_url) == first == "0001"
     tables = set(inspect(engine_for(db_url)).get_table_names())
     assert {
-        "vmware_credentials", "vm_replication_contexts", "vm_disks", "backup_repositories",
-        "backup_jobs", "backup_disks", "nodes",
+        "vmware_credentials",
+        "vm_replication_contexts",
+        "vm_disks",
+        "backup_repositories",
+        "backup_jobs",
+        "backup_disks",
+        "nodes",
     } <= tables
     cols = {c["name"] for c in inspect(engine_for(db_url)).get_columns("vm_replication_contexts")}
-    assert {"context_id", "vm_name", "vmware_vm_id", "vm_path", "vcenter_host", "datacenter",
-            "credential_id"} <= cols
+    assert {
+        "context_id",
+        "vm_name",
+        "vmware_vm_id",
+        "vm_path",
+        "vcenter_host",
+        "datacenter",
+        "credential_id",
+    } <= cols
     jobs = {c["name"] for c in inspect(engine_for(db_url)).get_columns("backup_jobs")}
     assert "parent_backup_id" in jobs  # restore points form chains
 
@@ -28,20 +40,34 @@ def test_upgrade_creates_seed_tables_and_is_idempotent(db_url: str) -> None:
 def test_seed_verification_query_runs_unchanged(db_url: str) -> None:
     upgrade(db_url)
     with session_scope(db_url) as s:
-        cred = VMwareCredential(credential_name="c", vcenter_host="quad-vcenter-01.quadris.local",
-                                username="u", password_encrypted=b"x", key_fingerprint="f")
+        cred = VMwareCredential(
+            credential_name="c",
+            vcenter_host="quad-vcenter-01.quadris.local",
+            username="u",
+            password_encrypted=b"x",
+            key_fingerprint="f",
+        )
         s.add(cred)
         s.flush()
-        s.add(VMReplicationContext(
-            context_id="ctx-pgtest1-20251006-203401", vm_name="pgtest1", vmware_vm_id="vm-42",
-            vm_path="/DatabanxDC/vm/pgtest1", vcenter_host="quad-vcenter-01.quadris.local",
-            datacenter="DatabanxDC", credential_id=cred.id,
-        ))
+        s.add(
+            VMReplicationContext(
+                context_id="ctx-pgtest1-20251006-203401",
+                vm_name="pgtest1",
+                vmware_vm_id="vm-42",
+                vm_path="/DatabanxDC/vm/pgtest1",
+                vcenter_host="quad-vcenter-01.quadris.local",
+                datacenter="DatabanxDC",
+                credential_id=cred.id,
+            )
+        )
         cred_id = cred.id
     with engine_for(db_url).connect() as conn:
-        rows = conn.execute(text(
-            "SELECT context_id, vm_name, vcenter_host, credential_id "
-            "FROM vm_replication_contexts WHERE vm_name = 'pgtest1';"
-        )).all()
-    assert rows == [("ctx-pgtest1-20251006-203401", "pgtest1", "quad-vcenter-01.quadris.local",
-                     cred_id)]
+        rows = conn.execute(
+            text(
+                "SELECT context_id, vm_name, vcenter_host, credential_id "
+                "FROM vm_replication_contexts WHERE vm_name = 'pgtest1';"
+            )
+        ).all()
+    assert rows == [
+        ("ctx-pgtest1-20251006-203401", "pgtest1", "quad-vcenter-01.quadris.local", cred_id)
+    ]

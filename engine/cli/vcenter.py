@@ -51,7 +51,10 @@ def vcenter_list() -> None:
     with db_session() as session:
         for row in VMwareCredentialService(session, settings().key_path).list():
             table.add_row(
-                str(row.id), row.credential_name, row.vcenter_host, row.username,
+                str(row.id),
+                row.credential_name,
+                row.vcenter_host,
+                row.username,
                 row.thumbprint or "-",
             )
     console.print(table)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -188,7 +187,6 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_backup_disks_backup_job_id"), ["backup_job_id"], unique=False
         )
-
 
 
 def downgrade() -> None:
