@@ -10,7 +10,9 @@ import typer
 
 from engine.cli.common import err_console
 from engine.cli.core import config_app, db_app, keys_app
+from engine.cli.nbd import nbd_app
 from engine.cli.repo import repo_app
+from engine.cli.tunnel import tunnel_app
 from engine.cli.vcenter import vcenter_app
 from engine.config import get_settings
 from engine.errors import SendenseError
@@ -24,8 +26,10 @@ app = typer.Typer(
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(nbd_app, name="nbd")
 app.add_typer(repo_app, name="repo")
 app.add_typer(vcenter_app, name="vcenter")
+app.add_typer(tunnel_app, name="tunnel")
 
 
 @app.callback()
@@ -41,7 +45,10 @@ def _global(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except SendenseError as exc:
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -1,0 +1,462 @@
+"""Copy a list of extents from one NBD export to another with libnbd's asynchronous API.
+
+Modelled on nbdcopy: the disk is cut into work units (128 MiB); each connection takes
+units in turn, asks the source which parts are allocated (``base:allocation``), reads
+the data parts in fixed-size requests with a bounded number in flight (so memory is
+``connections * requests_in_flight * request_size`` whatever the disk size), checks
+every read block with ``Buffer.is_zero`` (every byte, never a sample), and writes data,
+sends zero commands, or skips zeroes when the target is known to be zero already.
+
+The input is a list of extents, so a full copy (the whole disk) and an incremental copy
+(the changed areas from CBT) are the same code.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import nbd
+
+from engine.config import CopySettings
+from engine.errors import SendenseError
+
+WORK_UNIT = 128 * 1024 * 1024
+
+
+class CopyError(SendenseError):
+    """A read, write, zero or flush failed; the message names the disk and the offset."""
+
+    exit_code = 5
+
+
+class CopyCancelled(SendenseError):
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class Extent:
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    connections: int = 4
+    requests_in_flight: int = 64
+    request_size: int = 256 * 1024
+    # A fresh qcow2 reads as zeroes: zero runs need no command at all.
+    target_is_zero: bool = False
+    # Bytes per second across all connections; None copies as fast as the ends allow.
+    max_rate_bps: float | None = None
+
+    @classmethod
+    def from_settings(cls, s: CopySettings, **overrides: object) -> CopyOptions:
+        values: dict[str, object] = {
+            "connections": s.connections,
+            "requests_in_flight": s.requests_in_flight,
+            "request_size": s.request_size,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Progress:
+    disk: str
+    bytes_done: int
+    bytes_total: int
+    bytes_zero: int
+    rate_bps: float
+    connections: int = 1
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def open_handle(uri: str, disk: str, role: str, *, meta: bool = False) -> nbd.NBD:
+    """A connected libnbd handle; a failure names the disk and which end could not be reached."""
+    h = nbd.NBD()
+    h.set_handle_name(f"{disk}-{role}")
+    if meta:
+        h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+    try:
+        h.connect_uri(uri)
+    except nbd.Error as exc:
+        raise CopyError(f"disk {disk}: cannot connect to {role} {uri}: {exc.string}") from None
+    return h
+
+
+def close_handle(h: nbd.NBD) -> None:
+    """Disconnect politely (servers log a bare hang-up as an error); libnbd frees on GC."""
+    try:
+        if h.aio_is_ready() or h.aio_is_processing():
+            h.shutdown(nbd.SHUTDOWN_ABANDON_PENDING)
+    except nbd.Error:
+        pass
+
+
+def allocation(h: nbd.NBD, count: int, offset: int) -> list[tuple[int, int]]:
+    """``base:allocation`` from ``offset`` as (length, flags) pairs; may cover less than asked."""
+    found: list[tuple[int, int]] = []
+
+    def collect(ctx: str, off: int, entries: list[int], err: object) -> int:
+        if ctx == nbd.CONTEXT_BASE_ALLOCATION:
+            found.extend(zip(entries[::2], entries[1::2], strict=True))
+        return 0
+
+    h.block_status(count, offset, collect)
+    return found
+
+
+def work_units(extents: Sequence[Extent], unit: int = WORK_UNIT) -> Iterator[Extent]:
+    for ext in extents:
+        end = ext.offset + ext.length
+        off = ext.offset
+        while off < end:
+            n = min(unit, end - off)
+            yield Extent(off, n)
+            off += n
+
+
+class _Job:
+    """State shared by the connections copying one disk: units left, counters, first error."""
+
+    def __init__(self, disk: str, extents: Sequence[Extent], opts: CopyOptions) -> None:
+        self.disk = disk
+        self.opts = opts
+        self.units = collections.deque(work_units(extents))
+        self.total = sum(e.length for e in extents)
+        self.lock = threading.Lock()
+        self.done = 0
+        self.zero = 0
+        self.issued = 0
+        self.started = time.monotonic()
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def next_unit(self) -> Extent | None:
+        try:
+            return self.units.popleft()
+        except IndexError:
+            return None
+
+    def settle(self, n: int, zero: bool) -> None:
+        with self.lock:
+            self.done += n
+            if zero:
+                self.zero += n
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = exc
+        self.stop.set()
+
+    def throttle(self, n: int) -> None:
+        """Hold back the next read until the average rate is under the limit."""
+        rate = self.opts.max_rate_bps
+        if not rate:
+            return
+        with self.lock:
+            self.issued += n
+            due = self.started + self.issued / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            self.stop.wait(delay)
+
+
+@dataclass
+class _Pending:
+    """A finished command waiting for the connection's loop to act on it."""
+
+    kind: str
+    offset: int
+    length: int
+    buf: nbd.Buffer | None
+    errno: int = 0
+
+
+@dataclass
+class _Connection:
+    """One source handle and one target handle driven by one thread."""
+
+    job: _Job
+    src: nbd.NBD
+    dst: nbd.NBD
+    free: list[nbd.Buffer] = field(default_factory=list)
+    in_flight: int = 0
+    ready: collections.deque[_Pending] = field(default_factory=collections.deque)
+
+    def run(self) -> None:
+        try:
+            self._copy()
+        except BaseException as exc:
+            self.job.fail(exc)
+        finally:
+            try:
+                while self.in_flight:
+                    self._wait()
+            except BaseException as exc:
+                self.job.fail(exc)
+
+    def _copy(self) -> None:
+        job = self.job
+        while not job.stop.is_set():
+            unit = job.next_unit()
+            if unit is None:
+                break
+            for ext, zero in self._extents(unit):
+                if zero:
+                    self._zero_run(ext)
+                else:
+                    self._data_run(ext)
+        while self.in_flight and not job.stop.is_set():
+            self._wait()
+        if job.stop.is_set():
+            return
+        try:
+            self.dst.flush()
+        except nbd.Error as exc:
+            raise CopyError(f"disk {job.disk}: flush failed: {exc.string}") from None
+
+    def _extents(self, unit: Extent) -> Iterator[tuple[Extent, bool]]:
+        """The unit split into (extent, reads-as-zero) by the source's allocation map."""
+        if not self.src.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION):
+            yield unit, False
+            return
+        pos = unit.offset
+        end = unit.offset + unit.length
+        while pos < end:
+            try:
+                found = allocation(self.src, end - pos, pos)
+            except nbd.Error as exc:
+                raise CopyError(
+                    f"disk {self.job.disk}: block status at offset {pos} failed: {exc.string}"
+                ) from None
+            if not found:
+                yield Extent(pos, end - pos), False
+                return
+            for length, flags in found:
+                n = min(length, end - pos)
+                if n <= 0:
+                    break
+                yield Extent(pos, n), bool(flags & nbd.STATE_ZERO)
+                pos += n
+
+    def _zero_run(self, ext: Extent) -> None:
+        if self.job.opts.target_is_zero:
+            self.job.settle(ext.length, zero=True)
+            return
+        self._slot()
+        self._issue_zero(ext.offset, ext.length)
+
+    def _data_run(self, ext: Extent) -> None:
+        size = self.job.opts.request_size
+        off = ext.offset
+        end = ext.offset + ext.length
+        while off < end:
+            n = min(size, end - off)
+            self.job.throttle(n)
+            self._slot()
+            buf = self.free.pop() if n == size and self.free else nbd.Buffer(n)
+            pending = _Pending("read", off, n, buf)
+            self.in_flight += 1
+            self.src.aio_pread(buf, off, completion=self._done(pending))
+            off += n
+
+    def _slot(self) -> None:
+        """Wait until fewer than ``requests_in_flight`` commands are out: the memory bound.
+
+        Buffers are held only by commands in flight, so at most that many exist.
+        """
+        while self.in_flight >= self.job.opts.requests_in_flight:
+            self._wait()
+        if self.job.stop.is_set():
+            raise _Stopped
+
+    def _release(self, buf: nbd.Buffer | None) -> None:
+        if buf is not None and len(buf) == self.job.opts.request_size:
+            self.free.append(buf)
+
+    def _done(self, pending: _Pending) -> Callable[[object], int]:
+        def completion(err: object) -> int:
+            pending.errno = int(getattr(err, "value", 0) or 0)
+            self.ready.append(pending)
+            return 1
+
+        return completion
+
+    def _issue_zero(self, off: int, n: int) -> None:
+        pending = _Pending("zero", off, n, None)
+        self.in_flight += 1
+        self.dst.aio_zero(n, off, completion=self._done(pending))
+
+    def _wait(self) -> None:
+        """Run the two handles' state machines until at least one command has finished."""
+        while not self.ready:
+            self._poll()
+        while self.ready:
+            self._finish(self.ready.popleft())
+
+    def _poll(self) -> None:
+        poller = select.poll()
+        handles = {}
+        for h in (self.src, self.dst):
+            if not h.aio_in_flight():
+                continue
+            direction = h.aio_get_direction()
+            events = 0
+            if direction & nbd.AIO_DIRECTION_READ:
+                events |= select.POLLIN
+            if direction & nbd.AIO_DIRECTION_WRITE:
+                events |= select.POLLOUT
+            fd = h.aio_get_fd()
+            handles[fd] = h
+            poller.register(fd, events)
+        if not handles:
+            raise CopyError(f"disk {self.job.disk}: commands lost (no handle has any in flight)")
+        for fd, revents in poller.poll(-1):
+            h = handles[fd]
+            try:
+                if revents & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    h.aio_notify_read()
+                elif revents & select.POLLOUT:
+                    h.aio_notify_write()
+            except nbd.Error as exc:
+                role = "source" if h is self.src else "target"
+                raise CopyError(
+                    f"disk {self.job.disk}: {role} connection failed: {exc.string}"
+                ) from None
+
+    def _finish(self, p: _Pending) -> None:
+        job = self.job
+        self.in_flight -= 1
+        if p.errno:
+            end = "source" if p.kind == "read" else "target"
+            self._release(p.buf)
+            raise CopyError(
+                f"disk {job.disk}: {p.kind} of {p.length} bytes at offset {p.offset} "
+                f"failed on the {end}: {os.strerror(p.errno)}"
+            )
+        if p.kind == "read":
+            assert p.buf is not None
+            if p.buf.is_zero():
+                self._release(p.buf)
+                if job.opts.target_is_zero:
+                    job.settle(p.length, zero=True)
+                else:
+                    self._issue_zero(p.offset, p.length)
+                return
+            write = _Pending("write", p.offset, p.length, p.buf)
+            self.in_flight += 1
+            self.dst.aio_pwrite(p.buf, p.offset, completion=self._done(write))
+            return
+        self._release(p.buf)
+        job.settle(p.length, zero=p.kind == "zero")
+
+
+class _Stopped(Exception):
+    """Raised inside a connection when another connection failed or the copy was cancelled."""
+
+
+def copy(
+    source_uri: str,
+    target_uri: str,
+    *,
+    disk: str = "disk",
+    extents: Sequence[Extent] | None = None,
+    options: CopyOptions | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    interval: float = 0.25,
+) -> Progress:
+    """Copy ``extents`` (default: the whole source) and flush; the final progress on success.
+
+    Raises CopyError on any failed command (naming disk, offset and error) and
+    CopyCancelled when ``cancel`` is set; either way all connections are closed.
+    """
+    opts = options or CopyOptions()
+    first_src = open_handle(source_uri, disk, "source", meta=True)
+    handles: list[nbd.NBD] = [first_src]
+    try:
+        first_dst = open_handle(target_uri, disk, "target")
+        handles.append(first_dst)
+        size = first_src.get_size()
+        if first_dst.get_size() < size:
+            raise CopyError(
+                f"disk {disk}: target holds {first_dst.get_size()} bytes, "
+                f"source {size}: the target is too small"
+            )
+        if extents is None:
+            extents = [Extent(0, size)]
+        for e in extents:
+            if e.offset < 0 or e.length < 0 or e.offset + e.length > size:
+                raise CopyError(f"disk {disk}: extent {e} lies outside the {size}-byte disk")
+        multi = first_src.can_multi_conn() and first_dst.can_multi_conn()
+        count = opts.connections if multi else 1
+        pairs = [(first_src, first_dst)]
+        for i in range(1, count):
+            src = open_handle(source_uri, disk, f"source{i}", meta=True)
+            handles.append(src)
+            dst = open_handle(target_uri, disk, f"target{i}")
+            handles.append(dst)
+            pairs.append((src, dst))
+        job = _Job(disk, extents, opts)
+        return _run(job, pairs, progress, cancel, interval)
+    finally:
+        for h in handles:
+            close_handle(h)
+
+
+def _run(
+    job: _Job,
+    pairs: list[tuple[nbd.NBD, nbd.NBD]],
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    interval: float,
+) -> Progress:
+    conns = [_Connection(job, s, d) for s, d in pairs]
+    threads = [
+        threading.Thread(target=c.run, name=f"copy-{job.disk}-{i}", daemon=True)
+        for i, c in enumerate(conns)
+    ]
+    for t in threads:
+        t.start()
+    window: collections.deque[tuple[float, int]] = collections.deque(maxlen=8)
+
+    def report() -> Progress:
+        now = time.monotonic()
+        with job.lock:
+            done, zero = job.done, job.zero
+        window.append((now, done))
+        t0, d0 = window[0]
+        rate = (done - d0) / (now - t0) if now > t0 else 0.0
+        p = Progress(job.disk, done, job.total, zero, rate, len(pairs))
+        if progress is not None:
+            progress(p)
+        return p
+
+    report()
+    while alive := [t for t in threads if t.is_alive()]:
+        if cancel is not None and cancel.is_set():
+            job.stop.set()
+        alive[0].join(interval)
+        report()
+    if job.error is not None and not isinstance(job.error, _Stopped):
+        raise job.error
+    if cancel is not None and cancel.is_set():
+        raise CopyCancelled(f"disk {job.disk}: copy cancelled")
+    if job.error is not None or job.done != job.total:
+        raise CopyError(f"disk {job.disk}: copy stopped at {job.done} of {job.total} bytes")
+    elapsed = time.monotonic() - job.started
+    rate = job.done / elapsed if elapsed else 0.0
+    final = Progress(job.disk, job.done, job.total, job.zero, rate, len(pairs))
+    if progress is not None:
+        progress(final)
+    return final
