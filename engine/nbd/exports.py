@@ -1,0 +1,462 @@
+"""The qemu-nbd export manager: one long-lived, loopback-only NBD export per disk.
+
+The hub owns one :class:`ExportManager`. An export belongs to the manager, never to the
+request that asked for it: qemu-nbd runs in its own session (so it survives its caller,
+and a restarted hub adopts it), with ``--persistent`` (a probe's disconnect does not end
+it) and ``--shared`` large enough for every connection a copier opens. "Started" means an
+NBD handshake to the export name succeeded; when qemu-nbd dies instead, the error quotes
+qemu-nbd's own log (a locked image, a missing file, a taken port), never a timeout.
+
+Thread-safe: a mutex plus an ``flock`` guard the state files (and so the ports); a
+per-name lock orders ``start``/``stop`` of the same export. Nothing slow (spawning,
+waiting for a handshake) happens under the shared locks, so concurrent starts overlap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from engine.config import NbdSettings, Settings
+from engine.errors import BadInput, SendenseError
+from engine.nbd.export_process import (
+    describe_exit,
+    handshake,
+    is_qemu_nbd,
+    log_text,
+    o_direct_works,
+    port_is_free,
+    read_pid_file,
+    signal_group,
+    wait_gone,
+)
+from engine.nbd.export_state import RUNNING, STARTING, ExportRecord, StateStore
+
+QCOW2_MAGIC = b"QFI\xfb"
+MAX_NAME_BYTES = 200  # state, pid and log files are named after the export (255-byte limit)
+PORT_TAKEN = "Address already in use"
+
+
+class ExportError(SendenseError):
+    """An export that could not be made, started or kept; carries qemu's own message."""
+
+
+class ExportNameError(ExportError, BadInput):
+    """An export name that cannot be used (exit code 2: bad input)."""
+
+
+class PortRangeExhausted(ExportError):
+    """Every port of ``nbd.port_min``-``nbd.port_max`` is in use."""
+
+
+@dataclass(frozen=True)
+class Export:
+    name: str
+    port: int
+    pid: int
+    qcow2_path: Path
+    log_path: Path
+    host: str
+
+    @property
+    def uri(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"nbd://{host}:{self.port}/{quote(self.name, safe='')}"
+
+
+def validate_name(name: str) -> None:
+    if not name:
+        raise ExportNameError("the export name is empty")
+    if "/" in name or not name.isprintable() or name.startswith("."):
+        raise ExportNameError(
+            f"export name {name!r} is not allowed: use printable characters, no '/', "
+            "and do not start with '.'"
+        )
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise ExportNameError(f"export name {name[:40]!r}... is longer than {MAX_NAME_BYTES} bytes")
+
+
+def _to_export(record: ExportRecord) -> Export:
+    assert record.pid is not None
+    return Export(
+        name=record.name,
+        port=record.port,
+        pid=record.pid,
+        qcow2_path=Path(record.qcow2_path),
+        log_path=Path(record.log_path),
+        host=record.host,
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ExportManager:
+    def __init__(self, nbd: NbdSettings, run_dir: Path, log_dir: Path) -> None:
+        self.nbd = nbd
+        self.store = StateStore(run_dir / "exports")
+        self.log_folder = log_dir / "qemu-nbd"
+        self.log_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._mutex = threading.Lock()
+        self._names_guard = threading.Lock()
+        self._name_locks: dict[str, threading.Lock] = {}
+        # Processes this manager spawned: polled for their exit status, and reaped.
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> ExportManager:
+        return cls(s.nbd, s.run, s.logs)
+
+    # -- locks ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _state_lock(self) -> Iterator[None]:
+        with self._mutex, self.store.locked():
+            yield
+
+    def _name_lock(self, name: str) -> threading.Lock:
+        with self._names_guard:
+            return self._name_locks.setdefault(name, threading.Lock())
+
+    # -- images --------------------------------------------------------------------------
+
+    def create_image(self, path: Path, size_bytes: int, backing: Path | None = None) -> None:
+        """A new qcow2 (on ``backing`` when given); an existing file is never overwritten."""
+        if size_bytes <= 0:
+            raise BadInput(f"image size must be positive, not {size_bytes}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # claim the name atomically: qemu-img itself would truncate an existing file
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise ExportError(f"{path} already exists; images are never overwritten") from None
+        argv = [self.nbd.qemu_img, "create", "-q", "-f", "qcow2"]
+        if backing is not None:
+            argv += ["-b", str(backing), "-F", "qcow2"]
+        argv += [str(path), str(size_bytes)]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise ExportError(f"cannot run {self.nbd.qemu_img}: {exc.strerror}") from None
+        if done.returncode != 0:
+            path.unlink(missing_ok=True)
+            reason = "; ".join(line.strip() for line in done.stderr.splitlines() if line.strip())
+            raise ExportError(f"qemu-img could not create {path}: {reason}")
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self, name: str, qcow2_path: Path) -> Export:
+        """Export ``qcow2_path`` as ``name``; returns once an NBD handshake succeeded."""
+        validate_name(name)
+        path = Path(qcow2_path).absolute()
+        self._check_image(name, path)
+        with self._name_lock(name):
+            self._clear_previous(name)
+            avoid: set[int] = set()
+            while True:
+                record = self._reserve(name, path, avoid)
+                try:
+                    return self._launch(record, path)
+                except ExportError as exc:
+                    if PORT_TAKEN not in str(exc):
+                        raise
+                    # Someone bound the port between our probe and qemu-nbd's bind.
+                    avoid.add(record.port)
+
+    def _check_image(self, name: str, path: Path) -> None:
+        try:
+            with open(path, "rb") as fh:
+                magic = fh.read(4)
+        except FileNotFoundError:
+            raise ExportError(f"cannot export {name}: image {path} does not exist") from None
+        except OSError as exc:
+            raise ExportError(f"cannot export {name}: cannot read {path}: {exc.strerror}") from None
+        if magic != QCOW2_MAGIC:
+            raise ExportError(f"cannot export {name}: {path} is not a qcow2 image")
+
+    def _clear_previous(self, name: str) -> None:
+        """Refuse a live export of the same name; sweep away a dead one's leftovers."""
+        with self._state_lock():
+            old = self.store.read(name)
+        if old is None:
+            return
+        if old.status == STARTING and old.owner != os.getpid() and _pid_alive(old.owner):
+            raise ExportError(f"export {name} is being started by process {old.owner}")
+        if old.pid is not None and is_qemu_nbd(old.pid, Path(old.pid_file)):
+            raise ExportError(f"export {name} is already running on port {old.port}")
+        self._terminate(old)
+        with self._state_lock():
+            self.store.remove(name)
+
+    def _reserve(self, name: str, path: Path, avoid: set[int]) -> ExportRecord:
+        """Pick a port and write it into the state before qemu-nbd binds it.
+
+        The record holds the port while qemu-nbd starts, so a concurrent start (in this
+        process or another sharing the run folder) cannot be handed the same port.
+        """
+        log_path = self.log_folder / f"{name}.log"
+        with self._state_lock():
+            port = self._free_port(avoid)
+            record = ExportRecord(
+                name=name,
+                port=port,
+                host=self.nbd.bind,
+                qcow2_path=str(path),
+                log_path=str(log_path),
+                pid_file=str(self.store.pid_file(name)),
+                status=STARTING,
+                owner=os.getpid(),
+            )
+            self.store.write(record)
+        return record
+
+    def _free_port(self, avoid: set[int]) -> int:
+        lo, hi = self.nbd.port_min, self.nbd.port_max
+        held = {r.port for r in self.store.all()} | avoid
+        for port in range(lo, hi + 1):
+            if port not in held and port_is_free(self.nbd.bind, port):
+                return port
+        raise PortRangeExhausted(f"no free NBD port in {lo}-{hi}")
+
+    def _argv(self, record: ExportRecord, path: Path) -> list[str]:
+        # O_DIRECT keeps a backup's writes out of the page cache, and native AIO needs it;
+        # where the file system refuses O_DIRECT (tmpfs) qemu-nbd would exit at once.
+        cache = (
+            ["--cache=none", "--aio=native"]
+            if o_direct_works(path)
+            else ["--cache=writeback", "--aio=threads"]
+        )
+        # No --detect-zeroes: the copier already sends zero runs as zero commands, and
+        # scanning every write again would cost CPU for nothing. --discard=unmap lets
+        # those zero/trim commands leave holes in the qcow2.
+        return [
+            self.nbd.qemu_nbd,
+            "--format=qcow2",
+            "--persistent",
+            f"--shared={self.nbd.shared}",
+            f"--export-name={record.name}",
+            f"--bind={record.host}",
+            f"--port={record.port}",
+            *cache,
+            "--discard=unmap",
+            f"--pid-file={record.pid_file}",
+            str(path),
+        ]
+
+    def _launch(self, record: ExportRecord, path: Path) -> Export:
+        argv = self._argv(record, path)
+        log_path = Path(record.log_path)
+        try:
+            with open(log_path, "ab") as log:
+                offset = log.tell()
+                stamp = datetime.now(UTC).isoformat(timespec="seconds")
+                log.write(f"--- {stamp} {' '.join(argv)}\n".encode())
+                log.flush()
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,  # own process group: survives its caller
+                )
+        except OSError as exc:
+            with self._state_lock():
+                self.store.remove(record.name)
+            raise ExportError(f"cannot run {self.nbd.qemu_nbd}: {exc.strerror}") from None
+        record = record.with_(pid=proc.pid, log_offset=offset)
+        self._children[record.name] = proc
+        with self._state_lock():
+            self.store.write(record)
+        problem = self._await_handshake(record, proc)
+        if problem is not None:
+            self._terminate(record)
+            with self._state_lock():
+                self.store.remove(record.name)
+            raise ExportError(f"export {record.name} on port {record.port}: {problem}")
+        record = record.with_(status=RUNNING)
+        with self._state_lock():
+            self.store.write(record)
+        return _to_export(record)
+
+    def _await_handshake(self, record: ExportRecord, proc: subprocess.Popen[bytes]) -> str | None:
+        """None once the export answers; else why not, in qemu-nbd's words when it died."""
+        timeout = self.nbd.start_timeout
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        last = ""
+        while True:
+            returncode = proc.poll()
+            if returncode is not None:
+                said = log_text(Path(record.log_path), record.log_offset)
+                return f"qemu-nbd {describe_exit(returncode)}" + (f": {said}" if said else "")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                said = log_text(Path(record.log_path), record.log_offset)
+                return f"qemu-nbd did not answer an NBD handshake within {timeout:g}s ({last})" + (
+                    f"; its log: {said}" if said else ""
+                )
+            last = handshake(record.host, record.port, record.name, left) or ""
+            if not last and proc.poll() is None:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    # -- stop ----------------------------------------------------------------------------
+
+    def _terminate(self, record: ExportRecord) -> None:
+        """SIGTERM to the process group, SIGKILL after the grace period; reap our child."""
+        pid_file = Path(record.pid_file)
+        pid = record.pid or read_pid_file(pid_file)
+        proc = self._children.pop(record.name, None)
+        if pid is not None and is_qemu_nbd(pid, pid_file):
+            signal_group(pid, signal.SIGTERM)
+            if proc is not None:
+                try:
+                    proc.wait(self.nbd.stop_grace)
+                except subprocess.TimeoutExpired:
+                    signal_group(pid, signal.SIGKILL)
+                    proc.wait()
+            elif not wait_gone(pid, pid_file, self.nbd.stop_grace):
+                signal_group(pid, signal.SIGKILL)
+                wait_gone(pid, pid_file, 5.0)
+        if proc is not None:
+            proc.poll()  # reap a child that had already died
+
+    def stop(self, name: str) -> None:
+        """Stop the export and forget it: no process, no pid or state file. Idempotent."""
+        validate_name(name)
+        with self._name_lock(name):
+            with self._state_lock():
+                record = self.store.read(name)
+            if record is not None:
+                self._terminate(record)
+            else:
+                proc = self._children.pop(name, None)
+                if proc is not None:
+                    proc.poll()
+            with self._state_lock():
+                self.store.remove(name)
+
+    def stop_all(self) -> None:
+        for name in sorted(self.store.names_on_disk()):
+            self.stop(name)
+
+    # -- look ----------------------------------------------------------------------------
+
+    def get(self, name: str) -> Export | None:
+        validate_name(name)
+        record = self.store.read(name)
+        if record is None or record.status != RUNNING or record.pid is None:
+            return None
+        return _to_export(record)
+
+    def list(self) -> list[Export]:
+        return [
+            _to_export(r) for r in self.store.all() if r.status == RUNNING and r.pid is not None
+        ]
+
+    def check(self, name: str) -> None:
+        """Raise :class:`ExportError` with qemu-nbd's reason when the export's process died.
+
+        No handshake here: while a copier holds every ``--shared`` slot a probe would
+        only queue, so liveness is read from the kernel instead.
+        """
+        validate_name(name)
+        record = self.store.read(name)
+        if record is None:
+            raise ExportError(f"there is no export named {name}")
+        if record.pid is None:
+            return  # still starting: start() reports its own failure
+        proc = self._children.get(name)
+        returncode = proc.poll() if proc is not None else None
+        if proc is not None and returncode is None:
+            return
+        if proc is None and is_qemu_nbd(record.pid, Path(record.pid_file)):
+            return
+        said = log_text(Path(record.log_path), record.log_offset)
+        raise ExportError(
+            f"export {name} on port {record.port}: qemu-nbd (pid {record.pid}) "
+            f"{describe_exit(returncode)}" + (f": {said}" if said else "")
+        )
+
+    # -- restart -------------------------------------------------------------------------
+
+    def adopt(self) -> tuple[list[Export], list[str]]:
+        """Take over the exports a previous manager left running; clean up the rest.
+
+        Kept: state says running, its qemu-nbd is alive (pid and pid-file argument match,
+        so a recycled pid is not mistaken for it) and it answers a handshake. Everything
+        else is killed and its files removed, which frees its port.
+        """
+        adopted: list[Export] = []
+        cleaned: list[str] = []
+        with self._state_lock():
+            records = {r.name: r for r in self.store.all()}
+            names = self.store.names_on_disk()
+        for name in sorted(names):
+            record = records.get(name)
+            with self._name_lock(name):
+                if record is None:  # a pid file without a (readable) state file
+                    self._clean_orphan(name)
+                    cleaned.append(name)
+                    continue
+                if record.status == STARTING and _pid_alive(record.owner):
+                    continue  # another live manager is starting it right now
+                if self._answers(record):
+                    pid = record.pid or read_pid_file(Path(record.pid_file))
+                    record = record.with_(owner=os.getpid(), pid=pid)
+                    with self._state_lock():
+                        self.store.write(record)
+                    adopted.append(_to_export(record))
+                    continue
+                self._terminate(record)
+                with self._state_lock():
+                    self.store.remove(name)
+                cleaned.append(name)
+        return adopted, cleaned
+
+    def _answers(self, record: ExportRecord) -> bool:
+        pid = record.pid or read_pid_file(Path(record.pid_file))
+        return (
+            record.status == RUNNING
+            and pid is not None
+            and is_qemu_nbd(pid, Path(record.pid_file))
+            and handshake(record.host, record.port, record.name, self.nbd.start_timeout) is None
+        )
+
+    def _clean_orphan(self, name: str) -> None:
+        pid_file = self.store.pid_file(name)
+        pid = read_pid_file(pid_file)
+        if pid is not None and is_qemu_nbd(pid, pid_file):
+            self._terminate(
+                ExportRecord(
+                    name=name,
+                    port=0,
+                    host=self.nbd.bind,
+                    qcow2_path="",
+                    log_path="",
+                    pid_file=str(pid_file),
+                    status=RUNNING,
+                    owner=os.getpid(),
+                    pid=pid,
+                )
+            )
+        with self._state_lock():
+            self.store.remove(name)
