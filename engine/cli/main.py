@@ -12,6 +12,14 @@ from engine.cli.common import err_console
 from engine.cli.core import config_app, db_app, keys_app
 from engine.cli.nbd import nbd_app
 from engine.cli.repo import repo_app
+from engine.cli.services import (
+    backup_app,
+    hub_command,
+    node_command,
+    nodes_app,
+    run_command,
+    token_app,
+)
 from engine.cli.tunnel import tunnel_app
 from engine.cli.vcenter import vcenter_app
 from engine.config import get_settings
@@ -29,6 +37,12 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(nbd_app, name="nbd")
 app.add_typer(repo_app, name="repo")
 app.add_typer(vcenter_app, name="vcenter")
+app.add_typer(token_app, name="token")
+app.add_typer(nodes_app, name="nodes")
+app.add_typer(backup_app, name="backup")
+app.command("hub")(hub_command)
+app.command("node")(node_command)
+app.command("run")(run_command)
 app.add_typer(tunnel_app, name="tunnel")
 
 

@@ -1,0 +1,144 @@
+"""The hub's FastAPI application: wiring, background rounds, and errors as one line.
+
+``create_app`` does the start-up work that must succeed before the hub listens (token,
+schema upgrade, default node); the lifespan adopts surviving exports, reconciles jobs
+that were running, and runs three rounds: disk events to subscribers (4 a second),
+progress to the database (``hub.progress_flush_seconds``) and the job watch (1 a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine.api_auth import load_or_create_token, require_bearer
+from engine.config import Settings, ensure_dirs, get_settings
+from engine.db.session import session_scope, upgrade
+from engine.errors import BadInput, SendenseError
+from engine.hub import routes_backups, routes_console
+from engine.hub.events import EventBus
+from engine.hub.jobs import JobManager
+from engine.hub.nodes import NodeRefused, NodeUnreachable, ensure_default_node
+from engine.nbd.exports import ExportManager, PortRangeExhausted
+from engine.version import __version__
+
+log = logging.getLogger("sendense.hub")
+
+SSE_INTERVAL = 0.25
+WATCH_INTERVAL = 1.0
+
+
+def status_for(exc: SendenseError) -> int:
+    if isinstance(exc, NodeUnreachable | PortRangeExhausted):
+        return 503
+    if isinstance(exc, NodeRefused):
+        return 502
+    if isinstance(exc, BadInput):
+        return 400
+    return int(getattr(exc, "status_code", 500))
+
+
+def one_line_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            return f"the request body is not valid JSON: {err.get('ctx', {}).get('error', '')}"
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _every(seconds: float, work: Callable[[], Any], name: str) -> None:
+    """Run ``work`` in a thread every ``seconds``; a failing round is logged, not fatal."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await anyio.to_thread.run_sync(work)
+        except Exception:
+            log.exception("hub round %s failed", name)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    ensure_dirs(settings)
+    token = load_or_create_token(settings.token_path)
+    upgrade(settings.db_url)
+    with session_scope(settings.db_url) as session:
+        ensure_default_node(session, settings)
+    bus = EventBus()
+    exports = ExportManager.from_settings(settings)
+    jobs = JobManager(settings, exports, bus, token)
+
+    def publish_disks() -> None:
+        for event in jobs.disk_events():
+            bus.publish("disk", event)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bus.bind(asyncio.get_running_loop())
+        for note in await anyio.to_thread.run_sync(jobs.reconcile):
+            log.info("reconcile: %s", note)
+        tasks = [
+            asyncio.create_task(_every(SSE_INTERVAL, publish_disks, "events")),
+            asyncio.create_task(
+                _every(settings.hub.progress_flush_seconds, jobs.flush_progress, "flush")
+            ),
+            asyncio.create_task(_every(WATCH_INTERVAL, jobs.watch, "watch")),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with suppress(asyncio.CancelledError):
+                    await task
+            await anyio.to_thread.run_sync(jobs.flush_progress)
+            jobs.shutdown()
+
+    app = FastAPI(
+        title="Sendense hub",
+        version=__version__,
+        lifespan=lifespan,
+        description="The hub (SHA) API. Every route but /api/v1/health needs a bearer token.",
+    )
+    app.state.settings = settings
+    app.state.jobs = jobs
+    app.state.bus = bus
+    app.state.exports = exports
+    app.state.token = token
+
+    @app.exception_handler(SendenseError)
+    async def _sendense_error(_: Request, exc: SendenseError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": one_line_validation(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    public = APIRouter(prefix="/api/v1")
+
+    @public.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "service": "hub"}
+
+    app.include_router(public)
+    guarded = [Depends(require_bearer(token))]
+    app.include_router(routes_backups.router, dependencies=guarded)
+    app.include_router(routes_console.router, dependencies=guarded)
+    return app

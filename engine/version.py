@@ -1,0 +1,10 @@
+"""The installed version, reported by the services' health routes."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("sendense")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
