@@ -104,6 +104,14 @@ class TunnelSettings(BaseModel):
     keepalive_seconds: float = Field(15.0, gt=0)
     # The node API the hub reaches through the remote forward.
     remote_node_port: int = Field(9081, ge=1, le=65535)
+    # Where the node's local forward listeners bind (another loopback address lets a hub
+    # and a tunnelled node share one machine, as the tunnelled tests do).
+    local_host: str = "127.0.0.1"
+    keepalive_count_max: int = Field(3, ge=1)
+    connect_timeout: float = Field(15.0, gt=0)
+    # Reconnect backoff: doubles from min after each failed attempt, capped at max.
+    reconnect_min_seconds: float = Field(1.0, gt=0)
+    reconnect_max_seconds: float = Field(60.0, gt=0)
 
 
 class LabSettings(BaseModel):

@@ -1,0 +1,398 @@
+"""The node's SSH tunnel to the hub (asyncssh): the seed's forwards, held up for good.
+
+The node dials the hub's sshd and keeps three kinds of forward open: the NBD export ports
+(``nbd.port_min..port_max``) and the hub API port from the node's ``tunnel.local_host`` to
+the hub's loopback, and ``tunnel.remote_node_port`` on the hub's loopback back to the node
+API. The hub's host key must be in ``tunnel.known_hosts`` (never trusted on first use) and
+only key authentication is tried, so the hub can hand the node a restricted key.
+
+A dropped connection is retried with capped exponential backoff; a host key or key that
+the hub refuses is not (it needs an operator) and ends :meth:`Tunnel.run` with a
+:class:`TunnelError`. The state (up/down since when, round-trip time, last error) is
+written atomically to ``<run_dir>/tunnel.json`` on every change, so ``sendense tunnel
+status`` and the node's health read it from any process with :func:`read_status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import asyncssh
+
+from engine.config import Settings
+from engine.errors import SendenseError
+
+log = logging.getLogger("sendense.tunnel")
+
+LOOPBACK = "127.0.0.1"
+STATUS_FILE = "tunnel.json"
+
+# Measured with bench/bench_tunnel.py: asyncssh's defaults (chacha20, 2 MiB window, 32 KiB
+# packets) move about half what ``ssh -L`` does; AES-GCM (AES-NI) with a large window and
+# large packets closes most of the gap. The others stay as fallbacks for odd hubs.
+ENCRYPTION_ALGS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+)
+WINDOW = 8 * 1024 * 1024
+MAX_PACKET = 256 * 1024
+
+
+class TunnelError(SendenseError):
+    """The tunnel cannot work without an operator: bad configuration, untrusted host."""
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One forward: ``remote`` ones listen on the hub, the others on the node."""
+
+    remote: bool
+    listen_host: str
+    listen_port: int
+    dest_host: str
+    dest_port: int
+
+
+def plan_forwards(settings: Settings) -> list[Forward]:
+    """The seed's forwards, from the settings (tests shrink the NBD range to free ports)."""
+    tunnel = settings.tunnel
+    local_ports = [*range(settings.nbd.port_min, settings.nbd.port_max + 1), settings.hub.port]
+    local = [Forward(False, tunnel.local_host, p, LOOPBACK, p) for p in dict.fromkeys(local_ports)]
+    remote = Forward(
+        True, LOOPBACK, tunnel.remote_node_port, settings.node.host, settings.node.port
+    )
+    return [*local, remote]
+
+
+def describe_forwards(settings: Settings) -> list[str]:
+    """``ssh``-style one-liners (``-L``/``-R``) for status output; the NBD range as one."""
+    t, nbd = settings.tunnel, settings.nbd
+    span = f"{nbd.port_min}-{nbd.port_max}" if nbd.port_min != nbd.port_max else str(nbd.port_min)
+    return [
+        f"-L {t.local_host}:{span} -> hub {LOOPBACK}:{span}",
+        f"-L {t.local_host}:{settings.hub.port} -> hub {LOOPBACK}:{settings.hub.port}",
+        f"-R hub {LOOPBACK}:{t.remote_node_port} -> {settings.node.host}:{settings.node.port}",
+    ]
+
+
+def authorized_key_options(settings: Settings) -> str:
+    """The hub's ``authorized_keys`` options for a node key: these forwards, nothing else.
+
+    ``restrict`` takes away pty, agent, X11 and forwarding; ``port-forwarding`` gives
+    forwarding back, limited by ``permitopen``/``permitlisten`` to the seed's ports; the
+    forced command means a login can run nothing (the tunnel never opens a session).
+    """
+    forwards = plan_forwards(settings)
+    opens = [f'permitopen="{f.dest_host}:{f.dest_port}"' for f in forwards if not f.remote]
+    listens = [f'permitlisten="{f.listen_host}:{f.listen_port}"' for f in forwards if f.remote]
+    return ",".join(["restrict", "port-forwarding", *opens, *listens, 'command="/bin/false"'])
+
+
+def _now_iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class TunnelStatus:
+    """What ``tunnel.json`` holds. ``state`` is connecting, up, down or stopped."""
+
+    hub: str
+    forwards: list[str]
+    state: str = "down"
+    since: float = field(default_factory=time.time)
+    rtt_ms: float | None = None
+    last_error: str | None = None
+    connects: int = 0
+    pid: int = field(default_factory=os.getpid)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["since"] = _now_iso(self.since)
+        data["updated_at"] = _now_iso(time.time())
+        return data
+
+
+def status_path(settings: Settings) -> Path:
+    return settings.run / STATUS_FILE
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_status(settings: Settings) -> dict[str, Any]:
+    """The last status a tunnel wrote, ``down`` when none ran or its process is gone."""
+    path = status_path(settings)
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {
+            "state": "down",
+            "since": None,
+            "rtt_ms": None,
+            "last_error": f"no tunnel has run here (no {path})",
+            "hub": f"{settings.tunnel.hub_ssh_host}:{settings.tunnel.hub_ssh_port}",
+            "forwards": describe_forwards(settings),
+        }
+    if data.get("state") != "stopped" and not _pid_alive(int(data.get("pid", 0))):
+        last = data.get("last_error")
+        data["state"] = "down"
+        data["rtt_ms"] = None
+        data["last_error"] = f"the tunnel process {data.get('pid')} has exited" + (
+            f"; its last error: {last}" if last else ""
+        )
+    return data
+
+
+def _write_atomically(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as tmp:
+        json.dump(data, tmp, indent=2)
+    os.replace(tmp.name, path)
+
+
+class _Client(asyncssh.SSHClient):
+    """Remembers why the connection ended, for the status's ``last_error``."""
+
+    def __init__(self) -> None:
+        self.lost: Exception | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
+
+
+class Tunnel:
+    """Holds the forwards while :meth:`run` runs; usable in-process or via the CLI."""
+
+    def __init__(self, settings: Settings, *, status_file: Path | None = None) -> None:
+        self._settings = settings
+        self._forwards = plan_forwards(settings)
+        self._status_file = status_file or status_path(settings)
+        t = settings.tunnel
+        self._target = f"{t.user}@{t.hub_ssh_host}:{t.hub_ssh_port}"
+        self._status = TunnelStatus(hub=self._target, forwards=describe_forwards(settings))
+        self._stopping = asyncio.Event()
+        self._up = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._error: TunnelError | None = None
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._running = False
+
+    @property
+    def status(self) -> TunnelStatus:
+        return TunnelStatus(**asdict(self._status))
+
+    def _set(self, state: str, error: str | None = None) -> None:
+        if state != self._status.state:
+            self._status.state = state
+            self._status.since = time.time()
+            log.info("tunnel to %s: %s%s", self._target, state, f" ({error})" if error else "")
+        if error is not None:
+            self._status.last_error = error
+        if state != "up":
+            self._status.rtt_ms = None
+        self._write()
+
+    def _write(self) -> None:
+        _write_atomically(self._status_file, self._status.as_dict())
+
+    def _options(self) -> asyncssh.SSHClientConnectionOptions:
+        """Connection options; missing files are configuration errors, raised at once."""
+        t = self._settings.tunnel
+        if t.key_file is None:
+            raise TunnelError("tunnel.key_file is not set: the node's private key for the hub")
+        if t.known_hosts is None:
+            raise TunnelError(
+                "tunnel.known_hosts is not set: a file holding the hub's host key "
+                "(the tunnel never trusts an unknown host)"
+            )
+        for what, path in (("key file", t.key_file), ("known_hosts file", t.known_hosts)):
+            if not path.expanduser().is_file():
+                raise TunnelError(f"tunnel {what} {path} does not exist")
+        try:
+            key = asyncssh.read_private_key(str(t.key_file.expanduser()))
+        except (OSError, asyncssh.KeyImportError) as exc:
+            raise TunnelError(f"tunnel key file {t.key_file} cannot be used: {exc}") from None
+        return asyncssh.SSHClientConnectionOptions(
+            username=t.user,
+            client_keys=[key],
+            known_hosts=str(t.known_hosts.expanduser()),
+            config=None,
+            agent_path=None,
+            password_auth=False,
+            kbdint_auth=False,
+            gss_auth=False,
+            host_based_auth=False,
+            encryption_algs=list(ENCRYPTION_ALGS),
+            compression_algs=None,
+            window=WINDOW,
+            max_pktsize=MAX_PACKET,
+            keepalive_interval=t.keepalive_seconds,
+            keepalive_count_max=t.keepalive_count_max,
+            connect_timeout=t.connect_timeout,
+        )
+
+    async def run(self) -> None:
+        """Connect, forward, reconnect on loss; returns after :meth:`stop`.
+
+        Raises :class:`TunnelError` for what retrying cannot fix (configuration, a host
+        key not in known_hosts, a refused key).
+        """
+        self._running = True
+        try:
+            options = self._options()
+            failures = 0
+            while not self._stopping.is_set():
+                if self._status.state != "down":  # retries keep "down since" as it was
+                    self._set("connecting")
+                try:
+                    conn, client = await self._connect(options)
+                except (OSError, asyncssh.Error, asyncssh.ChannelListenError) as exc:
+                    failures += 1
+                    self._set("down", self._explain(exc))
+                    await self._backoff(failures)
+                    continue
+                failures = 0
+                if self._stopping.is_set():  # stop() came while connecting
+                    conn.close()
+                    await conn.wait_closed()
+                    break
+                self._status.connects += 1
+                self._set("up")
+                self._up.set()
+                await self._hold(conn)
+                self._up.clear()
+                if not self._stopping.is_set():
+                    self._set("down", self._explain(client.lost))
+                    await self._backoff(1)
+        except TunnelError as exc:
+            self._error = exc
+            self._set("down", str(exc))
+            raise
+        finally:
+            self._up.clear()
+            if self._error is None:
+                self._set("stopped")
+            self._running = False
+            self._ended.set()
+
+    async def _connect(
+        self, options: asyncssh.SSHClientConnectionOptions
+    ) -> tuple[asyncssh.SSHClientConnection, _Client]:
+        t = self._settings.tunnel
+        conn, client = await asyncssh.create_connection(
+            _Client, t.hub_ssh_host, t.hub_ssh_port, options=options
+        )
+        try:
+            for fwd in self._forwards:
+                if fwd.remote:
+                    await conn.forward_remote_port(
+                        fwd.listen_host, fwd.listen_port, fwd.dest_host, fwd.dest_port
+                    )
+                else:
+                    await conn.forward_local_port(
+                        fwd.listen_host, fwd.listen_port, fwd.dest_host, fwd.dest_port
+                    )
+        except BaseException:
+            conn.close()
+            await conn.wait_closed()
+            raise
+        self._conn = conn
+        return conn, cast(_Client, client)
+
+    async def _hold(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Until the connection ends: measure the round-trip time every keepalive period."""
+        probe = asyncio.create_task(self._probe(conn))
+        try:
+            await conn.wait_closed()
+        finally:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+            self._conn = None
+
+    async def _probe(self, conn: asyncssh.SSHClientConnection) -> None:
+        # A global request the server must answer (OpenSSH answers "failure" to this
+        # name, which is all a round trip needs): works with a key that may run nothing.
+        # asyncssh's own keepalive uses the same private call; it has no public one.
+        while True:
+            started = time.monotonic()
+            await conn._make_global_request(b"keepalive@openssh.com")
+            self._status.rtt_ms = round((time.monotonic() - started) * 1000, 3)
+            self._write()
+            await asyncio.sleep(self._settings.tunnel.keepalive_seconds)
+
+    async def _backoff(self, failures: int) -> None:
+        t = self._settings.tunnel
+        delay = min(t.reconnect_max_seconds, t.reconnect_min_seconds * 2 ** (failures - 1))
+        delay *= random.uniform(0.75, 1.0)  # a fleet of nodes should not retry in step
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def _explain(self, exc: BaseException | None) -> str:
+        """One line for ``last_error``; raises :class:`TunnelError` for the fatal kinds."""
+        t = self._settings.tunnel
+        where = f"{t.hub_ssh_host}:{t.hub_ssh_port}"
+        if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+            raise TunnelError(
+                f"the host key of {where} is not trusted by {t.known_hosts}: {exc.reason} "
+                "(pin the hub's key there; the tunnel never trusts an unknown host)"
+            )
+        if isinstance(exc, asyncssh.PermissionDenied):
+            raise TunnelError(f"{self._target} refused the key {t.key_file}: {exc.reason}")
+        if exc is None:
+            return f"{where} closed the connection"
+        if isinstance(exc, asyncssh.DisconnectError):
+            return f"{where}: {exc.reason}"
+        if isinstance(exc, asyncssh.ChannelListenError):
+            return f"{where} refused the remote forward of port {t.remote_node_port}: {exc}"
+        if isinstance(exc, TimeoutError):
+            return f"{where} did not answer within {t.connect_timeout}s"
+        if isinstance(exc, ConnectionError) and exc.errno:
+            return f"{where}: {os.strerror(exc.errno)}"
+        return f"{where}: {exc}"
+
+    async def wait_up(self, timeout: float) -> None:
+        """Return once the forwards are up; raise :class:`TunnelError` otherwise."""
+        up = asyncio.ensure_future(self._up.wait())
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait({up, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            up.cancel()
+            ended.cancel()
+        if self._up.is_set():
+            return
+        if self._error is not None:
+            raise self._error
+        reason = self._status.last_error or "no answer yet"
+        raise TunnelError(f"tunnel to {self._target} not up after {timeout}s: {reason}")
+
+    async def stop(self) -> None:
+        """Close the connection and every listener; returns when :meth:`run` has ended."""
+        self._stopping.set()
+        if self._conn is not None:
+            self._conn.close()
+        if self._running:
+            await self._ended.wait()
