@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nbd
@@ -105,12 +106,15 @@ def log_text(path: Path, offset: int, limit: int = 2000) -> str:
     return text[-limit:]
 
 
-def handshake(host: str, port: int, name: str, timeout: float) -> str | None:
+def handshake(
+    host: str, port: int, name: str, timeout: float, alive: Callable[[], bool] | None = None
+) -> str | None:
     """Connect and negotiate export ``name``; None on success, else libnbd's reason.
 
-    Asynchronous connect with ``poll`` so a server that accepts but never answers (every
-    ``--shared`` slot taken) costs at most ``timeout``, never a hang. The connection is
-    shut down politely so qemu-nbd does not log a reset.
+    Asynchronous connect polled in short slices, so a server that accepts but never
+    answers (every ``--shared`` slot taken, or another program on the port) costs at
+    most ``timeout``, and a server that dies meanwhile (``alive`` turns false) is
+    noticed at once. The connection is shut down politely so qemu-nbd logs no reset.
     """
     h = nbd.NBD()
     try:
@@ -121,7 +125,9 @@ def handshake(host: str, port: int, name: str, timeout: float) -> str | None:
             left = deadline - time.monotonic()
             if left <= 0:
                 return f"no NBD handshake within {timeout:g}s"
-            h.poll(max(1, int(left * 1000)))
+            if alive is not None and not alive():
+                return "the server exited during the handshake"
+            h.poll(max(1, min(50, int(left * 1000))))
         h.shutdown()
         return None
     except nbd.Error as exc:

@@ -14,6 +14,7 @@ waiting for a handshake) happens under the shared locks, so concurrent starts ov
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import signal
@@ -312,7 +313,12 @@ class ExportManager:
                 return f"qemu-nbd did not answer an NBD handshake within {timeout:g}s ({last})" + (
                     f"; its log: {said}" if said else ""
                 )
-            last = handshake(record.host, record.port, record.name, left) or ""
+            last = (
+                handshake(
+                    record.host, record.port, record.name, left, alive=lambda: proc.poll() is None
+                )
+                or ""
+            )
             if not last and proc.poll() is None:
                 return None
             time.sleep(delay)
@@ -398,7 +404,7 @@ class ExportManager:
 
     # -- restart -------------------------------------------------------------------------
 
-    def adopt(self) -> tuple[list[Export], list[str]]:
+    def adopt(self) -> tuple[builtins.list[Export], builtins.list[str]]:
         """Take over the exports a previous manager left running; clean up the rest.
 
         Kept: state says running, its qemu-nbd is alive (pid and pid-file argument match,
