@@ -1,0 +1,83 @@
+"""Every key the console answers to, in one table, and the user's keymap file.
+
+Each binding has an id (``scope.name``) so ``keymap.toml`` can rebind it with
+``App.set_keymap``; the help screen reads this same table, so it lists every key.
+A keymap file is plain TOML: ``"inventory.backup" = "B"`` (several keys: ``"b,f5"``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.binding import Binding, BindingType
+
+
+@dataclass(frozen=True)
+class Key:
+    keys: str
+    action: str
+    description: str
+    show: bool = True
+    # Priority keys win over the focused widget (enter in a modal confirms, whatever has focus).
+    priority: bool = False
+
+
+KEYS: dict[str, Key] = {
+    "app.help": Key("question_mark", "help", "Help: every key"),
+    "app.palette": Key("colon", "command_palette", "Command palette (also ctrl+p)", False),
+    "app.quit": Key("q", "quit", "Quit (backups go on in the hub)"),
+    "screen.inventory": Key("1", "switch_mode('inventory')", "Inventory screen", False),
+    "screen.jobs": Key("2", "switch_mode('jobs')", "Jobs screen", False),
+    "screen.repositories": Key("3", "switch_mode('repositories')", "Repositories screen", False),
+    "screen.vcenters": Key("4", "switch_mode('vcenters')", "vCenters screen", False),
+    "screen.nodes": Key("5", "switch_mode('nodes')", "Nodes and tunnel screen", False),
+    "nav.down": Key("j", "nav('down')", "Cursor down (as ↓)", False),
+    "nav.up": Key("k", "nav('up')", "Cursor up (as ↑)", False),
+    "nav.top": Key("g", "nav('top')", "First line", False),
+    "nav.bottom": Key("G", "nav('bottom')", "Last line", False),
+    "nav.back": Key("escape", "back", "Back / close", False),
+    "inventory.filter": Key("slash", "filter", "Filter VMs by name"),
+    "inventory.mark": Key("space", "mark", "Mark / unmark the VM"),
+    "inventory.backup": Key("b", "backup", "Back up marked VMs (or this one)"),
+    "inventory.refresh": Key("r", "refresh", "Refresh"),
+    "inventory.expand": Key("enter", "expand", "Open / close the node", False),
+    "jobs.cancel": Key("c", "cancel_job", "Cancel the job (asks first)"),
+    "jobs.refresh": Key("r", "refresh", "Refresh"),
+    "vcenters.add": Key("a", "add_vcenter", "Add a vCenter"),
+    "vcenters.test": Key("t", "test_vcenter", "Test the vCenter's login"),
+    "list.refresh": Key("r", "refresh", "Refresh"),
+    "modal.confirm": Key("enter", "confirm", "Confirm", priority=True),
+    "modal.cancel": Key("escape", "dismiss_modal", "Back"),
+}
+
+
+def bindings(*ids: str) -> list[BindingType]:
+    """The ``Binding`` objects for these ids, with their default keys."""
+    return [
+        Binding(k.keys, k.action, k.description, show=k.show, priority=k.priority, id=i)
+        for i, k in ((i, KEYS[i]) for i in ids)
+    ]
+
+
+class KeymapError(ValueError):
+    """The keymap file names an unknown binding id or is not valid TOML."""
+
+
+def load_keymap(path: Path) -> dict[str, str]:
+    """The user's rebindings; an absent file means none."""
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise KeymapError(f"keymap {path}: {exc}") from exc
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise KeymapError(f"keymap {path}: unknown binding ids {', '.join(unknown)}")
+    return {key: str(value) for key, value in data.items()}
+
+
+def keys_for(binding_id: str, keymap: dict[str, str]) -> str:
+    return keymap.get(binding_id, KEYS[binding_id].keys)

@@ -1,0 +1,59 @@
+"""Help: every key, read from the keymap table so it cannot drift from the bindings."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from sendense_tui.keymap import KEYS, bindings, keys_for
+
+if TYPE_CHECKING:
+    from sendense_tui.app import SendenseApp
+
+SCOPES = {
+    "app": "Everywhere",
+    "screen": "Screens",
+    "nav": "Moving",
+    "inventory": "Inventory",
+    "jobs": "Jobs",
+    "vcenters": "vCenters",
+    "list": "Lists",
+    "modal": "Dialogs",
+}
+PRETTY = {"question_mark": "?", "colon": ":", "slash": "/", "space": "space", "escape": "esc"}
+
+
+def pretty(keys: str) -> str:
+    return ", ".join(PRETTY.get(k.strip(), k.strip()) for k in keys.split(","))
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [*bindings("modal.cancel"), *bindings("app.help")]
+
+    def compose(self) -> ComposeResult:
+        app: SendenseApp = self.app  # type: ignore[assignment]
+        text = Text()
+        for scope, title in SCOPES.items():
+            text.append(f"{title}\n", style="bold underline")
+            for binding_id, key in KEYS.items():
+                if binding_id.split(".")[0] == scope:
+                    keys = pretty(keys_for(binding_id, app.keymap_overrides))
+                    text.append(f"  {keys:<10}", style="bold cyan")
+                    text.append(f" {key.description}\n")
+            if scope == "app":
+                text.append(f"  {'ctrl+p':<10}", style="bold cyan")
+                text.append(" Command palette: jump to a VM, a job, a screen\n")
+        text.append(f"\nKeys can be rebound in {app.config.keymap_file}", style="dim")
+        with VerticalScroll(classes="modal", id="help-modal"):
+            yield Static(text)
+
+    def action_dismiss_modal(self) -> None:
+        self.dismiss(None)
+
+    def action_help(self) -> None:
+        self.dismiss(None)

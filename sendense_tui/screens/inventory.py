@@ -1,0 +1,352 @@
+"""Inventory: vCenter → datacenters → folders, clusters, hosts → VMs, and a VM's detail.
+
+The first expansion of a vCenter fetches its whole inventory in one call (with a
+"loading…" child meanwhile); every deeper node is built only when it is opened, from
+the indexed ``Inventory``, so thousands of VMs cost nothing until someone looks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static, Tree
+from textual.widgets.tree import TreeNode
+
+from sendense_tui import fmt
+from sendense_tui.inventory import VM, Group, Inventory
+from sendense_tui.keymap import bindings
+from sendense_tui.screens.backup import BackupModal
+from sendense_tui.widgets.header import HubHeader
+
+if TYPE_CHECKING:
+    from sendense_tui.app import SendenseApp
+
+FILTER_LIMIT = 500
+ICONS = {"vcenter": "◆", "datacenter": "▣", "folder": "▸", "cluster": "⬡", "host": "▪"}
+
+
+@dataclass
+class Entry:
+    """What a tree node stands for; ``group``/``vm`` are set once the inventory is in."""
+
+    kind: str
+    vcenter_id: int
+    group: Group | None = None
+    vm: VM | None = None
+    loaded: bool = False
+
+
+class InventoryTree(Tree[Entry]):
+    BINDINGS = bindings("inventory.mark", "inventory.expand")
+
+    def action_mark(self) -> None:
+        screen = self.screen
+        if isinstance(screen, InventoryScreen):
+            screen.toggle_mark()
+
+    def action_expand(self) -> None:
+        node = self.cursor_node
+        if node is not None and node.allow_expand:
+            node.toggle()
+
+
+class InventoryScreen(Screen[None]):
+    BINDINGS = bindings("inventory.filter", "inventory.backup", "inventory.refresh", "nav.back")
+
+    def compose(self) -> ComposeResult:
+        yield HubHeader()
+        with Horizontal(id="inventory-body"):
+            with Vertical(id="tree-pane"):
+                yield Input(placeholder="filter VMs by name", id="filter")
+                tree: InventoryTree = InventoryTree("vCenters", id="inventory-tree")
+                tree.show_root = False
+                yield tree
+            yield Static(id="vm-detail")
+        yield Static(id="inventory-status")
+        yield Footer()
+
+    @property
+    def sendense(self) -> SendenseApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def vm_tree(self) -> InventoryTree:
+        return self.query_one(InventoryTree)
+
+    def on_mount(self) -> None:
+        self.query_one("#filter").display = False
+        self.vm_tree.focus()
+        self._load_vcenters()
+        self._show_status()
+
+    def _load_vcenters(self) -> None:
+        self.sendense.call_hub(self.sendense.client.vcenters(), self._set_vcenters, node=self)
+
+    def _set_vcenters(self, vcenters: list[dict[str, Any]]) -> None:
+        tree = self.vm_tree
+        tree.clear()
+        for vc in vcenters:
+            label = f"{ICONS['vcenter']} {vc.get('name') or vc['host']}  ({vc['host']})"
+            node = tree.root.add(label, data=Entry("vcenter", int(vc["id"])))
+            node.add_leaf("loading…")
+        if not vcenters:
+            tree.root.add_leaf("no vCenter yet: press 4 and add one")
+        elif len(vcenters) == 1:
+            tree.root.children[0].expand()
+        tree.cursor_line = 0
+
+    # -- lazy loading -----------------------------------------------------------------------
+
+    def on_tree_node_expanded(self, event: Tree.NodeExpanded[Entry]) -> None:
+        entry = event.node.data
+        if entry is None or entry.loaded:
+            return
+        if entry.kind == "vcenter":
+            self._fetch_inventory(event.node)
+        else:
+            self._fill(event.node)
+
+    def _fetch_inventory(self, node: TreeNode[Entry]) -> None:
+        entry = node.data
+        assert entry is not None
+        app = self.sendense
+
+        def arrived(data: dict[str, Any]) -> None:
+            inventory = Inventory(data)
+            app.inventories[entry.vcenter_id] = inventory
+            app.set_vcenter_state(entry.vcenter_id, "ok")
+            entry.group = Group("vcenter", "")
+            entry.group.groups = {("datacenter", k): v for k, v in inventory.datacenters.items()}
+            self._fill(node)
+            if len(inventory.datacenters) == 1:
+                node.children[0].expand()
+            self._apply_filter()
+
+        app.call_hub(
+            app.client.inventory(entry.vcenter_id),
+            arrived,
+            node=self,
+            name=f"inv{entry.vcenter_id}",
+        )
+
+    def _fill(self, node: TreeNode[Entry]) -> None:
+        entry = node.data
+        assert entry is not None and entry.group is not None
+        node.remove_children()
+        groups = list(entry.group.groups.values())
+        # The VM view first (folders, then VMs), then where they run (clusters, hosts).
+        for group in (g for g in groups if g.kind in ("datacenter", "folder")):
+            self._add_group(node, entry.vcenter_id, group)
+        for vm in entry.group.vms:
+            node.add_leaf(
+                self._vm_label(entry.vcenter_id, vm), data=Entry("vm", entry.vcenter_id, vm=vm)
+            )
+        for group in (g for g in groups if g.kind not in ("datacenter", "folder")):
+            self._add_group(node, entry.vcenter_id, group)
+        entry.loaded = True
+
+    @staticmethod
+    def _add_group(node: TreeNode[Entry], vcenter_id: int, group: Group) -> None:
+        label = f"{ICONS.get(group.kind, '·')} {group.name}"
+        node.add(label, data=Entry(group.kind, vcenter_id, group=group))
+
+    def _vm_label(self, vcenter_id: int, vm: VM, full_path: bool = False) -> Text:
+        marked = (vcenter_id, vm.path) in self.sendense.marks
+        label = Text("◉ " if marked else "  ", style="bold magenta" if marked else "")
+        on = vm.power_state.lower() == "poweredon"
+        label.append("● " if on else "○ ", style="green" if on else "dim")
+        label.append(vm.path if full_path else vm.name)
+        return label
+
+    # -- marks, detail, filter --------------------------------------------------------------
+
+    def toggle_mark(self) -> None:
+        node = self.vm_tree.cursor_node
+        if node is None or node.data is None or node.data.vm is None:
+            return
+        key = (node.data.vcenter_id, node.data.vm.path)
+        marks = self.sendense.marks
+        marks.symmetric_difference_update({key})
+        node.set_label(self._vm_label(key[0], node.data.vm, self._filtering))
+        self.vm_tree.action_cursor_down()
+        self._show_status()
+
+    def _relabel(self, node: TreeNode[Entry]) -> None:
+        for child in node.children:
+            if child.data is not None and child.data.vm is not None:
+                child.set_label(
+                    self._vm_label(child.data.vcenter_id, child.data.vm, self._filtering)
+                )
+            else:
+                self._relabel(child)
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[Entry]) -> None:
+        entry = event.node.data
+        detail = self.query_one("#vm-detail", Static)
+        if entry is None or entry.vm is None:
+            detail.update(Text("Move to a VM to see its disks and backups.", style="dim"))
+            return
+        detail.update(self._vm_detail(entry.vm))
+
+    def _vm_detail(self, vm: VM) -> Text:
+        context = self.sendense.contexts.get(vm.path) or {}
+        text = Text()
+        text.append(f"{vm.name}\n", style="bold")
+        rows = [
+            ("path", vm.path),
+            ("power", vm.power_state or "—"),
+            ("guest", vm.guest_os or "—"),
+            ("CPUs", str(vm.cpu_count or "—")),
+            ("memory", fmt.size((vm.memory_mb or 0) * 2**20) if vm.memory_mb else "—"),
+            ("CBT", "enabled" if vm.cbt_enabled else "off"),
+            ("snapshots", "present" if vm.snapshots else "none"),
+        ]
+        for name, value in rows:
+            text.append(f"{name:>10} ", style="dim")
+            text.append(f"{value}\n")
+        text.append(f"\ndisks ({fmt.size(vm.total_bytes)})\n", style="bold")
+        for disk in vm.disks:
+            text.append(f"  {disk.key:<5} {fmt.size(disk.capacity_bytes):>10}  {disk.datastore}\n")
+        text.append("\nlast backups\n", style="bold")
+        backups = (
+            context.get("last_backups")
+            or [job for job in self.sendense.store.ordered() if job.get("vm_name") == vm.name][:5]
+        )
+        if not backups:
+            text.append("  none yet\n", style="dim")
+        for job in backups[:5]:
+            when = str(job.get("completed_at") or job.get("created_at") or "")[:16]
+            text.append(
+                f"  {when:<16} {job.get('status', ''):<10} {fmt.size(job.get('bytes_total'))}\n"
+            )
+        return text
+
+    @property
+    def _filtering(self) -> bool:
+        return bool(self.query_one("#filter", Input).value.strip())
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self._apply_filter()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.vm_tree.focus()
+
+    def _apply_filter(self) -> None:
+        """Matches only, as full paths under their vCenter; empty filter: the lazy tree."""
+        text = self.query_one("#filter", Input).value.strip()
+        for node in self.vm_tree.root.children:
+            entry = node.data
+            if entry is None or entry.vcenter_id not in self.sendense.inventories:
+                continue
+            if not text:
+                entry.loaded = False
+                self._fill(node)
+                continue
+            matches = self.sendense.inventories[entry.vcenter_id].matching(text)
+            node.remove_children()
+            entry.loaded = False
+            for vm in matches[:FILTER_LIMIT]:
+                node.add_leaf(
+                    self._vm_label(entry.vcenter_id, vm, True),
+                    data=Entry("vm", entry.vcenter_id, vm=vm),
+                )
+            if len(matches) > FILTER_LIMIT:
+                node.add_leaf(Text(f"… {len(matches) - FILTER_LIMIT} more: type more", style="dim"))
+            if not matches:
+                node.add_leaf(Text(f"no VM name contains {text!r}", style="dim"))
+            node.expand()
+        self._show_status()
+
+    def action_back(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.display:
+            box.value = ""
+            box.display = False
+            self.vm_tree.focus()
+
+    def _show_status(self) -> None:
+        marks = len(self.sendense.marks)
+        text = self.query_one("#filter", Input).value.strip()
+        parts = [f"{marks} marked" if marks else "space marks VMs, b backs up"]
+        if text:
+            parts.append(f"filter: {text}")
+        self.query_one("#inventory-status", Static).update(" · ".join(parts))
+
+    def action_refresh(self) -> None:
+        app = self.sendense
+        app.inventories.clear()
+        app.call_hub(app.client.vms(), app._set_contexts, node=self)
+        self._load_vcenters()
+
+    # -- back up ------------------------------------------------------------------------
+
+    def action_backup(self) -> None:
+        app = self.sendense
+        chosen: list[tuple[int, VM]] = []
+        for vcenter_id, path in sorted(app.marks):
+            inventory = app.inventories.get(vcenter_id)
+            vm = inventory.by_path.get(path) if inventory else None
+            if vm is not None:
+                chosen.append((vcenter_id, vm))
+        if not chosen:
+            node = self.vm_tree.cursor_node
+            if node is None or node.data is None or node.data.vm is None:
+                self.notify("Move to a VM (or mark some with space) first.", severity="warning")
+                return
+            chosen = [(node.data.vcenter_id, node.data.vm)]
+        self.app.push_screen(BackupModal(chosen), self._backup_started)
+
+    def _backup_started(self, backup_ids: list[str] | None) -> None:
+        if not backup_ids:
+            return
+        self.sendense.marks.clear()
+        self._relabel(self.vm_tree.root)
+        self._show_status()
+        self.sendense.open_job(backup_ids[0])
+
+    # -- jump to a VM (command palette) -----------------------------------------------------
+
+    def reveal(self, vcenter_id: int, path: str) -> None:
+        """Open the tree down to the VM at ``path`` and put the cursor on it."""
+        self.action_back()
+        node = next(
+            (n for n in self.vm_tree.root.children if n.data and n.data.vcenter_id == vcenter_id),
+            None,
+        )
+        inventory = self.sendense.inventories.get(vcenter_id)
+        vm = inventory.by_path.get(path) if inventory else None
+        if node is None or vm is None:
+            return
+        steps = [("datacenter", vm.datacenter), *(("folder", f) for f in vm.folder)]
+        for kind, name in steps:
+            self._open(node)
+            node = next(
+                (
+                    c
+                    for c in node.children
+                    if c.data and c.data.group and (c.data.kind, c.data.group.name) == (kind, name)
+                ),
+                node,
+            )
+        self._open(node)
+        target = next((c for c in node.children if c.data and c.data.vm is vm), None)
+        if target is not None:
+            self.vm_tree.move_cursor(target)
+            self.vm_tree.focus()
+
+    def _open(self, node: TreeNode[Entry]) -> None:
+        if node.data is not None and not node.data.loaded and node.data.group is not None:
+            self._fill(node)
+        node.expand()

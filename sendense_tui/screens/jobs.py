@@ -1,0 +1,276 @@
+"""Jobs: running first, then history; the selected job's disks, throughput and log.
+
+Rows are keyed (job id, disk key) and updated cell by cell on the app's frame timer,
+never per event, so a job streaming thousands of events costs a few redraws a second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Log, Static
+
+from sendense_tui import fmt
+from sendense_tui.keymap import bindings
+from sendense_tui.live import is_running
+from sendense_tui.screens.modals import ConfirmModal
+from sendense_tui.widgets.header import HubHeader
+from sendense_tui.widgets.throughput import ThroughputChart
+
+if TYPE_CHECKING:
+    from sendense_tui.app import SendenseApp
+
+# Fixed widths for the columns that change live: cells updated in place never resize.
+JOB_COLUMNS = {
+    "state": 9,
+    "VM": 16,
+    "type": 5,
+    "progress": 15,
+    "rate": 12,
+    "size": 10,
+    "started": 19,
+    "backup id": 30,
+}
+DISK_COLUMNS = {
+    "disk": 5,
+    "size": 10,
+    "progress": 17,
+    "now": 12,
+    "last minute": 20,
+    "ETA": 7,
+    "zero": 10,
+    "state": 9,
+}
+STATE_STYLE = {"completed": "green", "failed": "bold red", "cancelled": "yellow", "running": "cyan"}
+LOG_LINES = 50
+
+
+def _state(status: str) -> Text:
+    return Text(status, style=STATE_STYLE.get(status, ""))
+
+
+class JobsScreen(Screen[None]):
+    BINDINGS = bindings("jobs.cancel", "jobs.refresh", "nav.back")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected: str | None = None
+        self._order: list[str] = []
+        self._disk_keys: list[int] = []
+        self._log_for: str | None = None
+        self._ready = False
+        self._log_loading = False
+        self._slow_drawn_at = 0.0  # the frame timer may fire between switching here and on_mount
+
+    @property
+    def sendense(self) -> SendenseApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield HubHeader()
+        with Vertical(id="jobs-body"):
+            yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+            yield Static(id="job-title")
+            yield DataTable(id="disks-table", cursor_type="none", show_cursor=False)
+            with Horizontal(id="job-lower"):
+                yield ThroughputChart(id="job-chart")
+                yield Log(id="job-log", max_lines=LOG_LINES)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        jobs = self.query_one("#jobs-table", DataTable)
+        for column, width in JOB_COLUMNS.items():
+            jobs.add_column(column, key=column, width=width)
+        disks = self.query_one("#disks-table", DataTable)
+        for column, width in DISK_COLUMNS.items():
+            disks.add_column(column, key=column, width=width)
+        jobs.focus()
+        self._ready = True
+        self.take_pending_job()
+
+    def on_screen_resume(self) -> None:
+        self.take_pending_job()
+
+    def take_pending_job(self) -> None:
+        backup_id, self.sendense.pending_job = self.sendense.pending_job, None
+        if backup_id is not None:
+            self.selected = backup_id
+            self._disk_keys = []
+        self.redraw_live()
+        if self.selected in self._order:
+            self.query_one("#jobs-table", DataTable).move_cursor(
+                row=self._order.index(self.selected)
+            )
+
+    # -- the job list ----------------------------------------------------------------------
+
+    def _job_cells(self, job: dict[str, Any]) -> dict[str, Any]:
+        done, total = int(job.get("bytes_done") or 0), int(job.get("bytes_total") or 0)
+        return {
+            "state": _state(str(job.get("status", ""))),
+            "VM": str(job.get("vm_name", "")),
+            "type": str(job.get("backup_type", "")),
+            "progress": fmt.bar(done, total, 10),
+            "rate": fmt.rate(job.get("rate_bps")) if is_running(job) else "",
+            "size": fmt.size(total),
+            "started": str(job.get("started_at") or job.get("created_at") or "")[:19].replace(
+                "T", " "
+            ),
+            "backup id": str(job["backup_id"]),
+        }
+
+    def redraw_live(self) -> None:
+        if not self._ready:
+            return
+        table = self.query_one("#jobs-table", DataTable)
+        jobs = self.sendense.store.ordered()
+        order = [j["backup_id"] for j in jobs]
+        with self.app.batch_update():
+            if order != self._order:
+                current = self.selected
+                table.clear()
+                for job in jobs:
+                    table.add_row(*self._job_cells(job).values(), key=job["backup_id"])
+                self._order = order
+                if current in order:
+                    table.move_cursor(row=order.index(current))
+            else:
+                for job in jobs:
+                    if is_running(job) or job["backup_id"] == self.selected:
+                        for column, value in self._job_cells(job).items():
+                            table.update_cell(job["backup_id"], column, value)
+            if self.selected is None and order:
+                self.selected = order[0]
+            self._redraw_detail()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id != "jobs-table" or event.row_key.value is None:
+            return
+        if event.row_key.value != self.selected:
+            self.selected = event.row_key.value
+            self._disk_keys = []
+            self._redraw_detail()
+
+    # -- the selected job -------------------------------------------------------------------
+
+    def _redraw_detail(self) -> None:
+        job = self.sendense.store.jobs.get(self.selected or "")
+        title = self.query_one("#job-title", Static)
+        disks_table = self.query_one("#disks-table", DataTable)
+        if job is None:
+            title.update(
+                Text("No job yet: back one up from the inventory (1, then b).", style="dim")
+            )
+            disks_table.clear()
+            self._disk_keys = []
+            return
+        title.update(self._title(job))
+        disks = job.get("disks") or []
+        keys = [int(d.get("disk_key") or 0) for d in disks]
+        if keys != self._disk_keys:
+            disks_table.clear()
+            for disk in disks:
+                disks_table.add_row(*self._disk_cells(job, disk), key=str(disk.get("disk_key")))
+            self._disk_keys = keys
+        else:
+            for disk in disks:
+                row = str(disk.get("disk_key"))
+                for column, value in zip(DISK_COLUMNS, self._disk_cells(job, disk), strict=True):
+                    disks_table.update_cell(row, column, value)
+        # The chart and the log tail change slowly: redraw them once a second at most.
+        now = time.monotonic()
+        if self._log_for != job["backup_id"] or (
+            is_running(job) and now - self._slow_drawn_at >= 1
+        ):
+            self._slow_drawn_at = now
+            self.query_one(ThroughputChart).show(
+                self.sendense.store.job_history.get(job["backup_id"], [])
+            )
+            self._load_log(job["backup_id"])
+
+    def _title(self, job: dict[str, Any]) -> Text:
+        text = Text()
+        text.append(f"{job.get('vm_name')} ", style="bold")
+        text.append(f"{job['backup_id']}  ")
+        text.append_text(_state(str(job.get("status", ""))))
+        done, total = int(job.get("bytes_done") or 0), int(job.get("bytes_total") or 0)
+        text.append(f"  {fmt.size(done)} of {fmt.size(total)}")
+        if is_running(job):
+            text.append(f"  {fmt.rate(job.get('rate_bps'))}")
+            text.append(f"  ETA {fmt.eta(total - done, job.get('rate_bps'))}")
+        if job.get("snapshot_kind"):
+            text.append(f"  snapshot {job['snapshot_kind']}", style="dim")
+        if job.get("error_message"):
+            text.append(f"\n{job['error_message']}", style="bold red")
+        return text
+
+    def _disk_cells(self, job: dict[str, Any], disk: dict[str, Any]) -> list[Any]:
+        done, total = int(disk.get("bytes_done") or 0), int(disk.get("bytes_total") or 0)
+        status = str(disk.get("status") or "")
+        running = status not in ("completed", "failed", "cancelled")
+        history: Sequence[float] = self.sendense.store.disk_history.get(
+            (job["backup_id"], int(disk.get("disk_key") or 0)), []
+        )
+        return [
+            str(disk.get("disk_key")),
+            fmt.size(total),
+            fmt.bar(done, total, 12),
+            fmt.rate(disk.get("rate_bps")) if running else "",
+            Text(fmt.sparkline(list(history)), style="cyan"),
+            fmt.eta(total - done, disk.get("rate_bps")) if running else "",
+            fmt.size(disk.get("bytes_zero")),
+            _state(status),
+        ]
+
+    def _load_log(self, backup_id: str) -> None:
+        """One log request at a time; the next frame asks again if the job moved on."""
+        if self._log_loading:
+            return
+        self._log_loading = True
+        app = self.sendense
+
+        def show(lines: list[str]) -> None:
+            log = self.query_one(Log)
+            log.clear()
+            log.write_lines(lines[-LOG_LINES:])
+            self._log_for = backup_id
+
+        async def fetch() -> list[str]:
+            try:
+                return await app.client.job_log(backup_id, LOG_LINES)
+            finally:
+                self._log_loading = False
+
+        app.call_hub(fetch(), show, node=self, name="log")
+
+    # -- actions ------------------------------------------------------------------------
+
+    def action_cancel_job(self) -> None:
+        job = self.sendense.store.jobs.get(self.selected or "")
+        if job is None or not is_running(job):
+            self.notify("Only a running job can be cancelled.", severity="warning")
+            return
+
+        def decided(yes: bool | None) -> None:
+            if yes:
+                app = self.sendense
+                app.call_hub(
+                    app.client.cancel_backup(job["backup_id"]), lambda j: app.store.apply("job", j)
+                )
+
+        self.app.push_screen(
+            ConfirmModal(f"Cancel the backup of {job['vm_name']} ({job['backup_id']})?"), decided
+        )
+
+    def action_refresh(self) -> None:
+        app = self.sendense
+        app.call_hub(app.client.jobs(), app.store.load, node=self)
+
+    def action_back(self) -> None:
+        self.query_one("#jobs-table", DataTable).focus()

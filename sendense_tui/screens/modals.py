@@ -1,0 +1,141 @@
+"""Small modals: a yes/no confirmation that defaults to No, and adding a vCenter."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from sendense_tui.hub_client import HubError
+from sendense_tui.keymap import bindings
+
+if TYPE_CHECKING:
+    from sendense_tui.app import SendenseApp
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """Destructive actions pass through here; the focused answer is No."""
+
+    BINDINGS = bindings("modal.cancel")
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="modal", id="confirm-modal"):
+            yield Label(self.question)
+            with Horizontal(classes="buttons"):
+                yield Button("No", id="no", variant="primary")
+                yield Button("Yes, cancel it", id="yes", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def answered(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_dismiss_modal(self) -> None:
+        self.dismiss(False)
+
+
+class AddVCenterModal(ModalScreen[bool]):
+    """Host and user, then the thumbprint the hub sees, which the operator must accept.
+
+    The password Input is masked and cleared as soon as the hub has it: it is never shown
+    again, and the console keeps no copy.
+    """
+
+    BINDINGS = bindings("modal.cancel")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thumbprint: str | None = None
+
+    @property
+    def sendense(self) -> SendenseApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="modal", id="vcenter-modal"):
+            yield Label(Text("Add a vCenter", style="bold"))
+            yield Input(placeholder="host (name or address, optional :port)", id="vc-host")
+            yield Input(placeholder="user", id="vc-user")
+            yield Input(placeholder="password", password=True, id="vc-password")
+            yield Static(id="vc-thumbprint")
+            yield Static(id="vc-error")
+            with Horizontal(classes="buttons"):
+                yield Button("Check thumbprint", id="vc-probe", variant="primary")
+                yield Button("Trust and add", id="vc-add", variant="success", disabled=True)
+                yield Button("Back", id="vc-back")
+
+    def on_mount(self) -> None:
+        self.query_one("#vc-host", Input).focus()
+
+    def _value(self, widget_id: str) -> str:
+        return self.query_one(f"#{widget_id}", Input).value.strip()
+
+    def _error(self, message: str) -> None:
+        self.query_one("#vc-error", Static).update(Text(message, style="bold red"))
+
+    @on(Button.Pressed, "#vc-back")
+    def back(self) -> None:
+        self.dismiss(False)
+
+    def action_dismiss_modal(self) -> None:
+        self.dismiss(False)
+
+    @on(Input.Changed, "#vc-host")
+    def host_changed(self) -> None:
+        self.thumbprint = None
+        self.query_one("#vc-add", Button).disabled = True
+        self.query_one("#vc-thumbprint", Static).update("")
+
+    @on(Button.Pressed, "#vc-probe")
+    def probe(self) -> None:
+        host = self._value("vc-host")
+        if not host:
+            self._error("enter the vCenter's host first")
+            return
+        self.run_worker(self._probe(host), exclusive=True)
+
+    async def _probe(self, host: str) -> None:
+        try:
+            self.thumbprint = await self.sendense.client.probe_vcenter(host)
+        except HubError as exc:
+            self._error(exc.plain)
+            return
+        self._error("")
+        self.query_one("#vc-thumbprint", Static).update(
+            Text(
+                f"SHA-256 thumbprint seen by the hub:\n{self.thumbprint}\n"
+                "Compare it with the vCenter's own before trusting it.",
+                style="yellow",
+            )
+        )
+        self.query_one("#vc-add", Button).disabled = False
+
+    @on(Button.Pressed, "#vc-add")
+    def add(self) -> None:
+        if self.thumbprint is None:
+            return
+        password_box = self.query_one("#vc-password", Input)
+        password = password_box.value
+        password_box.value = ""
+        self.run_worker(
+            self._add(self._value("vc-host"), self._value("vc-user"), password, self.thumbprint)
+        )
+
+    async def _add(self, host: str, user: str, password: str, thumbprint: str) -> None:
+        try:
+            await self.sendense.client.add_vcenter(host, user, password, thumbprint)
+        except HubError as exc:
+            self._error(f"{exc.plain} (enter the password again)")
+            return
+        self.dismiss(True)

@@ -1,0 +1,60 @@
+"""The header: hub, vCenters, node and tunnel state, running jobs.
+
+Two lines on a comfortable terminal; one line under 30 rows or 100 columns, so an
+80x24 SSH session keeps its rows for data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.widget import Widget
+
+if TYPE_CHECKING:
+    from sendense_tui.app import SendenseApp
+
+OK_STATES = {"ok", "up", "connected", "online"}
+
+
+def _state(text: Text, label: str, state: str) -> None:
+    good = state.lower() in OK_STATES
+    text.append(label, style="bold")
+    text.append(f" {'●' if good else '○'} {state}", style="green" if good else "yellow")
+
+
+class HubHeader(Widget):
+    DEFAULT_CSS = "HubHeader { height: auto; }"
+
+    def render(self) -> Text:
+        app: SendenseApp = self.app  # type: ignore[assignment]
+        status = app.status
+        compact = app.size.height < 30 or app.size.width < 100
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(" Sendense ", style="reverse bold")
+        line.append(" ")
+        _state(line, "hub", "up" if status.hub_ok else "down")
+        if not compact:
+            line.append(f" {app.config.hub_url}", style="dim")
+        detail = Text(no_wrap=True, overflow="ellipsis")
+        if not status.vcenters:
+            detail.append("  ")
+            _state(detail, "vCenter", "none yet")
+        for vc in status.vcenters:
+            detail.append("  ")
+            _state(
+                detail, f"vCenter {vc.get('name') or vc.get('host')}", app.vcenter_state(vc["id"])
+            )
+        for node in status.nodes or [{"name": "none", "state": "unknown", "tunnel": None}]:
+            detail.append("  ")
+            _state(detail, f"node {node.get('name')}", str(node.get("state") or "unknown"))
+            tunnel = node.get("tunnel")
+            tunnel_state = tunnel.get("state", "?") if isinstance(tunnel, dict) else "none"
+            if not compact or tunnel:
+                detail.append(f" tunnel {tunnel_state}", style="dim")
+        running = app.store.running_count()
+        detail.append("  ")
+        detail.append(f"jobs {running} running", style="bold cyan" if running else "dim")
+        if compact:
+            return line + detail
+        return Text("\n").join([line, detail])
