@@ -121,8 +121,11 @@ def flat_extent(descriptor_path: Path) -> Path:
 class NbdkitSource:
     """One nbdkit serving one disk on a unix socket in a private (0700) folder."""
 
-    def __init__(self, plugin_args: list[str], *, nbdkit: str = "nbdkit", what: str) -> None:
+    def __init__(
+        self, plugin_args: list[str], *, plugin: str, nbdkit: str = "nbdkit", what: str
+    ) -> None:
         self.what = what
+        self.plugin = plugin
         self.dir = Path(tempfile.mkdtemp(prefix="sendense-src-"))
         self.socket = self.dir / "nbd.sock"
         self.argv = [nbdkit, "--exit-with-parent", "-f", "-U", str(self.socket), *plugin_args]
@@ -205,7 +208,9 @@ def datastore_source(descriptor: Path, *, nbdkit: str = "nbdkit") -> NbdkitSourc
     flat = flat_extent(descriptor)
     if not os.access(flat, os.R_OK):
         raise SourceError(f"flat extent {flat} of {descriptor} is not readable here")
-    return NbdkitSource(["-r", "file", f"file={flat}"], nbdkit=nbdkit, what=str(descriptor))
+    return NbdkitSource(
+        ["-r", "file", f"file={flat}"], plugin="file", nbdkit=nbdkit, what=str(descriptor)
+    )
 
 
 @dataclass(frozen=True)
@@ -255,7 +260,7 @@ def vddk_source(
     settings: VddkSettings,
 ) -> NbdkitSource:
     """nbdkit's vddk plugin on one disk of one snapshot; the password goes in a 0600 file."""
-    src = NbdkitSource([], nbdkit=settings.nbdkit, what=f"vddk {file_name}")
+    src = NbdkitSource([], plugin="vddk", nbdkit=settings.nbdkit, what=f"vddk {file_name}")
     password = src.secret_file("password", login.password)
     args = ["-r", "vddk", f"libdir={settings.libdir}", f"server={login.host}"]
     if login.port:
