@@ -7,11 +7,12 @@ fresh machine, a test and a lab all work with zero set-up.
 from __future__ import annotations
 
 import os
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,8 +20,20 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from engine.errors import BadInput
+
 SYSTEM_CONFIG = Path("/etc/sendense/sendense.toml")
 USER_CONFIG = Path("~/.config/sendense/sendense.toml")
+
+
+class ConfigError(BadInput):
+    """Settings that cannot be used: a missing file, bad TOML, or a bad value."""
+
+
+class Section(BaseModel):
+    """A settings table: an unknown key is a typo to report, not something to ignore."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def default_home() -> Path:
@@ -33,7 +46,7 @@ def config_file() -> Path | None:
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} does not exist")
         return path
     for candidate in (SYSTEM_CONFIG, USER_CONFIG.expanduser()):
         if candidate.is_file():
@@ -41,7 +54,7 @@ def config_file() -> Path | None:
     return None
 
 
-class HubSettings(BaseModel):
+class HubSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8082, ge=1, le=65535)
     # Where nodes and consoles reach the hub; defaults to http://host:port.
@@ -54,7 +67,7 @@ class HubSettings(BaseModel):
         return self.url or f"http://{self.host}:{self.port}"
 
 
-class NodeSettings(BaseModel):
+class NodeSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=1, le=65535)
     # The hub this node reports to (through the tunnel's 8082 forward when tunnelled).
@@ -65,7 +78,7 @@ class NodeSettings(BaseModel):
     name: str = "local"
 
 
-class NbdSettings(BaseModel):
+class NbdSettings(Section):
     bind: str = "127.0.0.1"
     port_min: int = Field(10100, ge=1, le=65535)
     port_max: int = Field(10200, ge=1, le=65535)
@@ -83,19 +96,19 @@ class NbdSettings(BaseModel):
         return self
 
 
-class CopySettings(BaseModel):
+class CopySettings(Section):
     request_size: int = Field(256 * 1024, ge=4096, le=32 * 1024 * 1024)
     requests_in_flight: int = Field(64, ge=1, le=1024)
     connections: int = Field(4, ge=1, le=16)
 
 
-class VddkSettings(BaseModel):
+class VddkSettings(Section):
     libdir: str = "/usr/lib/vmware-vix-disklib"
     transports: str = "nbdssl:nbd"
     nbdkit: str = "nbdkit"
 
 
-class TunnelSettings(BaseModel):
+class TunnelSettings(Section):
     hub_ssh_host: str = "127.0.0.1"
     hub_ssh_port: int = Field(22, ge=1, le=65535)
     user: str = "sendense"
@@ -114,7 +127,7 @@ class TunnelSettings(BaseModel):
     reconnect_max_seconds: float = Field(60.0, gt=0)
 
 
-class LabSettings(BaseModel):
+class LabSettings(Section):
     port: int = Field(8989, ge=1, le=65535)
 
 
@@ -224,7 +237,28 @@ def mask_url(url: str) -> str:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {config_file()} is not valid TOML: {exc}") from None
+
+
+SECRET_FIELDS = {"database_url", "hub_token"}
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad setting, its problem and (unless secret) the value given."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        given = ""
+        secret = SECRET_FIELDS & {str(p) for p in err["loc"]}
+        if "input" in err and not secret and not isinstance(err["input"], dict):
+            given = f" (got {err['input']!r})"
+        parts.append(f"{where}: {err['msg']}{given}")
+    return "invalid setting " + "; ".join(parts)
 
 
 def ensure_dirs(settings: Settings) -> None:
