@@ -74,13 +74,14 @@ class SendenseApp(App[None]):
         config: ConsoleConfig,
         *,
         clock: Callable[[], float] = time.time,
-        live: bool = True,
+        live: bool = True,  # False: no event stream or rate sampling (frozen snapshots)
         fps: float = 4.0,
         note: str | None = None,
+        client: HubClient | None = None,
     ) -> None:
         super().__init__()
         self.config = config
-        self.client = HubClient(config.hub_url, config.token)
+        self.client = client or HubClient(config.hub_url, config.token)
         self.clock = clock
         self.live = live
         self.fps = fps
@@ -111,9 +112,9 @@ class SendenseApp(App[None]):
         self.call_hub(self.client.jobs(), self.store.load, name="jobs")
         self.call_hub(self.client.repositories(), self._set_repositories, name="repositories")
         self.call_hub(self.client.vms(), self._set_contexts, name="vms")
+        self.set_interval(1.0 / self.fps, self._frame)
         if self.live:
             self.run_worker(self._follow_events(), name="events", exclusive=True)
-            self.set_interval(1.0 / self.fps, self._frame)
             self.set_interval(1.0, self.store.sample)
 
     def _watch_terminal(self) -> None:

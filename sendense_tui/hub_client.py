@@ -58,16 +58,20 @@ def _detail(response: httpx.Response) -> str:
 class HubClient:
     """A thin async client; one instance per console, sharing one connection pool."""
 
-    def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=f"{self.base_url}/api/v1",
             headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=timeout,
+            transport=transport,
         )
-
-    def set_token(self, token: str) -> None:
-        self._http.headers["Authorization"] = f"Bearer {token}"
 
     async def aclose(self) -> None:
         await self._http.aclose()

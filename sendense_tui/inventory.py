@@ -1,9 +1,10 @@
 """The vCenter inventory as the console's tree wants it.
 
-The hub sends the whole inventory (``sendense inventory --json``) in one answer; this
-module indexes it once so that expanding any tree node is a dict look-up, which is what
-keeps a 5,000-VM tree quick. Key names are read tolerantly (``key``/``disk_key``,
-``path``/``vm_path``…) so the console follows the engine's JSON without importing it.
+The hub sends the whole inventory (``sendense inventory --json``: ``vcenter``,
+``entities`` and ``vms``) in one answer; this module indexes it once so that expanding
+any tree node is a dict look-up, which is what keeps a 5,000-VM tree quick. It reads
+the JSON itself rather than importing the engine's models: the console never imports
+``engine``.
 """
 
 from __future__ import annotations
@@ -12,20 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def _pick(data: dict[str, Any], *names: str, default: Any = None) -> Any:
-    for name in names:
-        if name in data and data[name] is not None:
-            return data[name]
-    return default
-
-
 @dataclass
 class Disk:
     key: int
     label: str
     capacity_bytes: int
     datastore: str
-    file: str
+    file_name: str
 
 
 @dataclass
@@ -35,16 +29,12 @@ class VM:
     moref: str
     power_state: str
     guest_os: str
-    cpu_count: int | None
+    cpus: int | None
     memory_mb: int | None
     cbt_enabled: bool
-    snapshots: bool
-    host: str
+    has_snapshots: bool
+    host: str | None  # the host's moref
     disks: list[Disk]
-
-    @property
-    def datacenter(self) -> str:
-        return self.path.strip("/").split("/", 1)[0]
 
     @property
     def folder(self) -> tuple[str, ...]:
@@ -53,13 +43,17 @@ class VM:
         return tuple(parts[2:-1]) if len(parts) > 3 else ()
 
     @property
+    def datacenter(self) -> str:
+        return self.path.strip("/").split("/", 1)[0]
+
+    @property
     def total_bytes(self) -> int:
         return sum(d.capacity_bytes for d in self.disks)
 
 
 @dataclass
 class Group:
-    """A tree node's children: sub-groups by name, then VMs."""
+    """A tree node's children: sub-groups keyed by (kind, name), then VMs."""
 
     kind: str
     name: str
@@ -73,43 +67,43 @@ class Group:
         return group
 
 
-def _disk(data: dict[str, Any]) -> Disk:
-    return Disk(
-        key=int(_pick(data, "key", "disk_key", "device_key", default=0)),
-        label=str(_pick(data, "label", default="")),
-        capacity_bytes=int(_pick(data, "capacity_bytes", "capacity", "size_bytes", default=0)),
-        datastore=str(_pick(data, "datastore", default="")),
-        file=str(_pick(data, "file", "file_name", "vmdk_path", "backing", default="")),
-    )
-
-
 def _vm(data: dict[str, Any]) -> VM:
-    snaps = _pick(data, "snapshots", "has_snapshots", "snapshot_present", default=False)
     return VM(
         name=str(data["name"]),
-        path=str(_pick(data, "path", "vm_path", "inventory_path", default=data["name"])),
-        moref=str(_pick(data, "moref", "vmware_vm_id", "id", default="")),
-        power_state=str(_pick(data, "power_state", "power", default="")),
-        guest_os=str(_pick(data, "guest_os", "guest", default="")),
-        cpu_count=_pick(data, "cpu_count", "cpus", "num_cpu"),
-        memory_mb=_pick(data, "memory_mb", "memory"),
-        cbt_enabled=bool(_pick(data, "cbt_enabled", "cbt", default=False)),
-        snapshots=bool(snaps),
-        host=str(_pick(data, "host", "host_name", default="")),
-        disks=[_disk(d) for d in data.get("disks") or []],
+        path=str(data["path"]),
+        moref=str(data.get("moref") or ""),
+        power_state=str(data.get("power_state") or ""),
+        guest_os=str(data.get("guest_os") or ""),
+        cpus=data.get("cpus"),
+        memory_mb=data.get("memory_mb"),
+        cbt_enabled=bool(data.get("cbt_enabled")),
+        has_snapshots=bool(data.get("has_snapshots")),
+        host=data.get("host"),
+        disks=[
+            Disk(
+                key=int(d["key"]),
+                label=str(d.get("label") or ""),
+                capacity_bytes=int(d.get("capacity_bytes") or 0),
+                datastore=str(d.get("datastore") or ""),
+                file_name=str(d.get("file_name") or ""),
+            )
+            for d in data.get("disks") or []
+        ],
     )
 
 
 class Inventory:
-    """Datacenters → (folders | clusters → hosts | hosts) → VMs, indexed once."""
+    """Datacenters → folders and VMs (from the VMs' paths), clusters → hosts → VMs."""
 
     def __init__(self, data: dict[str, Any]) -> None:
+        self.vcenter = str(data.get("vcenter") or "")
         self.vms = [_vm(v) for v in data.get("vms") or []]
         self.by_path = {vm.path: vm for vm in self.vms}
         self.datacenters: dict[str, Group] = {}
-        for dc in data.get("datacenters") or []:
-            name = dc if isinstance(dc, str) else str(dc.get("name"))
-            self._dc(name)
+        entities = {str(e["moref"]): e for e in data.get("entities") or []}
+        for entity in entities.values():
+            if entity.get("kind") == "Datacenter":
+                self._dc(str(entity["name"]))
         by_host: dict[str, list[VM]] = {}
         for vm in self.vms:
             group = self._dc(vm.datacenter)
@@ -118,7 +112,9 @@ class Inventory:
             group.vms.append(vm)
             if vm.host:
                 by_host.setdefault(vm.host, []).append(vm)
-        self._place_hosts(data, by_host)
+        for moref, entity in entities.items():
+            if entity.get("kind") == "HostSystem":
+                self._place_host(entity, entities, by_host.get(moref, []))
         for dc in self.datacenters.values():
             _sort(dc)
 
@@ -128,28 +124,20 @@ class Inventory:
             group = self.datacenters[name] = Group("datacenter", name)
         return group
 
-    def _place_hosts(self, data: dict[str, Any], by_host: dict[str, list[VM]]) -> None:
-        for cluster in data.get("clusters") or []:
-            dc = self._dc(str(_pick(cluster, "datacenter", default=_dc_of(cluster))))
-            group = dc.child("cluster", str(cluster["name"]))
-            for host in cluster.get("hosts") or []:
-                name = host if isinstance(host, str) else str(host.get("name"))
-                group.child("host", name).vms = by_host.get(name, [])
-        for host in data.get("hosts") or []:
-            name = str(host["name"])
-            cluster = host.get("cluster")
-            dc = self._dc(str(_pick(host, "datacenter", default=_dc_of(host))))
-            parent = dc.child("cluster", str(cluster)) if cluster else dc
-            parent.child("host", name).vms = by_host.get(name, [])
+    def _place_host(
+        self, host: dict[str, Any], entities: dict[str, dict[str, Any]], vms: list[VM]
+    ) -> None:
+        """A host goes under its cluster, or straight under its datacenter when standalone."""
+        dc_name = host.get("datacenter") or str(host.get("path") or "/?").split("/")[1]
+        parent: Group = self._dc(str(dc_name))
+        owner = entities.get(str(host.get("parent")))
+        if owner is not None and owner.get("kind") == "ClusterComputeResource":
+            parent = parent.child("cluster", str(owner["name"]))
+        parent.child("host", str(host["name"])).vms = vms
 
     def matching(self, text: str) -> list[VM]:
         needle = text.lower()
         return [vm for vm in self.vms if needle in vm.name.lower()]
-
-
-def _dc_of(item: dict[str, Any]) -> str:
-    path = str(item.get("path") or "")
-    return path.strip("/").split("/", 1)[0] if path else "?"
 
 
 def _sort(group: Group) -> None:

@@ -25,10 +25,36 @@ MiB = 2**20
 
 
 def lab_inventory(extra_vms: int = 6, disks_per_vm: int = 2) -> dict[str, Any]:
-    """The lab's shape: DatabanxDC with pgtest1 (disks 2000 and 2001), plus DC0's VMs."""
-    vms: list[dict[str, Any]] = [
-        _vm("pgtest1", "/DatabanxDC/vm/pgtest1", "vm-101", "DC0_H0", [(2000, 64), (2001, 32)])
+    """The lab's shape (``sendense inventory --json``): DatabanxDC with pgtest1 (disks
+    2000 and 2001) on a standalone host, and DC0 with a two-host cluster and more VMs."""
+    entities = [
+        _entity("Datacenter", "DatabanxDC", "/DatabanxDC", "datacenter-2", None, "DatabanxDC"),
+        _entity(
+            "ComputeResource", "DB_H0", "/DatabanxDC/host/DB_H0", "domain-s1", None, "DatabanxDC"
+        ),
+        _entity(
+            "HostSystem",
+            "DB_H0",
+            "/DatabanxDC/host/DB_H0/DB_H0",
+            "host-1",
+            "domain-s1",
+            "DatabanxDC",
+        ),
+        _entity("Datacenter", "DC0", "/DC0", "datacenter-3", None, "DC0"),
+        _entity("ClusterComputeResource", "DC0_C0", "/DC0/host/DC0_C0", "domain-c1", None, "DC0"),
     ]
+    for h in range(2):
+        entities.append(
+            _entity(
+                "HostSystem",
+                f"DC0_C0_H{h}",
+                f"/DC0/host/DC0_C0/DC0_C0_H{h}",
+                f"host-{10 + h}",
+                "domain-c1",
+                "DC0",
+            )
+        )
+    vms = [_vm("pgtest1", "/DatabanxDC/vm/pgtest1", "vm-101", "host-1", [(2000, 64), (2001, 32)])]
     for i in range(extra_vms):
         folder = "web" if i % 2 else "db"
         disks = [(2000 + d, 16 * (d + 1)) for d in range(disks_per_vm)]
@@ -37,15 +63,21 @@ def lab_inventory(extra_vms: int = 6, disks_per_vm: int = 2) -> dict[str, Any]:
                 f"DC0_VM{i}",
                 f"/DC0/vm/{folder}/DC0_VM{i}",
                 f"vm-{200 + i}",
-                f"DC0_C0_H{i % 2}",
+                f"host-{10 + i % 2}",
                 disks,
             )
         )
+    return {"vcenter": "127.0.0.1:8989", "entities": entities, "vms": vms}
+
+
+def _entity(kind: str, name: str, path: str, moref: str, parent: str | None, dc: str) -> dict:
     return {
-        "datacenters": [{"name": "DatabanxDC"}, {"name": "DC0"}],
-        "clusters": [{"name": "DC0_C0", "datacenter": "DC0", "hosts": ["DC0_C0_H0", "DC0_C0_H1"]}],
-        "hosts": [{"name": "DC0_H0", "datacenter": "DatabanxDC"}],
-        "vms": vms,
+        "kind": kind,
+        "name": name,
+        "path": path,
+        "moref": moref,
+        "parent": parent,
+        "datacenter": dc,
     }
 
 
@@ -56,18 +88,21 @@ def _vm(name: str, path: str, moref: str, host: str, disks: list[tuple[int, int]
         "moref": moref,
         "power_state": "poweredOn",
         "guest_os": "otherLinux64Guest",
-        "cpu_count": 2,
+        "cpus": 2,
         "memory_mb": 4096,
         "cbt_enabled": name == "pgtest1",
-        "snapshots": False,
+        "has_snapshots": False,
         "host": host,
+        "datacenter": path.split("/")[1],
         "disks": [
             {
                 "key": key,
                 "label": f"Hard disk {n + 1}",
                 "capacity_bytes": mib * MiB,
                 "datastore": "LocalDS_0",
-                "file": f"[LocalDS_0] {name}/{name}_{n}.vmdk",
+                "file_name": f"[LocalDS_0] {name}/{name}_{n}.vmdk",
+                "controller_key": 1000,
+                "unit_number": n,
             }
             for n, (key, mib) in enumerate(disks)
         ],

@@ -201,10 +201,10 @@ class InventoryScreen(Screen[None]):
             ("path", vm.path),
             ("power", vm.power_state or "—"),
             ("guest", vm.guest_os or "—"),
-            ("CPUs", str(vm.cpu_count or "—")),
+            ("CPUs", str(vm.cpus or "—")),
             ("memory", fmt.size((vm.memory_mb or 0) * 2**20) if vm.memory_mb else "—"),
             ("CBT", "enabled" if vm.cbt_enabled else "off"),
-            ("snapshots", "present" if vm.snapshots else "none"),
+            ("snapshots", "present" if vm.has_snapshots else "none"),
         ]
         for name, value in rows:
             text.append(f"{name:>10} ", style="dim")

@@ -1,0 +1,78 @@
+"""SVG snapshots of every screen at 80x24 and 120x40, with clocks and rates frozen.
+
+The data comes from the stand-in hub (tests/tui_standin_hub.py), served in-process over
+httpx's ASGI transport: a real FastAPI app, but no port and no clock, so every run
+draws the same picture. Flows against the real hub live in test_tui_pilot.py.
+Update after an intended change: ``pytest tests/test_tui_snapshots.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from textual.pilot import Pilot
+
+from sendense_tui.app import SendenseApp
+from sendense_tui.config import ConsoleConfig
+from sendense_tui.hub_client import HubClient
+from tests.tui_standin_hub import TOKEN, MiB, StandinState, build_app, lab_inventory
+
+SIZES = [(80, 24), (120, 40)]
+FROZEN_CLOCK = 1_790_000_000.0
+
+
+def frozen_app(tmp_path: Path) -> SendenseApp:
+    state = StandinState(lab_inventory())
+    pg = state.vm("pgtest1")
+    other = state.vm("DC0_VM1")
+    assert pg is not None and other is not None
+    state.add_job(other, status="completed", done_fraction=1.0, job_id="backup-DC0_VM1-1790000000")
+    state.add_job(
+        pg, status="running", done_fraction=0.4, rate=48 * MiB, job_id="backup-pgtest1-1790000100"
+    )
+    config = ConsoleConfig(
+        hub_url="http://hub.test",
+        token=TOKEN,
+        home=tmp_path,
+        explicit=True,
+        keymap_file=tmp_path / "keymap.toml",
+    )
+    client = HubClient(config.hub_url, TOKEN, transport=httpx.ASGITransport(build_app(state)))
+    return SendenseApp(config, clock=lambda: FROZEN_CLOCK, live=False, client=client)
+
+
+async def settle(pilot: Pilot[None]) -> None:
+    """Wait until every hub request has been answered and drawn."""
+    for _ in range(3):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
+    async def run(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await settle(pilot)
+
+    return run
+
+
+SCREENS = {
+    "inventory": steps("down", "enter", "down"),
+    "backup_modal": steps("down", "enter", "down", "b"),
+    "jobs": steps("2"),
+    "repositories": steps("3"),
+    "vcenters": steps("4"),
+    "nodes": steps("5"),
+    "help": steps("question_mark"),
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("screen", SCREENS)
+def test_screen_snapshot(snap_compare, tmp_path: Path, screen: str, size: tuple[int, int]) -> None:
+    assert snap_compare(frozen_app(tmp_path), terminal_size=size, run_before=SCREENS[screen])
