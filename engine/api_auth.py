@@ -12,9 +12,6 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from fastapi import Depends, HTTPException, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
 from engine.config import Settings
 from engine.errors import SendenseError
 
@@ -75,6 +72,10 @@ def client_token(settings: Settings) -> str:
 
 def require_bearer(token: str) -> Callable[..., None]:
     """A FastAPI dependency that admits only requests carrying ``token``."""
+    # Imported here so the CLI, which only reads tokens, starts without FastAPI.
+    from fastapi import Depends, HTTPException, status
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
     scheme = HTTPBearer(auto_error=False)
 
     def check(creds: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:

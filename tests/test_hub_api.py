@@ -1,0 +1,192 @@
+"""The hub's API on a real ``sendense hub`` process: auth, errors as one line, and the
+promise that a refused backup leaves nothing behind (no qemu-nbd, no qcow2, no row).
+
+These need no vCenter: the VM context is written into the test's database directly, and
+the failure paths under test end before anything would talk to vCenter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from engine.config import Settings
+from engine.credentials import VMwareCredentialService
+from engine.db.models import BackupJob, VMDisk, VMReplicationContext
+from engine.db.session import session_scope, upgrade
+from engine.repository import ensure_default_repository
+from tests.fixtures.services import Services, make_services, ports_free, processes_mentioning
+
+MiB = 1024 * 1024
+
+
+def seed_vm(settings: Settings, *, credential: bool) -> int:
+    """A VM context with two disks (2000, 2001) and the default repository; its repo id."""
+    upgrade(settings.db_url)
+    with session_scope(settings.db_url) as s:
+        repo = ensure_default_repository(s, settings.repository_default)
+        cred_id = None
+        if credential:
+            cred_id = (
+                VMwareCredentialService(s, settings.key_path)
+                .add(host="127.0.0.1:9", username="u", password="test-only", thumbprint="ab" * 32)
+                .id
+            )
+        ctx = VMReplicationContext(
+            context_id="ctx-pgtest1-20251006-203401",
+            vm_name="pgtest1",
+            vmware_vm_id="vm-1",
+            vm_path="/DatabanxDC/vm/pgtest1",
+            vcenter_host="127.0.0.1:9",
+            datacenter="DatabanxDC",
+            credential_id=cred_id,
+        )
+        ctx.disks = [
+            VMDisk(disk_key=2000, capacity_bytes=4 * MiB, label="Hard disk 1"),
+            VMDisk(disk_key=2001, capacity_bytes=2 * MiB, label="Hard disk 2"),
+        ]
+        s.add(ctx)
+        s.flush()
+        return repo.id
+
+
+def assert_nothing_left(settings: Settings, svc: Services) -> None:
+    assert processes_mentioning(str(settings.home), "qemu-nbd") == []
+    assert ports_free(svc.nbd_ports)
+    assert list(Path(settings.repository_default).rglob("*.qcow2")) == []
+    with session_scope(settings.db_url) as s:
+        assert s.scalar(select(func.count()).select_from(BackupJob)) == 0
+
+
+@pytest.fixture
+def hub(services_factory: Callable[..., Services]) -> Services:
+    return services_factory(node=False)
+
+
+@pytest.fixture(scope="module")
+def shared_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """One hub (no node) for the tests that change nothing: a hub start is seconds."""
+    svc = make_services(tmp_path_factory.mktemp("shared-hub"))
+    svc.start(svc.hub)
+    yield svc
+    svc.stop()
+
+
+def test_health_is_open_everything_else_needs_the_token(shared_hub: Services) -> None:
+    with shared_hub.client() as api:
+        assert api.get("/api/v1/health").json()["status"] == "ok"
+        assert api.get("/openapi.json").json()["paths"]["/api/v1/backups"]["post"]
+        assert api.get("/api/v1/backups").status_code == 200
+        anonymous = api.get("/api/v1/backups", headers={"Authorization": ""})
+        assert anonymous.status_code == 401
+        assert "bearer token" in anonymous.json()["detail"]
+        wrong = api.get("/api/v1/vms", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+
+
+def test_token_file_is_0600_and_shown_by_the_cli(shared_hub: Services) -> None:
+    token_file = shared_hub.home / "api-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    shown = shared_hub.sendense("token", "show")
+    assert shown.returncode == 0
+    assert shown.stdout.strip() == shared_hub.token
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"vm_name": "pgtest1", "repository_id": ["x"]}', "repository_id"),
+        (b'{"vm_name": 5, "repository_id": 1}', "vm_name"),
+        (b'{"repository_id": 1}', "vm_name"),
+        (b'{"vm_name": "", "repository_id": 1}', "vm_name"),
+        (b'["vm_name"]', "body"),
+        (b'{"vm_name": "pgtest1", "repository_id": 0}', "repository_id"),
+    ],
+)
+def test_bad_requests_get_4xx_with_one_line(shared_hub: Services, body: bytes, needle: str) -> None:
+    with shared_hub.client() as api:
+        r = api.post("/api/v1/backups", content=body, headers={"Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail
+    assert needle in detail
+
+
+def test_other_bad_inputs_are_4xx(shared_hub: Services) -> None:
+    with shared_hub.client() as api:
+        assert api.get("/api/v1/backups/backup-nope-1").status_code == 404
+        assert api.delete("/api/v1/backups/backup-nope-1").status_code == 404
+        assert api.get("/api/v1/backups", params={"limit": "many"}).status_code == 422
+        r = api.post("/api/v1/backups/backup-nope-1/events", json={"events": "x"})
+        assert r.status_code == 400
+        r = api.post("/api/v1/backups/backup-nope-1/events", json={"type": "progress"})
+        assert r.status_code == 404
+        assert api.get("/api/v1/vcenters/999/inventory").status_code == 404
+        assert api.post("/api/v1/vms", json={"vcenter_id": "x"}).status_code == 422
+
+
+def test_unknown_vm_and_repository_are_404(settings: Settings, hub: Services) -> None:
+    repo_id = seed_vm(settings, credential=True)
+    with hub.client() as api:
+        r = api.post("/api/v1/backups", json={"vm_name": "nope", "repository_id": repo_id})
+        assert r.status_code == 404 and "nope" in r.json()["detail"]
+        r = api.post("/api/v1/backups", json={"vm_name": "pgtest1", "repository_id": 99})
+        assert r.status_code == 404 and "repository 99" in r.json()["detail"]
+    assert_nothing_left(settings, hub)
+
+
+def test_context_without_credential_is_422_and_leaves_nothing(
+    settings: Settings, hub: Services
+) -> None:
+    repo_id = seed_vm(settings, credential=False)
+    with hub.client() as api:
+        # The seed sends repository_id as a string; that is accepted.
+        r = api.post(
+            "/api/v1/backups",
+            json={"vm_name": "pgtest1", "repository_id": str(repo_id), "backup_type": "full"},
+        )
+    assert r.status_code == 422
+    assert r.json() == {"detail": "VM context missing credential_id"}
+    assert_nothing_left(settings, hub)
+
+
+def test_node_down_is_503_and_everything_started_is_undone(
+    settings: Settings, hub: Services
+) -> None:
+    """The hub creates both qcow2 files and starts both exports before it asks the node;
+    when the node does not answer, all of that is undone before the 503."""
+    repo_id = seed_vm(settings, credential=True)
+    with hub.client() as api:
+        r = api.post("/api/v1/backups", json={"vm_name": "pgtest1", "repository_id": repo_id})
+        assert r.status_code == 503, r.text
+        assert "unreachable" in r.json()["detail"]
+        assert "test-only" not in r.text
+        assert api.get("/api/v1/backups").json() == []
+    assert_nothing_left(settings, hub)
+    assert "test-only" not in hub.hub.log()
+
+
+def test_nodes_cli_registers_a_node_and_the_hub_lists_it(hub: Services) -> None:
+    added = hub.sendense("nodes", "add", "--name", "site-b", "--url", "http://127.0.0.1:9")
+    assert added.returncode == 0, added.stderr
+    bad = hub.sendense("nodes", "add", "--name", "site-c", "--url", "ftp://x")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+    with hub.client() as api:
+        nodes = {n["name"]: n for n in api.get("/api/v1/nodes").json()}
+    assert nodes["local"]["state"] == "down"  # this fixture started no node
+    assert nodes["site-b"]["state"] == "down"
+    assert nodes["site-b"]["url"] == "http://127.0.0.1:9"
+
+
+def test_repositories_report_space(settings: Settings, hub: Services) -> None:
+    seed_vm(settings, credential=False)
+    with hub.client() as api:
+        repos = api.get("/api/v1/repositories").json()
+        vcenters = api.get("/api/v1/vcenters").json()
+    assert repos[0]["name"] == "default"
+    assert repos[0]["free_bytes"] > 0 and repos[0]["total_bytes"] >= repos[0]["free_bytes"]
+    assert vcenters == []

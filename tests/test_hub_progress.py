@@ -1,0 +1,142 @@
+"""When a job may count as completed, and what a node's relay keeps when the hub is away."""
+
+from __future__ import annotations
+
+import stat
+
+from engine.api_auth import load_or_create_token
+from engine.hub.jobs import export_name
+from engine.hub.progress import DiskState, JobState
+from engine.node.runner import coalesce
+
+
+def job(*keys: int) -> JobState:
+    return JobState(
+        backup_id="backup-vm-1",
+        vm_name="vm",
+        node_url="http://n",
+        disks={
+            k: DiskState(k, f"vm-disk{k}-1", 10100 + i, f"/r/{k}.qcow2") for i, k in enumerate(keys)
+        },
+    )
+
+
+def feed(state: JobState, *lines: dict) -> None:
+    for line in lines:
+        state.apply({"job_id": state.backup_id, "ts": 0.0, **line})
+
+
+def test_completed_needs_every_disk_done_and_exit_zero() -> None:
+    state = job(2000, 2001)
+    feed(
+        state,
+        {
+            "type": "disk_done",
+            "disk_key": 2000,
+            "bytes_done": 10,
+            "bytes_zero": 0,
+            "change_id": "a",
+        },
+        {"type": "done", "status": "completed"},
+        {"type": "exit", "exit_code": 0},
+    )
+    status, reason = state.outcome()
+    assert status == "failed"
+    assert "2001" in (reason or "")
+    feed(state, {"type": "disk_done", "disk_key": 2001, "bytes_done": 10, "change_id": "b"})
+    assert state.outcome() == ("completed", None)
+
+
+def test_nonzero_exit_fails_even_after_done_completed() -> None:
+    state = job(2000)
+    feed(
+        state,
+        {"type": "disk_done", "disk_key": 2000, "bytes_done": 10, "change_id": None},
+        {"type": "done", "status": "completed"},
+        {"type": "exit", "exit_code": 5, "message": "NBD write failed"},
+    )
+    status, reason = state.outcome()
+    assert status == "failed"
+    assert reason == "sendense-backup-client exited with code 5: NBD write failed"
+
+
+def test_client_error_message_is_the_reason() -> None:
+    state = job(2000)
+    feed(
+        state,
+        {"type": "error", "disk_key": 2000, "message": "server disconnected"},
+        {"type": "done", "status": "failed", "message": "disk 2000: server disconnected"},
+        {"type": "exit", "exit_code": 5},
+    )
+    assert state.outcome() == ("failed", "disk 2000: server disconnected")
+    assert state.disks[2000].error == "server disconnected"
+
+
+def test_hub_seen_fault_wins_over_a_clean_exit() -> None:
+    state = job(2000)
+    feed(
+        state,
+        {"type": "disk_done", "disk_key": 2000, "bytes_done": 10},
+        {"type": "done", "status": "completed"},
+        {"type": "exit", "exit_code": 0},
+    )
+    state.failure = "disk 2000: qemu-nbd export died"
+    assert state.outcome() == ("failed", "disk 2000: qemu-nbd export died")
+
+
+def test_cancel_is_reported_as_cancelled() -> None:
+    state = job(2000)
+    state.cancel_requested = True
+    feed(state, {"type": "done", "status": "cancelled"}, {"type": "exit", "exit_code": 130})
+    assert state.outcome()[0] == "cancelled"
+
+
+def test_progress_marks_disks_for_subscribers_once() -> None:
+    state = job(2000, 2001)
+    feed(
+        state,
+        {"type": "progress", "disk_key": 2000, "bytes_done": 5, "bytes_total": 10, "rate_bps": 1.0},
+        {"type": "progress", "disk_key": 2000, "bytes_done": 7, "bytes_total": 10, "rate_bps": 2.0},
+    )
+    events = state.take_sse()
+    assert [(e["disk_key"], e["bytes_done"], e["status"]) for e in events] == [(2000, 7, "copying")]
+    assert state.take_sse() == []
+    assert [d.disk_key for d in state.take_db()] == [2000]
+
+
+def test_bad_values_in_lines_are_ignored_not_fatal() -> None:
+    state = job(2000)
+    feed(
+        state,
+        {"type": "progress", "disk_key": "nope", "bytes_done": 1},
+        {"type": "progress", "disk_key": 2000, "bytes_done": -4, "bytes_total": "x"},
+        {"type": "whatever"},
+    )
+    assert state.disks[2000].bytes_done == 0
+
+
+def test_relay_coalesce_keeps_last_progress_per_disk_and_every_other_line() -> None:
+    lines = [
+        {"type": "disk_started", "disk_key": 2000},
+        {"type": "progress", "disk_key": 2000, "bytes_done": 1},
+        {"type": "progress", "disk_key": 2001, "bytes_done": 1},
+        {"type": "progress", "disk_key": 2000, "bytes_done": 2},
+        {"type": "disk_done", "disk_key": 2001},
+        {"type": "exit", "exit_code": 0},
+    ]
+    assert coalesce(lines) == [lines[0], lines[2], lines[3], lines[4], lines[5]]
+
+
+def test_export_names_are_distinct_per_job_and_safe_in_a_uri() -> None:
+    a = export_name("pg test,1", 2000, "backup-pg test,1-1759855798")
+    b = export_name("pg test,1", 2000, "backup-pg test,1-1759855798-2")
+    assert a == "pg_test_1-disk2000-1759855798"
+    assert a != b
+
+
+def test_token_file_is_private_and_stable(tmp_path) -> None:
+    path = tmp_path / "home" / "api-token"
+    first = load_or_create_token(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_token(path) == first
+    assert len(first) >= 32
