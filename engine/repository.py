@@ -17,11 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.db.models import BackupRepository
-from engine.errors import SendenseError
+from engine.errors import BadInput
+
+MAX_COMPONENT_BYTES = 200
 
 
-class RepositoryError(SendenseError):
-    """A repository that cannot be used; the message says why."""
+class RepositoryError(BadInput):
+    """A repository that cannot be used; the message says why (exit code 2: bad input)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,12 @@ class RepositoryUsage:
     total_bytes: int
 
 
+def _unsafe(ch: str) -> bool:
+    """Separators, control characters, and lone surrogates (which no file system stores)."""
+    code = ord(ch)
+    return ch in "/\\" or code < 32 or code == 127 or 0xD800 <= code <= 0xDFFF
+
+
 def safe_component(name: str) -> str:
     """One path component for any VM name: spaces and unicode kept, ``/`` and NUL not.
 
@@ -38,12 +46,14 @@ def safe_component(name: str) -> str:
     differ only in unsafe characters never share a folder.
     """
     normal = unicodedata.normalize("NFC", name)
-    cleaned = "".join("_" if ch in "/\\\0" or ord(ch) < 32 else ch for ch in normal).strip()
+    cleaned = "".join("_" if _unsafe(ch) else ch for ch in normal).strip()
     if cleaned in ("", ".", ".."):
         cleaned = "_" + cleaned
-    cleaned = cleaned[:150]
+    # File names are limited to 255 bytes, not characters: cut the UTF-8 form, dropping
+    # a character split by the cut, and leave room for the hash and a ".qcow2" suffix.
+    cleaned = cleaned.encode()[:MAX_COMPONENT_BYTES].decode(errors="ignore")
     if cleaned != name:
-        cleaned += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+        cleaned += "-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return cleaned
 
 
