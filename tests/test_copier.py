@@ -19,13 +19,23 @@ MiB = 1024 * 1024
 SIZE = 24 * MiB
 # Where the source holds data (the rest is explicit zeroes or holes), and where the
 # target qcow2 (64 KiB clusters) may therefore hold clusters.
-DATA = [(0, 4 * MiB), (16 * MiB + 256 * 1024 - 1, 1), (20 * MiB, 2 * MiB + 17)]
-ALLOWED = [(0, 4 * MiB), (16 * MiB + 192 * 1024, 64 * 1024), (20 * MiB, 2 * MiB + 64 * 1024)]
+# 4 MiB..4 MiB+64 KiB is data inside written zeroes: one read block, half data, half zero.
+DATA = [
+    (0, 4 * MiB),
+    (4 * MiB, 64 * 1024),
+    (16 * MiB + 256 * 1024 - 1, 1),
+    (20 * MiB, 2 * MiB + 17),
+]
+ALLOWED = [
+    (0, 4 * MiB + 64 * 1024),
+    (16 * MiB + 192 * 1024, 64 * 1024),
+    (20 * MiB, 2 * MiB + 64 * 1024),
+]
 
 
 @pytest.fixture
 def source_file(tmp_path: Path) -> Path:
-    """Random data, 4 MiB of written zeroes, holes, and one non-zero byte ending a block."""
+    """Random data, written zeroes, holes, and one non-zero byte ending a block."""
     path = tmp_path / "source.img"
     with path.open("wb") as f:
         f.truncate(SIZE)
@@ -71,6 +81,7 @@ def test_fresh_target_is_exact_and_holds_no_zero_clusters(source_file: Path, tmp
     assert final.bytes_done == final.bytes_total == SIZE
     # Everything but the data (rounded to 256 KiB requests) was settled as zero.
     assert final.bytes_zero >= SIZE - 7 * MiB
+    assert (4 * MiB + 64 * 1024, 192 * 1024) not in allocated(target)
     assert final.connections == 4  # both ends advertise multi-conn
     assert seen[-1] == final
 

@@ -54,6 +54,9 @@ class CopyOptions:
     target_is_zero: bool = False
     # Bytes per second across all connections; None copies as fast as the ends allow.
     max_rate_bps: float | None = None
+    # Zero runs inside a read block are found at this granularity (nbdcopy's --sparse),
+    # so that a block half data, half zeroes leaves the zero half unallocated.
+    sparse_size: int = 4096
 
     @classmethod
     def from_settings(cls, s: CopySettings, **overrides: object) -> CopyOptions:
@@ -172,6 +175,14 @@ class _Job:
 
 
 @dataclass
+class _Shared:
+    """A read buffer lent to several writes (its data runs): back to the pool after the last."""
+
+    buf: nbd.Buffer
+    writes: int = 0
+
+
+@dataclass
 class _Pending:
     """A finished command waiting for the connection's loop to act on it."""
 
@@ -180,6 +191,7 @@ class _Pending:
     length: int
     buf: nbd.Buffer | None
     errno: int = 0
+    shared: _Shared | None = None
 
 
 @dataclass
@@ -346,19 +358,61 @@ class _Connection:
             )
         if p.kind == "read":
             assert p.buf is not None
-            if p.buf.is_zero():
-                self._release(p.buf)
-                if job.opts.target_is_zero:
-                    job.settle(p.length, zero=True)
-                else:
-                    self._issue_zero(p.offset, p.length)
-                return
-            write = _Pending("write", p.offset, p.length, p.buf)
-            self.in_flight += 1
-            self.dst.aio_pwrite(p.buf, p.offset, completion=self._done(write))
+            self._route(p.buf, p.offset)
             return
-        self._release(p.buf)
+        if p.shared is not None:
+            p.shared.writes -= 1
+            if not p.shared.writes:
+                self._release(p.shared.buf)
+        else:
+            self._release(p.buf)
         job.settle(p.length, zero=p.kind == "zero")
+
+    def _route(self, buf: nbd.Buffer, offset: int) -> None:
+        """Send a block read from the source on: data runs as writes, zero runs as zero
+        commands (or nothing, on a target known to be zero). Every byte is checked."""
+        runs = zero_runs(buf, self.job.opts.sparse_size)
+        if len(runs) == 1 and not runs[0][2]:
+            self._issue_write(buf, offset, None)
+            return
+        shared = _Shared(buf)
+        view = memoryview(buf.to_buffer())
+        for start, end, zero in runs:
+            if not zero:
+                shared.writes += 1
+                sub = nbd.Buffer.from_buffer(view[start:end])
+                self._issue_write(sub, offset + start, shared)
+            elif self.job.opts.target_is_zero:
+                self.job.settle(end - start, zero=True)
+            else:
+                self._issue_zero(offset + start, end - start)
+        if not shared.writes:
+            self._release(buf)
+
+    def _issue_write(self, buf: nbd.Buffer, off: int, shared: _Shared | None) -> None:
+        pending = _Pending("write", off, len(buf), buf, shared=shared)
+        self.in_flight += 1
+        self.dst.aio_pwrite(buf, off, completion=self._done(pending))
+
+
+def zero_runs(buf: nbd.Buffer, granule: int) -> list[tuple[int, int, bool]]:
+    """(start, end, all-zero) runs of ``buf`` at ``granule`` bytes, neighbours merged.
+
+    The whole-buffer check first: most blocks are all data or all zero, and
+    ``is_zero`` stops at the first non-zero byte, so data blocks cost little.
+    """
+    size = len(buf)
+    if buf.is_zero():
+        return [(0, size, True)]
+    runs: list[tuple[int, int, bool]] = []
+    for start in range(0, size, granule):
+        end = min(start + granule, size)
+        zero = buf.is_zero(start, end - start)
+        if runs and runs[-1][2] == zero:
+            runs[-1] = (runs[-1][0], end, zero)
+        else:
+            runs.append((start, end, zero))
+    return runs
 
 
 class _Stopped(Exception):
