@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.db.models import VMwareCredential
-from engine.errors import SendenseError
+from engine.errors import BadInput, SendenseError
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -28,6 +28,10 @@ NONCE_BYTES = 12
 
 class CredentialError(SendenseError):
     """A credential that cannot be stored or opened; the message names it, never the secret."""
+
+
+class CredentialInputError(CredentialError, BadInput):
+    """A credential refused as given (empty password, name taken): exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -135,13 +139,13 @@ class VMwareCredentialService:
         datacenter: str | None = None,
     ) -> VMwareCredential:
         if not password:
-            raise CredentialError("the password is empty")
+            raise CredentialInputError("the password is empty")
         key = self.key
         name = name or f"{username}@{host}"
         if self.session.scalar(
             select(VMwareCredential).where(VMwareCredential.credential_name == name)
         ):
-            raise CredentialError(f"a credential named {name!r} already exists")
+            raise CredentialInputError(f"a credential named {name!r} already exists")
         row = VMwareCredential(
             credential_name=name,
             vcenter_host=host,
