@@ -420,3 +420,7 @@ def run(args: argparse.Namespace) -> int:
 def _finish(reporter: Reporter | None, type_: str, **fields: Any) -> None:
     if reporter is not None:
         reporter.emit(type_, **fields)
+
+
+if __name__ == "__main__":
+    main()

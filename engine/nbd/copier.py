@@ -20,11 +20,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import nbd
 
-from engine.config import CopySettings
 from engine.errors import SendenseError
+
+if TYPE_CHECKING:  # the settings pull in pydantic: not needed to copy
+    from engine.config import CopySettings
 
 WORK_UNIT = 128 * 1024 * 1024
 
