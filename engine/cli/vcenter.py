@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from engine.cli.common import console, db_session, read_secret_stdin, settings
+from engine.cli.common import console, db_session, err_console, read_secret_stdin, settings
 from engine.credentials import VMwareCredentialService
 from engine.errors import BadInput
 
@@ -30,18 +30,50 @@ def vcenter_add(
     thumbprint: str | None = typer.Option(
         None, "--thumbprint", help="The certificate's SHA-256 fingerprint, hex."
     ),
+    trust: bool = typer.Option(
+        False, "--trust", help="Pin the certificate the vCenter presents now (check it!)."
+    ),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="Log in once before storing (default: verify)."
+    ),
     name: str | None = typer.Option(None, "--name", help="Defaults to USER@HOST."),
 ) -> None:
-    """Store a vCenter login; prints its id."""
+    """Store a vCenter login; prints its id. The login is tried first unless --no-verify."""
+    from engine.vcenter import connect, fetch_thumbprint
+    from engine.vcenter.connection import split_host
+
     if not password_stdin:
         raise BadInput("give the password on standard input with --password-stdin")
+    if thumbprint and trust:
+        raise BadInput("give either --thumbprint or --trust, not both")
     tp = normalise_thumbprint(thumbprint) if thumbprint else None
+    if trust:
+        tp = fetch_thumbprint(*split_host(host))
+        err_console.print(f"trusting the certificate {host} presents: {tp}", highlight=False)
     password = read_secret_stdin("vCenter password")
+    if verify:
+        if tp is None:
+            raise BadInput("give --thumbprint or --trust so the login can be checked safely")
+        connect(host, username, password, thumbprint=tp).close()
     with db_session() as session:
         row = VMwareCredentialService(session, settings().key_path).add(
             host=host, username=username, password=password, thumbprint=tp, name=name
         )
         console.print(row.id)
+
+
+@vcenter_app.command("test")
+def vcenter_test(
+    credential_id: int = typer.Argument(..., help="The id `vcenter list` shows."),
+) -> None:
+    """Log in with a stored vCenter login (pinned certificate) and log out again."""
+    from engine.vcenter.stored import connect_stored
+
+    with db_session() as session:
+        vc = connect_stored(session, settings().key_path, credential_id)
+        with vc:
+            about = vc.content.about
+            console.print(f"ok: {vc.host} answers as {about.fullName}", highlight=False)
 
 
 @vcenter_app.command("list")

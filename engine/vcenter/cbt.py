@@ -10,7 +10,8 @@ from pyVmomi import vim, vmodl
 
 from engine.vcenter.connection import VCenter
 from engine.vcenter.errors import FullBackupNeeded, SnapshotError, VCenterError
-from engine.vcenter.snapshots import PREFIX, read, remove_snapshot, snapshot_disks, take
+from engine.vcenter.properties import read
+from engine.vcenter.snapshots import PREFIX, remove_snapshot, snapshot_disks, take
 from engine.vcenter.tasks import fault_message, wait
 
 log = logging.getLogger(__name__)

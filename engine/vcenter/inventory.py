@@ -36,49 +36,58 @@ ENTITY_TYPES: list[type] = [
 ]
 
 
-def disks_from_devices(devices: list[Any] | None) -> list[DiskInfo]:
-    """The virtual disks among a VM's (or a snapshot's) devices, in device-key order."""
+def _int(value: Any) -> int:
+    return int(value) if value not in (None, "") else 0
+
+
+def _id(ref: Any) -> str | None:
+    """A reference as a plain moref id (models hold plain data)."""
+    return str(ref) if ref else None
+
+
+def disks_from_devices(devices: list[dict[str, Any]] | None) -> list[DiskInfo]:
+    """The virtual disks of a device list (plain values, see properties.plain), by key."""
     disks = []
     for dev in devices or ():
-        if not isinstance(dev, vim.vm.device.VirtualDisk):
+        if dev.get("_type") != "VirtualDisk":
             continue
-        backing = dev.backing
-        file_name = getattr(backing, "fileName", "") or ""
-        capacity = dev.capacityInBytes or (dev.capacityInKB or 0) * 1024
+        backing = dev.get("backing") or {}
+        file_name = backing.get("fileName") or ""
+        info = dev.get("deviceInfo") or {}
+        key = _int(dev.get("key"))
+        unit = dev.get("unitNumber")
         disks.append(
             DiskInfo(
-                key=dev.key,
-                label=dev.deviceInfo.label if dev.deviceInfo else f"disk {dev.key}",
-                capacity_bytes=int(capacity),
+                key=key,
+                label=info.get("label") or f"disk {key}",
+                capacity_bytes=_int(dev.get("capacityInBytes"))
+                or _int(dev.get("capacityInKB")) * 1024,
                 file_name=file_name,
                 datastore=datastore_of(file_name),
-                controller_key=int(dev.controllerKey or 0),
-                unit_number=dev.unitNumber if dev.unitNumber is not None else -1,
-                change_id=getattr(backing, "changeId", None) or None,
+                controller_key=_int(dev.get("controllerKey")),
+                unit_number=_int(unit) if unit is not None else -1,
+                change_id=backing.get("changeId") or None,
             )
         )
     return sorted(disks, key=lambda d: d.key)
 
 
 def vm_from_properties(moref: str, props: dict[str, Any], path: str, datacenter: str) -> VMInfo:
-    parent = props.get("parent")
-    host = props.get("runtime.host")
-    pool = props.get("resourcePool")
     return VMInfo(
         name=props.get("name", ""),
         path=path,
         moref=moref,
         power_state=str(props.get("runtime.powerState", "unknown")),
         guest_os=props.get("config.guestFullName") or "",
-        cpus=int(props.get("config.hardware.numCPU") or 0),
-        memory_mb=int(props.get("config.hardware.memoryMB") or 0),
+        cpus=_int(props.get("config.hardware.numCPU")),
+        memory_mb=_int(props.get("config.hardware.memoryMB")),
         cbt_enabled=bool(props.get("config.changeTrackingEnabled")),
         has_snapshots=bool(props.get("rootSnapshot")),
         disks=disks_from_devices(props.get("config.hardware.device")),
         datacenter=datacenter,
-        host=host._moId if host is not None else None,
-        resource_pool=pool._moId if pool is not None else None,
-        parent=parent._moId if parent is not None else None,
+        host=_id(props.get("runtime.host")),
+        resource_pool=_id(props.get("resourcePool")),
+        parent=_id(props.get("parent")),
     )
 
 
@@ -116,26 +125,23 @@ def get_inventory(vc: VCenter) -> Inventory:
     try:
         specs = [prop_spec(t, ["name", "parent"]) for t in ENTITY_TYPES]
         specs.append(prop_spec(vim.VirtualMachine, VM_PROPERTIES))
-        rows = list(retrieve(vc, container_filter(vc, view, specs)))
+        rows = list(retrieve(vc, container_filter(view, specs)))
     finally:
         view.Destroy()
 
     names: dict[str, str] = {}
     parents: dict[str, str | None] = {}
     kinds: dict[str, str] = {}
-    for obj, props in rows:
-        moref = obj._moId
+    for kind, moref, props in rows:
         names[moref] = props.get("name", moref)
-        parent = props.get("parent")
-        parents[moref] = parent._moId if parent is not None else None
-        kinds[moref] = type(obj).__name__.rsplit(".", 1)[-1]
+        parents[moref] = _id(props.get("parent"))
+        kinds[moref] = kind
     paths, dcs = _paths(names, parents, kinds)
 
     entities: list[EntityInfo] = []
     vms: list[VMInfo] = []
-    for obj, props in rows:
-        moref = obj._moId
-        if isinstance(obj, vim.VirtualMachine):
+    for kind, moref, props in rows:
+        if kind == "VirtualMachine":
             vms.append(vm_from_properties(moref, props, paths[moref], dcs[moref]))
         else:
             entities.append(

@@ -14,7 +14,7 @@ from engine.vcenter.connection import VCenter
 from engine.vcenter.errors import SnapshotError
 from engine.vcenter.inventory import disks_from_devices
 from engine.vcenter.models import DiskInfo
-from engine.vcenter.properties import object_spec_for, prop_spec, retrieve
+from engine.vcenter.properties import read
 from engine.vcenter.tasks import fault_message, wait
 
 log = logging.getLogger(__name__)
@@ -39,16 +39,6 @@ class SnapshotResult:
     @property
     def kind(self) -> str:
         return "quiesced" if self.quiesced else "crash-consistent"
-
-
-def read(vc: VCenter, obj: Any, paths: list[str]) -> dict[str, Any]:
-    """Some properties of one object through the property collector."""
-    spec = vmodl.query.PropertyCollector.FilterSpec(
-        objectSet=object_spec_for([obj]), propSet=[prop_spec(type(obj), paths)]
-    )
-    for _, props in retrieve(vc, spec):
-        return props
-    return {}
 
 
 def take(vm: Any, name: str, *, quiesce: bool, description: str = "") -> Any:
@@ -106,19 +96,28 @@ def remove_snapshot(vc: VCenter, snapshot_ref: Any) -> None:
         ) from None
 
 
-def _walk(trees: Iterable[Any]) -> Iterator[Any]:
+@dataclass
+class SnapshotNode:
+    name: str
+    moref: str
+    snapshot: Any  # vim.vm.Snapshot
+
+
+def _walk(vc: VCenter, trees: Iterable[dict[str, Any]]) -> Iterator[SnapshotNode]:
     for tree in trees:
-        yield tree
-        yield from _walk(tree.childSnapshotList or ())
+        ref = tree["snapshot"]
+        yield SnapshotNode(tree.get("name", ""), str(ref), ref.managed(vc))
+        children = tree.get("childSnapshotList") or []
+        yield from _walk(vc, children if isinstance(children, list) else [children])
 
 
-def list_snapshots(vc: VCenter, vm: Any) -> list[Any]:
-    """Every snapshot tree node of a VM (flattened); empty when there are none."""
+def list_snapshots(vc: VCenter, vm: Any) -> list[SnapshotNode]:
+    """Every snapshot of a VM, parents before children; empty when there are none."""
     # `rootSnapshot` first: asking for `snapshot` on a VM without one upsets vcsim.
     if not read(vc, vm, ["rootSnapshot"]).get("rootSnapshot"):
         return []
-    info = read(vc, vm, ["snapshot"]).get("snapshot")
-    return list(_walk(info.rootSnapshotList if info else ()))
+    info = read(vc, vm, ["snapshot.rootSnapshotList"]).get("snapshot.rootSnapshotList") or []
+    return list(_walk(vc, info))
 
 
 def remove_leftover_snapshots(

@@ -13,21 +13,19 @@ from engine.vcenter.connection import VCenter
 from engine.vcenter.errors import VCenterError, VMNotFound
 from engine.vcenter.inventory import VM_PROPERTIES, vm_from_properties
 from engine.vcenter.models import VMInfo
-from engine.vcenter.properties import object_spec_for, prop_spec, retrieve
+from engine.vcenter.properties import read
 
 MOREF = re.compile(r"^vm-\d+$")
 
 
 def _props(vc: VCenter, obj: Any, paths: list[str]) -> dict[str, Any]:
-    spec = vmodl.query.PropertyCollector.FilterSpec(
-        objectSet=object_spec_for([obj]), propSet=[prop_spec(type(obj), paths)]
-    )
     try:
-        for _, props in retrieve(vc, spec):
-            return props
+        props = read(vc, obj, paths)
     except vmodl.fault.ManagedObjectNotFound:
-        pass
-    raise VMNotFound(f"VM {obj._moId} does not exist on vCenter {vc.host}")
+        props = {}
+    if not props:
+        raise VMNotFound(f"VM {obj._moId} does not exist on vCenter {vc.host}")
+    return props
 
 
 def find_vm(vc: VCenter, path_or_moref: str) -> vim.VirtualMachine:
@@ -50,15 +48,17 @@ def inventory_path(vc: VCenter, obj: Any) -> tuple[str, str]:
     """(path, datacenter name) of an object, walking its parents (a few small reads)."""
     names: list[str] = []
     datacenter = ""
+    root = vc.content.rootFolder._moId
     current = obj
-    while current is not None:
+    while current._moId != root:
         props = _props(vc, current, ["name", "parent"])
-        if current._moId == vc.content.rootFolder._moId:
-            break
         names.append(props["name"])
         if isinstance(current, vim.Datacenter):
             datacenter = props["name"]
-        current = props.get("parent")
+        parent = props.get("parent")
+        if not parent:
+            break
+        current = parent.managed(vc)
     return "/" + "/".join(reversed(names)), datacenter
 
 

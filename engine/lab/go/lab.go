@@ -94,6 +94,7 @@ var seedVMs = map[string]bool{"pgtest1": true, "web 01": true}
 func (l *Lab) prepareDisks() error {
 	for _, e := range simulator.Map.All("VirtualMachine") {
 		vm := e.(*simulator.VirtualMachine)
+		renumberDisks(vm)
 		st := &vmState{enabled: trackingEnabled(vm)}
 		st.active = st.enabled
 		l.vms[vm.Self.Value] = st
@@ -123,6 +124,29 @@ func (l *Lab) prepareDisks() error {
 		l.syncChangeIDs(vm)
 	}
 	return nil
+}
+
+// renumberDisks gives disks the device keys ESX gives them (2000, 2001, ...): the simulator's
+// own VMs get random ones.
+func renumberDisks(vm *simulator.VirtualMachine) {
+	next := int32(2000)
+	renamed := map[int32]int32{}
+	for _, dev := range vm.Config.Hardware.Device {
+		if disk, ok := dev.(*types.VirtualDisk); ok {
+			if disk.Key < 2000 || disk.Key > 2999 {
+				renamed[disk.Key] = next
+				disk.Key = next
+			}
+			next = disk.Key + 1
+		}
+	}
+	if vm.LayoutEx != nil {
+		for i := range vm.LayoutEx.Disk {
+			if key, ok := renamed[vm.LayoutEx.Disk[i].Key]; ok {
+				vm.LayoutEx.Disk[i].Key = key
+			}
+		}
+	}
 }
 
 // syncChangeIDs publishes the disks' change ids on their backings (empty while CBT is not
