@@ -10,6 +10,8 @@ import typer
 
 from engine.cli.common import err_console
 from engine.cli.core import config_app, db_app, keys_app
+from engine.cli.inventory import inventory_command
+from engine.cli.lab import lab_app
 from engine.cli.nbd import nbd_app
 from engine.cli.repo import repo_app
 from engine.cli.services import (
@@ -22,6 +24,7 @@ from engine.cli.services import (
 )
 from engine.cli.tunnel import tunnel_app
 from engine.cli.vcenter import vcenter_app
+from engine.cli.vm import vm_app
 from engine.config import get_settings
 from engine.errors import SendenseError
 
@@ -37,6 +40,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(nbd_app, name="nbd")
 app.add_typer(repo_app, name="repo")
 app.add_typer(vcenter_app, name="vcenter")
+app.add_typer(lab_app, name="lab")
+app.add_typer(vm_app, name="vm")
+app.command("inventory")(inventory_command)
 app.add_typer(token_app, name="token")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(backup_app, name="backup")
