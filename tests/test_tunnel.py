@@ -339,3 +339,20 @@ def test_cli_missing_key_is_one_line(tunnel_settings: Settings, tmp_path: Path) 
     )
     assert out.returncode == 1
     assert out.stderr.strip() == f"error: tunnel key file {missing} does not exist"
+
+
+def test_cli_authorized_key_line(sshd: SshServer, settings: Settings) -> None:
+    pub = sshd.key_path.with_suffix(".pub")
+    out = subprocess.run(
+        [*SENDENSE, "tunnel", "authorized-key", str(pub)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{authorized_key_options(settings)} {pub.read_text().strip()}"
+    assert 'permitopen="127.0.0.1:10100"' in out.stdout
+    assert 'permitlisten="127.0.0.1:9081"' in out.stdout
+    private = subprocess.run(
+        [*SENDENSE, "tunnel", "authorized-key", str(sshd.key_path)], capture_output=True, text=True
+    )
+    assert private.returncode == 2
+    assert "is a private key" in private.stderr
+    assert "PRIVATE" not in private.stdout + private.stderr

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
+from pathlib import Path
 
+import asyncssh
 import typer
 
 from engine.cli.common import console, settings
-from engine.tunnel import Tunnel, read_status
+from engine.errors import BadInput
+from engine.tunnel import Tunnel, authorized_key_options, read_status
 
 tunnel_app = typer.Typer(help="The node's SSH tunnel to the hub.", no_args_is_help=True)
 
@@ -65,3 +69,27 @@ def tunnel_status(as_json: bool = typer.Option(False, "--json", help="Print JSON
         for line in status.get("forwards", []):
             console.print(f"forward:    {line}", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if status["state"] == "up" else 1)
+
+
+@tunnel_app.command("authorized-key")
+def tunnel_authorized_key(
+    public_key: Path = typer.Argument(..., help="The node's public key file (id_ed25519.pub)."),
+) -> None:
+    """Print the hub's authorized_keys line for a node key (run on the hub).
+
+    The key may open the seed's forwards and nothing else: the NBD ports and the hub API
+    on the hub's loopback, and the remote node-API port; no shell, no pty, no agent.
+    """
+    try:
+        key = public_key.read_text().strip()
+    except OSError as exc:
+        raise BadInput(f"cannot read {public_key}: {exc.strerror}") from None
+    with contextlib.suppress(asyncssh.KeyImportError, ValueError):
+        asyncssh.import_private_key(key)
+        raise BadInput(f"{public_key} is a private key: give the .pub file, keep this one secret")
+    try:
+        pub = asyncssh.import_public_key(key)
+    except (asyncssh.KeyImportError, ValueError):
+        raise BadInput(f"{public_key} does not hold an OpenSSH public key") from None
+    line = pub.export_public_key("openssh").decode().strip()
+    console.print(f"{authorized_key_options(settings())} {line}", highlight=False, soft_wrap=True)
