@@ -25,6 +25,7 @@ from engine.nbd.exports import (
     PortRangeExhausted,
 )
 from tests.conftest import wait_for
+from tests.fixtures.cli import sendense
 from tests.fixtures.exports import MiB, qemu_nbd_pids
 
 SIZE = 64 * MiB
@@ -330,3 +331,14 @@ def test_without_o_direct_the_export_uses_writeback_cache(
     h.pwrite(b"\x01" * 4096, 0)
     assert h.pread(4096, 0) == b"\x01" * 4096
     h.shutdown()
+
+
+def test_cli_lists_and_stops_exports(export_manager: ExportManager, tmp_path: Path) -> None:
+    export = export_manager.start("cli-disk", image(export_manager, tmp_path, "d"))
+    listed = sendense("exports", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert export.uri in listed.stdout and "running" in listed.stdout
+    stopped = sendense("exports", "stop", "cli-disk")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not qemu_nbd_pids(str(export_manager.store.pid_file("cli-disk")))
+    assert export_manager.get("cli-disk") is None
