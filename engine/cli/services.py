@@ -239,9 +239,9 @@ def follow(client: httpx.Client, backup_id: str) -> dict[str, Any]:
 
         with connect_sse(stream, "GET", "/api/v1/events") as source:
             job = call(client, "GET", f"/api/v1/backups/{backup_id}")  # after subscribing
-            for event in source.iter_sse():
-                if job["status"] in TERMINAL:
-                    break
+            events = source.iter_sse()
+            while job["status"] not in TERMINAL:
+                event = next(events)
                 if not event.data:
                     continue
                 data = json.loads(event.data)
@@ -370,7 +370,7 @@ def run_command(
 
 def _ensure_lab(s: Settings) -> None:
     try:
-        from engine.lab import ensure_running
+        from engine.lab.setup import ensure_running
     except ImportError:
         console.print("lab: not built yet")
         return

@@ -114,7 +114,14 @@ class JobManager:
 
     # ---- start ------------------------------------------------------------------
 
-    def start(self, vm_name: str, repository_id: int, backup_type: str) -> dict[str, Any]:
+    def start(
+        self,
+        vm_name: str,
+        repository_id: int,
+        backup_type: str,
+        *,
+        max_rate_mib: float | None = None,
+    ) -> dict[str, Any]:
         if backup_type != "full":
             raise Unprocessable(f'backup_type {backup_type!r} is not supported yet; use "full"')
         with self._lock:
@@ -122,12 +129,14 @@ class JobManager:
                 raise Conflict(f"VM {vm_name} already has a backup running")
             self._starting.add(vm_name)
         try:
-            return self._start(vm_name, repository_id, backup_type)
+            return self._start(vm_name, repository_id, backup_type, max_rate_mib)
         finally:
             with self._lock:
                 self._starting.discard(vm_name)
 
-    def _start(self, vm_name: str, repository_id: int, backup_type: str) -> dict[str, Any]:
+    def _start(
+        self, vm_name: str, repository_id: int, backup_type: str, max_rate_mib: float | None
+    ) -> dict[str, Any]:
         with self.session() as s:
             ctx = s.scalars(
                 select(VMReplicationContext)
@@ -235,6 +244,7 @@ class JobManager:
                     "nbd_targets": targets,
                     "job_id": backup_id,
                     "backup_type": backup_type,
+                    "max_rate_mib": max_rate_mib,
                 }
             )
             with self.session() as s:

@@ -26,6 +26,8 @@ class BackupRequest(BaseModel):
     vm_name: str = Field(min_length=1, max_length=255)
     repository_id: int = Field(ge=1)
     backup_type: str = Field("full", min_length=1, max_length=32)
+    # Addition to the seed: limit each disk's copy to this many MiB/s.
+    max_rate_mib: float | None = Field(None, gt=0)
 
 
 class DiskResult(BaseModel):
@@ -53,7 +55,9 @@ def jobs(request: Request) -> JobManager:
 
 @router.post("/backups", response_model=BackupResponse, status_code=200)
 def start_backup(body: BackupRequest, request: Request) -> dict[str, Any]:
-    return jobs(request).start(body.vm_name, body.repository_id, body.backup_type)
+    return jobs(request).start(
+        body.vm_name, body.repository_id, body.backup_type, max_rate_mib=body.max_rate_mib
+    )
 
 
 @router.get("/backups")

@@ -49,6 +49,8 @@ class StartBody(BaseModel):
     job_id: str = Field(min_length=1, max_length=191, pattern=r"^[^/\x00]+$")
     backup_type: str = "full"
     vcenter_thumbprint: str | None = None
+    # Addition: limit each disk's copy to this many MiB/s (the client's --max-rate).
+    max_rate_mib: float | None = Field(None, gt=0)
 
 
 def tunnel_status(settings: Settings) -> dict[str, Any] | None:

@@ -64,6 +64,7 @@ class StartRequest:
     backup_type: str = "full"
     nbd_host: str = "127.0.0.1"
     vcenter_thumbprint: str | None = None
+    max_rate_mib: float | None = None
 
     def __repr__(self) -> str:  # never let the password reach a log through repr()
         return f"StartRequest(job_id={self.job_id!r}, vm_name={self.vm_name!r}, password=***)"
@@ -138,9 +139,13 @@ def client_argv(req: StartRequest, log_path: Path) -> list[str]:
         str(log_path),
         "--source",
         "auto",
+        "--backup-type",
+        req.backup_type,
     ]
     if req.vcenter_thumbprint:
         argv += ["--vmware-thumbprint", req.vcenter_thumbprint]
+    if req.max_rate_mib:
+        argv += ["--max-rate", str(req.max_rate_mib)]
     return argv
 
 
