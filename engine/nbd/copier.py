@@ -58,8 +58,10 @@ class CopyOptions:
     # Bytes per second across all connections; None copies as fast as the ends allow.
     max_rate_bps: float | None = None
     # Zero runs inside a read block are found at this granularity (nbdcopy's --sparse),
-    # so that a block half data, half zeroes leaves the zero half unallocated.
-    sparse_size: int = 4096
+    # so that a block half data, half zeroes leaves the zero half unallocated. 64 KiB is
+    # the qcow2 cluster: finer only sends more commands to a target that allocates whole
+    # clusters anyway, and checking 4 KiB pieces from Python costs ~25x more CPU.
+    sparse_size: int = 64 * 1024
 
     @classmethod
     def from_settings(cls, s: CopySettings, **overrides: object) -> CopyOptions:
