@@ -342,3 +342,21 @@ def test_cli_lists_and_stops_exports(export_manager: ExportManager, tmp_path: Pa
     assert stopped.returncode == 0, stopped.stderr
     assert not qemu_nbd_pids(str(export_manager.store.pid_file("cli-disk")))
     assert export_manager.get("cli-disk") is None
+
+
+def test_a_server_that_never_answers_times_out_and_is_killed(
+    make_export_manager: Callable[..., ExportManager], tmp_path: Path, nbd_settings: NbdSettings
+) -> None:
+    # Stand-in: real qemu-nbd either answers or exits, so a hung one is played by a
+    # program that neither listens nor exits.
+    hung, pid_file = tmp_path / "hung-qemu-nbd", tmp_path / "hung.pid"
+    hung.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    hung.chmod(0o755)
+    manager = make_export_manager(
+        nbd_settings.model_copy(update={"qemu_nbd": str(hung), "start_timeout": 0.3})
+    )
+    path = image(manager, tmp_path, "d")
+    with pytest.raises(ExportError, match=r"did not answer an NBD handshake within 0\.3s"):
+        manager.start("d", path)
+    assert manager.store.names_on_disk() == set()
+    assert not Path(f"/proc/{int(pid_file.read_text())}").exists()

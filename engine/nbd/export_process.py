@@ -35,12 +35,15 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def is_qemu_nbd(pid: int, pid_file: Path) -> bool:
-    """True when ``pid`` is a live (not zombie) qemu-nbd started with this pid file.
+def is_qemu_nbd(pid: int | None, pid_file: Path) -> bool:
+    """True when ``pid`` is a live (not zombie) process started with this pid file.
 
-    Matching the pid file argument guards against a recycled pid after a reboot or a
-    long outage: a pid alone could now belong to anything.
+    Matching the ``--pid-file`` argument (unique to one export of one run folder) guards
+    against a recycled pid after a reboot or a long outage: a pid alone could now belong
+    to anything. The program name is not checked, so a wrapper around qemu-nbd works.
     """
+    if pid is None:
+        return False
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -48,11 +51,7 @@ def is_qemu_nbd(pid: int, pid_file: Path) -> bool:
         return False
     if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
         return False
-    return (
-        bool(argv)
-        and b"qemu-nbd" in Path(os.fsdecode(argv[0])).name.encode()
-        and (os.fsencode(f"--pid-file={pid_file}") in argv)
-    )
+    return os.fsencode(f"--pid-file={pid_file}") in argv
 
 
 def read_pid_file(path: Path) -> int | None:

@@ -283,17 +283,20 @@ class ExportManager:
             raise ExportError(f"cannot run {self.nbd.qemu_nbd}: {exc.strerror}") from None
         record = record.with_(pid=proc.pid, log_offset=offset)
         self._children[record.name] = proc
-        with self._state_lock():
-            self.store.write(record)
-        problem = self._await_handshake(record, proc)
-        if problem is not None:
+        try:
+            with self._state_lock():
+                self.store.write(record)
+            problem = self._await_handshake(record, proc)
+            if problem is not None:
+                raise ExportError(f"export {record.name} on port {record.port}: {problem}")
+            record = record.with_(status=RUNNING)
+            with self._state_lock():
+                self.store.write(record)
+        except BaseException:  # a failed start, or an interrupt: leave nothing behind
             self._terminate(record)
             with self._state_lock():
                 self.store.remove(record.name)
-            raise ExportError(f"export {record.name} on port {record.port}: {problem}")
-        record = record.with_(status=RUNNING)
-        with self._state_lock():
-            self.store.write(record)
+            raise
         return _to_export(record)
 
     def _await_handshake(self, record: ExportRecord, proc: subprocess.Popen[bytes]) -> str | None:
@@ -331,7 +334,9 @@ class ExportManager:
         pid_file = Path(record.pid_file)
         pid = record.pid or read_pid_file(pid_file)
         proc = self._children.pop(record.name, None)
-        if pid is not None and is_qemu_nbd(pid, pid_file):
+        # Our own child is known for sure; anything else must prove it is that qemu-nbd.
+        alive = proc.poll() is None if proc is not None else is_qemu_nbd(pid, pid_file)
+        if pid is not None and alive:
             signal_group(pid, signal.SIGTERM)
             if proc is not None:
                 try:
