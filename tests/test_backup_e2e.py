@@ -4,6 +4,7 @@ lab, qemu-nbd exports, and qcow2 files compared byte for byte with the lab's dis
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -40,10 +41,19 @@ def assert_identical(answer: dict[str, Any], reg: LabRegistration) -> None:
         assert compare.returncode == 0, compare.stdout + compare.stderr
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (this sandbox's init does not reap orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def assert_exports_gone(svc: Services, answer: dict[str, Any]) -> None:
     assert processes_mentioning(str(svc.home), "qemu-nbd", "nbdkit") == []
     for disk in answer["disk_results"]:
-        assert not Path(f"/proc/{disk['qemu_nbd_pid']}").exists()
+        assert not running(disk["qemu_nbd_pid"])
     assert ports_free(
         range(
             min(d["nbd_port"] for d in answer["disk_results"]),
@@ -210,3 +220,42 @@ def test_cli_backup_wait_follows_events_to_the_end(
     assert shown.returncode == 0 and "status: completed" in shown.stdout
     listed = services.sendense("backup", "list", "--vm", "pgtest1")
     assert backup_id in listed.stdout
+
+
+def wait_copying(svc: Services, backup_id: str) -> None:
+    wait_for(
+        lambda: svc.wait_job(backup_id, ("running",))["bytes_done"] > 0,
+        timeout=30,
+        what="the copy to start",
+    )
+
+
+def test_restarted_hub_follows_a_running_job_to_the_end(
+    services: Services, lab_registered: LabRegistration
+) -> None:
+    answer = start(services, lab_registered, max_rate_mib=SLOW_MIB_S).json()
+    wait_copying(services, answer["backup_id"])
+    services.hub.stop(signal.SIGKILL)  # a crash: nothing is tidied on the way out
+    services.start(services.hub)
+    assert "followed on" in services.hub.log()
+    job = services.wait_job(answer["backup_id"])
+    assert job["status"] == "completed", job["error_message"]
+    assert_identical(answer, lab_registered)
+    assert_exports_gone(services, answer)
+
+
+def test_restarted_hub_fails_a_job_its_node_no_longer_runs(
+    services: Services, lab_registered: LabRegistration
+) -> None:
+    answer = start(services, lab_registered, max_rate_mib=SLOW_MIB_S).json()
+    wait_copying(services, answer["backup_id"])
+    services.hub.stop(signal.SIGKILL)
+    services.node.stop()  # cancels its client, which removes the snapshot
+    services.start(services.hub)
+    job = services.wait_job(answer["backup_id"])
+    assert job["status"] == "failed"
+    assert job["error_message"].startswith("hub restarted: ")
+    assert "unreachable" in job["error_message"]
+    assert_exports_gone(services, answer)
+    assert not any(Path(d["qcow2_path"]).exists() for d in answer["disk_results"])
+    assert_no_snapshot(lab_registered)

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,10 +57,16 @@ class HubRefused(SendenseError):
 # ---- the services ----------------------------------------------------------------------
 
 
-def _serve(app: Any, host: str, port: int) -> None:
+def _serve(make_app: Callable[[], Any], host: str, port: int) -> None:
+    """Serve in the foreground; the services' own log lines go to stderr beside uvicorn's."""
+    import logging
+
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(make_app(), host=host, port=port, log_level="info", access_log=False)
 
 
 def hub_command(
@@ -73,7 +79,7 @@ def hub_command(
     s = settings()
     s.hub.host = host or s.hub.host
     s.hub.port = port or s.hub.port
-    _serve(create_app(s), s.hub.host, s.hub.port)
+    _serve(lambda: create_app(s), s.hub.host, s.hub.port)
 
 
 def node_command(
@@ -86,7 +92,7 @@ def node_command(
     s = settings()
     s.node.host = host or s.node.host
     s.node.port = port or s.node.port
-    _serve(create_app(s), s.node.host, s.node.port)
+    _serve(lambda: create_app(s), s.node.host, s.node.port)
 
 
 @token_app.command("show")
