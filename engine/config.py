@@ -125,6 +125,9 @@ class TunnelSettings(Section):
     # Reconnect backoff: doubles from min after each failed attempt, capped at max.
     reconnect_min_seconds: float = Field(1.0, gt=0)
     reconnect_max_seconds: float = Field(60.0, gt=0)
+    # SSH connections, each in its own process, sharing the local ports: one process
+    # (and one sshd process on the hub) tops out at about one CPU core of crypto.
+    connections: int = Field(1, ge=1, le=16)
 
 
 class LabSettings(Section):
@@ -170,6 +173,16 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _enough_nbd_clients(self) -> Settings:
+        # qemu-nbd queues a client beyond --shared without a word: the copier would hang.
+        if self.nbd.shared < self.copier.connections:
+            raise ValueError(
+                f"nbd.shared ({self.nbd.shared}) must be at least copier.connections "
+                f"({self.copier.connections}): each copier connection is one NBD client"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:
@@ -252,13 +265,15 @@ def describe_validation_error(exc: ValidationError) -> str:
     """One line naming each bad setting, its problem and (unless secret) the value given."""
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        where = ".".join(str(p) for p in err["loc"])
+        # Our own validators' messages already name the settings; drop pydantic's prefix.
+        problem = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
         given = ""
         secret = SECRET_FIELDS & {str(p) for p in err["loc"]}
-        if "input" in err and not secret and not isinstance(err["input"], dict):
+        if where and "input" in err and not secret and not isinstance(err["input"], dict):
             given = f" (got {err['input']!r})"
-        parts.append(f"{where}: {err['msg']}{given}")
-    return "invalid setting " + "; ".join(parts)
+        parts.append(f"{where}: {problem}{given}" if where else problem)
+    return "invalid settings: " + "; ".join(parts)
 
 
 def ensure_dirs(settings: Settings) -> None:

@@ -82,6 +82,7 @@ def test_config_show_masks_secrets() -> None:
         ({"SENDENSE_NBD__PORT_MIN": "abc"}, None, "nbd.port_min: Input should be a valid integer"),
         ({"SENDENSE_NBD__PORT_MIN": "10300"}, None, "nbd.port_min 10300 is above nbd.port_max"),
         ({}, "[nbd]\nport_mni = 1\n", "nbd.port_mni: Extra inputs are not permitted"),
+        ({"SENDENSE_NBD__SHARED": "2"}, None, "nbd.shared (2) must be at least copier.connections"),
         ({}, "[nbd\n", "is not valid TOML"),
         ({"SENDENSE_CONFIG": "/nonexistent/sendense.toml"}, None, "does not exist"),
     ],
