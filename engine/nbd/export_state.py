@@ -92,19 +92,19 @@ class StateStore:
     def all(self) -> list[ExportRecord]:
         records = []
         for path in sorted(self.folder.glob("*.json")):
-            if path.name.startswith("."):
-                continue
             record = self.read(path.name[: -len(".json")])
             if record is not None:
                 records.append(record)
         return records
 
     def names_on_disk(self) -> set[str]:
-        """Every export name with a state or pid file, readable or not."""
+        """Every export name with a state or pid file, readable or not.
+
+        Temporary files end in ``.tmp`` and the lock in ``.lock``, so neither is taken
+        for an export, whatever an export's name starts with.
+        """
         return {
-            p.name.rsplit(".", 1)[0]
-            for p in self.folder.iterdir()
-            if not p.name.startswith(".") and p.suffix in (".json", ".pid")
+            p.name.rsplit(".", 1)[0] for p in self.folder.iterdir() if p.suffix in (".json", ".pid")
         }
 
     def remove(self, name: str) -> None:

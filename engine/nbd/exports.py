@@ -77,10 +77,9 @@ class Export:
 def validate_name(name: str) -> None:
     if not name:
         raise ExportNameError("the export name is empty")
-    if "/" in name or not name.isprintable() or name.startswith("."):
+    if "/" in name or not name.isprintable():
         raise ExportNameError(
-            f"export name {name!r} is not allowed: use printable characters, no '/', "
-            "and do not start with '.'"
+            f"export name {name!r} is not allowed: use printable characters and no '/'"
         )
     if len(name.encode()) > MAX_NAME_BYTES:
         raise ExportNameError(f"export name {name[:40]!r}... is longer than {MAX_NAME_BYTES} bytes")
