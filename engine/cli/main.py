@@ -10,6 +10,7 @@ import typer
 
 from engine.cli.common import err_console
 from engine.cli.core import config_app, db_app, keys_app
+from engine.cli.exports import exports_app
 from engine.cli.inventory import inventory_command
 from engine.cli.lab import lab_app
 from engine.cli.nbd import nbd_app
@@ -38,6 +39,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(nbd_app, name="nbd")
+app.add_typer(exports_app, name="exports")
 app.add_typer(repo_app, name="repo")
 app.add_typer(vcenter_app, name="vcenter")
 app.add_typer(lab_app, name="lab")
@@ -80,12 +82,13 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Click's usage errors. Typer vendors its own click (typer._click), whose classes
+        # are not click's, so they are recognised by shape rather than by class.
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         raise
 
 
