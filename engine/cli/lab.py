@@ -8,6 +8,12 @@ from engine.cli.common import console, db_session, err_console, settings
 from engine.errors import BadInput
 from engine.lab.launcher import LabInfo
 
+
+def say(text: str) -> None:
+    """One line, never wrapped (scripts and tests read these lines)."""
+    console.print(text, highlight=False, soft_wrap=True)
+
+
 lab_app = typer.Typer(
     help="The vcsim lab: a simulated vCenter with the seed's DatabanxDC/pgtest1.",
     no_args_is_help=True,
@@ -57,10 +63,10 @@ def lab_up(
     with db_session() as session:
         reg = register(session, s, info)
     state = "already running" if running else "started"
-    console.print(f"lab {state}: {info.url} (pid {info.pid})", highlight=False)
-    console.print(f"user:       {info.user}", highlight=False)
-    console.print(f"password:   in {info.password_file}", highlight=False)
-    console.print(f"thumbprint: {info.thumbprint}", highlight=False)
+    say(f"lab {state}: {info.url} (pid {info.pid})")
+    say(f"user:       {info.user}")
+    say(f"password:   in {info.password_file}")
+    say(f"thumbprint: {info.thumbprint}")
     console.print(
         f'registered: vCenter credential {reg.credential_id} ("lab"), repository '
         f"{reg.repository_id}, VM pgtest1 as {reg.context_id}",
@@ -87,9 +93,9 @@ def lab_status_command() -> None:
     if info is None:
         console.print("lab: not running")
         raise typer.Exit(1)
-    console.print(f"lab: running at {info.url} (pid {info.pid})", highlight=False)
-    console.print(f"user: {info.user}; password in {info.password_file}", highlight=False)
-    console.print(f"thumbprint: {info.thumbprint}", highlight=False)
+    say(f"lab: running at {info.url} (pid {info.pid})")
+    say(f"user: {info.user}; password in {info.password_file}")
+    say(f"thumbprint: {info.thumbprint}")
 
 
 @lab_app.command("write")
@@ -103,7 +109,7 @@ def lab_write(
     new change id."""
     from engine.lab.client import write
 
-    console.print(write(_running(), vm, disk, offset, length), highlight=False)
+    say(write(_running(), vm, disk, offset, length))
 
 
 @lab_app.command("reset-cbt")
@@ -114,7 +120,7 @@ def lab_reset(
     """Restart a disk's change tracking (new uuid): the next backup must be a full one."""
     from engine.lab.client import reset_tracking
 
-    console.print(reset_tracking(_running(), vm, disk), highlight=False)
+    say(reset_tracking(_running(), vm, disk))
 
 
 @lab_app.command("quiesce-fault")
@@ -126,4 +132,4 @@ def lab_quiesce_fault(
     from engine.lab.client import quiesce_fault
 
     quiesce_fault(_running(), vm, enabled)
-    console.print(f"quiesce fault {'on' if enabled else 'off'} for {vm}", highlight=False)
+    say(f"quiesce fault {'on' if enabled else 'off'} for {vm}")

@@ -49,7 +49,9 @@ def vcenter_add(
     tp = normalise_thumbprint(thumbprint) if thumbprint else None
     if trust:
         tp = fetch_thumbprint(*split_host(host))
-        err_console.print(f"trusting the certificate {host} presents: {tp}", highlight=False)
+        err_console.print(
+            f"trusting the certificate {host} presents: {tp}", highlight=False, soft_wrap=True
+        )
     password = read_secret_stdin("vCenter password")
     if verify:
         if tp is None:
