@@ -177,7 +177,7 @@ def test_nodes_cli_registers_a_node_and_the_hub_lists_it(hub: Services) -> None:
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
     with hub.client() as api:
         nodes = {n["name"]: n for n in api.get("/api/v1/nodes").json()}
-    assert nodes["local"]["state"] == "down"  # this fixture started no node
+    assert nodes["local"]["state"] == "down"  # the hub's default; this test runs no node
     assert nodes["site-b"]["state"] == "down"
     assert nodes["site-b"]["url"] == "http://127.0.0.1:9"
 

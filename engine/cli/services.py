@@ -36,7 +36,7 @@ from engine.api_auth import auth_headers, client_token, load_or_create_token, no
 from engine.cli.common import console, db_session, err_console, settings
 from engine.config import Settings
 from engine.errors import SendenseError
-from engine.hub.nodes import NodeClient, NodeRef, add_node, ensure_default_node, list_nodes
+from engine.hub.nodes import NodeClient, NodeRef, add_node, list_nodes
 
 token_app = typer.Typer(help="The API token shared by hub, node and CLI.", no_args_is_help=True)
 nodes_app = typer.Typer(help="Backup nodes (SNA) the hub hands jobs to.", no_args_is_help=True)
@@ -112,9 +112,8 @@ def nodes_add(
         ..., "--url", help="Its API as the hub reaches it, e.g. http://127.0.0.1:9081 (tunnel)."
     ),
 ) -> None:
-    """Register a node; prints its id."""
+    """Register a node; prints its id. Once any node is registered the hub adds no default."""
     with db_session() as session:
-        ensure_default_node(session, settings())
         console.print(add_node(session, name, url).id)
 
 
@@ -123,8 +122,9 @@ def nodes_list() -> None:
     """Show the nodes and whether each answers now."""
     s = settings()
     with db_session() as session:
-        ensure_default_node(session, s)
         refs = [(NodeRef(n.id, n.name, n.url), n.enabled) for n in list_nodes(session)]
+    if not refs:  # what the hub registers on its first start
+        refs = [(NodeRef(0, s.node.name, f"http://127.0.0.1:{s.node.port}"), True)]
     token = node_token(s)
     table = Table("id", "name", "url", "enabled", "state")
     for ref, enabled in refs:

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -117,7 +118,22 @@ def client_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "engine.client"]
 
 
-def client_argv(req: StartRequest, log_path: Path) -> list[str]:
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+
+def local_targets(targets: str, nbd_host: str, local_host: str) -> str:
+    """The hub's exports as this node reaches them.
+
+    The hub names its exports on its own loopback; a tunnelled node reaches those ports
+    through its local forwards, which listen on ``tunnel.local_host`` (127.0.0.1 unless
+    set otherwise, so an embedded node is unaffected).
+    """
+    if nbd_host not in LOOPBACK_HOSTS or local_host == nbd_host:
+        return targets
+    return re.sub(r"nbd://(127\.0\.0\.1|localhost):", f"nbd://{local_host}:", targets)
+
+
+def client_argv(req: StartRequest, log_path: Path, local_host: str) -> list[str]:
     argv = [
         *client_command(),
         "migrate",
@@ -130,7 +146,7 @@ def client_argv(req: StartRequest, log_path: Path) -> list[str]:
         "--vmware-path",
         req.vm_path,
         "--nbd-targets",
-        req.nbd_targets,
+        local_targets(req.nbd_targets, req.nbd_host, local_host),
         "--job-id",
         req.job_id,
         "--progress",
@@ -194,7 +210,7 @@ class JobRunner:
         self.settings.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.settings.logs / f"backup-{safe_component(req.job_id)}.log"
         proc = await asyncio.create_subprocess_exec(
-            *client_argv(req, log_path),
+            *client_argv(req, log_path, self.settings.tunnel.local_host),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
