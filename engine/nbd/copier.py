@@ -93,6 +93,9 @@ def open_handle(uri: str, disk: str, role: str, *, meta: bool = False) -> nbd.NB
     h.set_handle_name(f"{disk}-{role}")
     if meta:
         h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+    # libnbd zeroes every read buffer first by default (a guard for callers that use a
+    # buffer after a failed read); a failed read here stops the copy, so skip the memset.
+    h.set_pread_initialize(False)
     try:
         h.connect_uri(uri)
     except nbd.Error as exc:
@@ -140,7 +143,6 @@ class _Job:
         self.opts = opts
         self.units = collections.deque(work_units(extents))
         self.total = sum(e.length for e in extents)
-        self.lock = threading.Lock()
         self.done = 0
         self.zero = 0
         self.issued = 0
@@ -155,28 +157,22 @@ class _Job:
             return None
 
     def settle(self, n: int, zero: bool) -> None:
-        with self.lock:
-            self.done += n
-            if zero:
-                self.zero += n
+        self.done += n
+        if zero:
+            self.zero += n
 
     def fail(self, exc: BaseException) -> None:
-        with self.lock:
-            if self.error is None:
-                self.error = exc
+        if self.error is None:
+            self.error = exc
         self.stop.set()
 
-    def throttle(self, n: int) -> None:
-        """Hold back the next read until the average rate is under the limit."""
+    def due(self, n: int) -> float:
+        """When the next read of ``n`` bytes may go out to keep under the rate limit."""
         rate = self.opts.max_rate_bps
         if not rate:
-            return
-        with self.lock:
-            self.issued += n
-            due = self.started + self.issued / rate
-        delay = due - time.monotonic()
-        if delay > 0:
-            self.stop.wait(delay)
+            return 0.0
+        self.issued += n
+        return self.started + self.issued / rate
 
 
 @dataclass
@@ -201,7 +197,12 @@ class _Pending:
 
 @dataclass
 class _Connection:
-    """One source handle and one target handle driven by one thread."""
+    """One source handle and one target handle.
+
+    Its work is a generator (``steps``) that issues commands and yields whenever it has
+    to wait for replies; one loop (``_drive``) runs every connection of a disk, so the
+    connections share one thread instead of fighting over the GIL.
+    """
 
     job: _Job
     src: nbd.NBD
@@ -209,20 +210,9 @@ class _Connection:
     free: list[nbd.Buffer] = field(default_factory=list)
     in_flight: int = 0
     ready: collections.deque[_Pending] = field(default_factory=collections.deque)
+    wake_at: float = 0.0
 
-    def run(self) -> None:
-        try:
-            self._copy()
-        except BaseException as exc:
-            self.job.fail(exc)
-        finally:
-            try:
-                while self.in_flight:
-                    self._wait()
-            except BaseException as exc:
-                self.job.fail(exc)
-
-    def _copy(self) -> None:
+    def steps(self) -> Iterator[None]:
         job = self.job
         while not job.stop.is_set():
             unit = job.next_unit()
@@ -230,17 +220,22 @@ class _Connection:
                 break
             for ext, zero in self._extents(unit):
                 if zero:
-                    self._zero_run(ext)
+                    yield from self._zero_run(ext)
                 else:
-                    self._data_run(ext)
+                    yield from self._data_run(ext)
         while self.in_flight and not job.stop.is_set():
-            self._wait()
+            yield
         if job.stop.is_set():
             return
         try:
             self.dst.flush()
         except nbd.Error as exc:
             raise CopyError(f"disk {job.disk}: flush failed: {exc.string}") from None
+
+    def process(self) -> None:
+        """Act on the commands that finished since the last call."""
+        while self.ready:
+            self._finish(self.ready.popleft())
 
     def _extents(self, unit: Extent) -> Iterator[tuple[Extent, bool]]:
         """The unit split into (extent, reads-as-zero) by the source's allocation map."""
@@ -266,34 +261,36 @@ class _Connection:
                 yield Extent(pos, n), bool(flags & nbd.STATE_ZERO)
                 pos += n
 
-    def _zero_run(self, ext: Extent) -> None:
+    def _zero_run(self, ext: Extent) -> Iterator[None]:
         if self.job.opts.target_is_zero:
             self.job.settle(ext.length, zero=True)
             return
-        self._slot()
+        yield from self._slot()
         self._issue_zero(ext.offset, ext.length)
 
-    def _data_run(self, ext: Extent) -> None:
+    def _data_run(self, ext: Extent) -> Iterator[None]:
         size = self.job.opts.request_size
         off = ext.offset
         end = ext.offset + ext.length
         while off < end:
             n = min(size, end - off)
-            self.job.throttle(n)
-            self._slot()
+            self.wake_at = self.job.due(n)
+            while self.wake_at > time.monotonic():
+                yield
+            yield from self._slot()
             buf = self.free.pop() if n == size and self.free else nbd.Buffer(n)
             pending = _Pending("read", off, n, buf)
             self.in_flight += 1
             self.src.aio_pread(buf, off, completion=self._done(pending))
             off += n
 
-    def _slot(self) -> None:
+    def _slot(self) -> Iterator[None]:
         """Wait until fewer than ``requests_in_flight`` commands are out: the memory bound.
 
         Buffers are held only by commands in flight, so at most that many exist.
         """
         while self.in_flight >= self.job.opts.requests_in_flight:
-            self._wait()
+            yield
         if self.job.stop.is_set():
             raise _Stopped
 
@@ -313,43 +310,6 @@ class _Connection:
         pending = _Pending("zero", off, n, None)
         self.in_flight += 1
         self.dst.aio_zero(n, off, completion=self._done(pending))
-
-    def _wait(self) -> None:
-        """Run the two handles' state machines until at least one command has finished."""
-        while not self.ready:
-            self._poll()
-        while self.ready:
-            self._finish(self.ready.popleft())
-
-    def _poll(self) -> None:
-        poller = select.poll()
-        handles = {}
-        for h in (self.src, self.dst):
-            if not h.aio_in_flight():
-                continue
-            direction = h.aio_get_direction()
-            events = 0
-            if direction & nbd.AIO_DIRECTION_READ:
-                events |= select.POLLIN
-            if direction & nbd.AIO_DIRECTION_WRITE:
-                events |= select.POLLOUT
-            fd = h.aio_get_fd()
-            handles[fd] = h
-            poller.register(fd, events)
-        if not handles:
-            raise CopyError(f"disk {self.job.disk}: commands lost (no handle has any in flight)")
-        for fd, revents in poller.poll(-1):
-            h = handles[fd]
-            try:
-                if revents & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                    h.aio_notify_read()
-                elif revents & select.POLLOUT:
-                    h.aio_notify_write()
-            except nbd.Error as exc:
-                role = "source" if h is self.src else "target"
-                raise CopyError(
-                    f"disk {self.job.disk}: {role} connection failed: {exc.string}"
-                ) from None
 
     def _finish(self, p: _Pending) -> None:
         job = self.job
@@ -420,6 +380,40 @@ def zero_runs(buf: nbd.Buffer, granule: int) -> list[tuple[int, int, bool]]:
     return runs
 
 
+def _poll(conns: list[_Connection], timeout: float) -> None:
+    """Wait (at most ``timeout`` seconds) for any handle with commands out, and let libnbd
+    read or write whatever is ready; completions land in each connection's ``ready``."""
+    poller = select.poll()
+    handles: dict[int, tuple[nbd.NBD, _Connection]] = {}
+    for conn in conns:
+        for h in (conn.src, conn.dst):
+            if not h.aio_in_flight():
+                continue
+            direction = h.aio_get_direction()
+            events = 0
+            if direction & nbd.AIO_DIRECTION_READ:
+                events |= select.POLLIN
+            if direction & nbd.AIO_DIRECTION_WRITE:
+                events |= select.POLLOUT
+            fd = h.aio_get_fd()
+            handles[fd] = (h, conn)
+            poller.register(fd, events)
+    if not handles:
+        return
+    for fd, revents in poller.poll(max(0, int(timeout * 1000))):
+        h, conn = handles[fd]
+        try:
+            if revents & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                h.aio_notify_read()
+            elif revents & select.POLLOUT:
+                h.aio_notify_write()
+        except nbd.Error as exc:
+            role = "source" if h is conn.src else "target"
+            raise CopyError(
+                f"disk {conn.job.disk}: {role} connection failed: {exc.string}"
+            ) from None
+
+
 class _Stopped(Exception):
     """Raised inside a connection when another connection failed or the copy was cancelled."""
 
@@ -473,6 +467,56 @@ def copy(
             close_handle(h)
 
 
+def _drive(
+    job: _Job,
+    conns: list[_Connection],
+    report: Callable[[], Progress],
+    cancel: threading.Event | None,
+    interval: float,
+) -> None:
+    """Run every connection's steps until all are done and nothing is in flight.
+
+    After a failure or a cancel, ``job.stop`` makes the steps end; commands already out
+    are still waited for (their buffers belong to libnbd until then), unless a
+    connection itself broke.
+    """
+    steps = {id(c): (c, c.steps()) for c in conns}
+    next_report = time.monotonic() + interval
+    while steps or any(c.in_flight for c in conns):
+        for conn in conns:
+            try:
+                conn.process()
+            except CopyError as exc:
+                job.fail(exc)
+        for key, (_, gen) in list(steps.items()):
+            try:
+                next(gen)
+            except StopIteration:
+                del steps[key]
+            except (CopyError, _Stopped) as exc:
+                job.fail(exc)
+                del steps[key]
+        if cancel is not None and cancel.is_set():
+            job.stop.set()
+        now = time.monotonic()
+        if now >= next_report:
+            report()
+            next_report = now + interval
+        if any(c.ready for c in conns):
+            continue
+        # A throttled connection wakes the loop when its next read is due.
+        wake = min((c.wake_at for c, _ in steps.values() if c.wake_at > now), default=next_report)
+        timeout = max(0.0, min(next_report, wake) - now)
+        if any(c.in_flight for c in conns):
+            try:
+                _poll(conns, timeout)
+            except CopyError as exc:
+                job.fail(exc)
+                return
+        elif steps and timeout > 0:
+            job.stop.wait(timeout)
+
+
 def _run(
     job: _Job,
     pairs: list[tuple[nbd.NBD, nbd.NBD]],
@@ -481,32 +525,20 @@ def _run(
     interval: float,
 ) -> Progress:
     conns = [_Connection(job, s, d) for s, d in pairs]
-    threads = [
-        threading.Thread(target=c.run, name=f"copy-{job.disk}-{i}", daemon=True)
-        for i, c in enumerate(conns)
-    ]
-    for t in threads:
-        t.start()
     window: collections.deque[tuple[float, int]] = collections.deque(maxlen=8)
 
     def report() -> Progress:
         now = time.monotonic()
-        with job.lock:
-            done, zero = job.done, job.zero
-        window.append((now, done))
+        window.append((now, job.done))
         t0, d0 = window[0]
-        rate = (done - d0) / (now - t0) if now > t0 else 0.0
-        p = Progress(job.disk, done, job.total, zero, rate, len(pairs))
+        rate = (job.done - d0) / (now - t0) if now > t0 else 0.0
+        p = Progress(job.disk, job.done, job.total, job.zero, rate, len(pairs))
         if progress is not None:
             progress(p)
         return p
 
     report()
-    while alive := [t for t in threads if t.is_alive()]:
-        if cancel is not None and cancel.is_set():
-            job.stop.set()
-        alive[0].join(interval)
-        report()
+    _drive(job, conns, report, cancel, interval)
     if job.error is not None and not isinstance(job.error, _Stopped):
         raise job.error
     if cancel is not None and cancel.is_set():
