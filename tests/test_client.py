@@ -284,3 +284,20 @@ def test_unknown_vm_disk_key_is_refused_and_no_snapshot(lab: Lab, tmp_path: Path
     assert "the VM has no disk with key 2009" in out.stderr
     assert "sendense-e2e-3" not in snapshots_of_pgtest1(lab)
     assert time.monotonic() - started < 30
+
+
+def test_quiesce_failure_needs_the_crash_consistent_flag(lab: Lab, exports, tmp_path: Path):
+    targets, _ = exports
+    lab.quiesce_fault("pgtest1", True)
+    try:
+        refused = Watched(lab_args(lab, targets, "e2e-q1", tmp_path / "a.log"), lab.password)
+        assert refused.finish() == 4
+        assert "crash-consistent snapshot is not allowed" in refused.lines[-1]["message"]
+        assert "sendense-e2e-q1" not in snapshots_of_pgtest1(lab)
+        args = lab_args(lab, targets, "e2e-q2", tmp_path / "b.log", "--allow-crash-consistent")
+        allowed = Watched(args, lab.password)
+        assert allowed.finish() == 0
+        assert allowed.lines[0] == {**allowed.lines[0], "kind": "crash-consistent"}
+        assert "(crash-consistent) taken" in (tmp_path / "b.log").read_text()
+    finally:
+        lab.quiesce_fault("pgtest1", False)
