@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.api_auth import load_or_create_token, require_bearer
 from engine.config import Settings, ensure_dirs, get_settings
+from engine.credentials import CredentialError
 from engine.db.session import session_scope, upgrade
 from engine.errors import BadInput, SendenseError
 from engine.hub import routes_backups, routes_console
@@ -29,6 +30,8 @@ from engine.hub.events import EventBus
 from engine.hub.jobs import JobManager
 from engine.hub.nodes import NodeRefused, NodeUnreachable, ensure_default_node
 from engine.nbd.exports import ExportManager, PortRangeExhausted
+from engine.repository import RepositoryError
+from engine.vcenter.errors import VCenterError, VMNotFound
 from engine.version import __version__
 
 log = logging.getLogger("sendense.hub")
@@ -40,8 +43,12 @@ WATCH_INTERVAL = 1.0
 def status_for(exc: SendenseError) -> int:
     if isinstance(exc, NodeUnreachable | PortRangeExhausted):
         return 503
-    if isinstance(exc, NodeRefused):
-        return 502
+    if isinstance(exc, VMNotFound):
+        return 404
+    if isinstance(exc, NodeRefused | VCenterError):
+        return 502  # the node or vCenter behind the hub said no
+    if isinstance(exc, CredentialError | RepositoryError):
+        return 422
     if isinstance(exc, BadInput):
         return 400
     return int(getattr(exc, "status_code", 500))
