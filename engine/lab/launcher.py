@@ -29,6 +29,7 @@ from engine.vcenter.connection import fetch_thumbprint
 GO_SOURCE = Path(__file__).parent / "go"
 GOVMOMI_GOPATH = "/usr/share/gocode"
 LAB_USER = "administrator@vsphere.local"
+STALE_BUILD_SECONDS = 24 * 3600
 
 
 class LabError(SendenseError):
@@ -78,8 +79,10 @@ def build(lab_dir: Path, bin_dir: Path | None = None) -> Path:
     if not Path(GOVMOMI_GOPATH, "src/github.com/vmware/govmomi/simulator").is_dir():
         raise LabError("the lab needs govmomi: apt-get install golang-github-vmware-govmomi-dev")
     binary.parent.mkdir(parents=True, exist_ok=True)
-    for old in binary.parent.glob("sendense-lab-*"):
-        old.unlink(missing_ok=True)
+    for stale in binary.parent.glob("sendense-lab-*"):  # older builds, if not in recent use
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_atime > STALE_BUILD_SECONDS:
+                stale.unlink()
     tmp = binary.with_name(binary.name + f".tmp{os.getpid()}")
     env = {
         **os.environ,

@@ -15,7 +15,7 @@ def fault_message(exc: BaseException) -> str:
     """vSphere faults carry their text in `msg` (often empty): fall back to the fault name."""
     msg = getattr(exc, "msg", None) or ""
     name = type(exc).__name__.rsplit(".", 1)[-1]
-    return f"{name}: {msg}" if msg else name
+    return f"{name}: {msg}" if msg and name not in msg else name
 
 
 def wait(task: Any, timeout: float = 3600.0) -> Any:
