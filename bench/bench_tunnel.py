@@ -142,11 +142,18 @@ def measure(
     env = tunnel_env(sshd, port, base / "home")
     settings = Settings(home=base / "home")
 
-    @contextlib.contextmanager
-    def sendense() -> Iterator[object]:
-        with process(SENDENSE_TUNNEL, env) as proc:
-            wait(lambda: read_status(settings).get("state") == "up", "sendense tunnel")
-            yield proc
+    def sendense(connections: int) -> Callable[[], contextlib.AbstractContextManager[object]]:
+        @contextlib.contextmanager
+        def tunnel() -> Iterator[object]:
+            env["SENDENSE_TUNNEL__CONNECTIONS"] = str(connections)
+            shared = settings.model_copy(
+                update={"tunnel": settings.tunnel.model_copy(update={"connections": connections})}
+            )
+            with process(SENDENSE_TUNNEL, env) as proc:
+                wait(lambda: read_status(shared).get("connections_up") == connections, "tunnel")
+                yield proc
+
+        return tunnel
 
     def openssh(cipher: str | None) -> Callable[[], contextlib.AbstractContextManager[object]]:
         @contextlib.contextmanager
@@ -158,7 +165,8 @@ def measure(
         return tunnel
 
     tunnels: Tunnels = {
-        "sendense tunnel": sendense,
+        "sendense tunnel": sendense(1),
+        "sendense tunnel, 2 conns": sendense(2),
         "ssh -L": openssh(None),
         "ssh -L -c aes128-gcm": openssh("aes128-gcm@openssh.com"),
     }
@@ -180,11 +188,11 @@ def report(results: dict[tuple[str, str], float], size: str) -> None:
     for direction in ("write", "read"):
         rates = {name: total / MIB / s for (d, name), s in results.items() if d == direction}
         for name, rate in rates.items():
-            print(f"  {direction:5}  {name:22} {rate:8.1f}")
-        ours = rates["sendense tunnel"]
-        for reference in ("ssh -L", "ssh -L -c aes128-gcm"):
-            ratio = ours / rates[reference]
-            print(f"  {direction:5}  ratio sendense tunnel / {reference}: {ratio:.2f}")
+            print(f"  {direction:5}  {name:24} {rate:8.1f}")
+        for ours in ("sendense tunnel", "sendense tunnel, 2 conns"):
+            for reference in ("ssh -L", "ssh -L -c aes128-gcm"):
+                ratio = rates[ours] / rates[reference]
+                print(f"  {direction:5}  ratio {ours} / {reference}: {ratio:.2f}")
 
 
 def parse_size(size: str) -> int:

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import asyncssh
+from asyncssh.forward import SSHLocalPortForwarder
 
 from engine.config import Settings
 from engine.errors import SendenseError
@@ -125,8 +127,8 @@ class TunnelStatus:
         return data
 
 
-def status_path(settings: Settings) -> Path:
-    return settings.run / STATUS_FILE
+def status_path(settings: Settings, worker: int = 0) -> Path:
+    return settings.run / (f"tunnel-worker-{worker}.json" if worker else STATUS_FILE)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -153,6 +155,16 @@ def read_status(settings: Settings) -> dict[str, Any]:
             "hub": f"{settings.tunnel.hub_ssh_host}:{settings.tunnel.hub_ssh_port}",
             "forwards": describe_forwards(settings),
         }
+    _check_alive(data)
+    connections = settings.tunnel.connections
+    workers = [_read_worker(settings, i) for i in range(1, connections)]
+    data["connections"] = connections
+    data["connections_up"] = sum(1 for d in (data, *workers) if d.get("state") == "up")
+    return data
+
+
+def _check_alive(data: dict[str, Any]) -> None:
+    """A status left behind by a process that is gone is ``down``, whatever it says."""
     if data.get("state") != "stopped" and not _pid_alive(int(data.get("pid", 0))):
         last = data.get("last_error")
         data["state"] = "down"
@@ -160,6 +172,14 @@ def read_status(settings: Settings) -> dict[str, Any]:
         data["last_error"] = f"the tunnel process {data.get('pid')} has exited" + (
             f"; its last error: {last}" if last else ""
         )
+
+
+def _read_worker(settings: Settings, worker: int) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(status_path(settings, worker).read_text())
+    except FileNotFoundError:
+        return {"state": "down"}
+    _check_alive(data)
     return data
 
 
@@ -170,6 +190,12 @@ def _write_atomically(path: Path, data: dict[str, Any]) -> None:
     ) as tmp:
         json.dump(data, tmp, indent=2)
     os.replace(tmp.name, path)
+
+
+def _close_servers(servers: list[asyncio.Server]) -> None:
+    for server in servers:
+        server.close()
+    servers.clear()
 
 
 class _Client(asyncssh.SSHClient):
@@ -185,10 +211,13 @@ class _Client(asyncssh.SSHClient):
 class Tunnel:
     """Holds the forwards while :meth:`run` runs; usable in-process or via the CLI."""
 
-    def __init__(self, settings: Settings, *, status_file: Path | None = None) -> None:
+    def __init__(self, settings: Settings, *, worker: int = 0) -> None:
         self._settings = settings
-        self._forwards = plan_forwards(settings)
-        self._status_file = status_file or status_path(settings)
+        self._worker = worker
+        # Worker processes carry local forwards only: the hub allows one remote listener.
+        self._forwards = [f for f in plan_forwards(settings) if not (worker and f.remote)]
+        self._status_file = status_path(settings, worker)
+        self._shared_ports = settings.tunnel.connections > 1
         t = settings.tunnel
         self._target = f"{t.user}@{t.hub_ssh_host}:{t.hub_ssh_port}"
         self._status = TunnelStatus(hub=self._target, forwards=describe_forwards(settings))
@@ -197,6 +226,7 @@ class Tunnel:
         self._ended = asyncio.Event()
         self._error: TunnelError | None = None
         self._conn: asyncssh.SSHClientConnection | None = None
+        self._servers: list[asyncio.Server] = []
         self._running = False
 
     @property
@@ -260,8 +290,14 @@ class Tunnel:
         key not in known_hosts, a refused key).
         """
         self._running = True
+        workers: list[asyncio.Task[None]] = []
         try:
             options = self._options()
+            if not self._worker:
+                workers = [
+                    asyncio.create_task(self._supervise(i))
+                    for i in range(1, self._settings.tunnel.connections)
+                ]
             failures = 0
             while not self._stopping.is_set():
                 if self._status.state != "down":  # retries keep "down since" as it was
@@ -291,11 +327,32 @@ class Tunnel:
             self._set("down", str(exc))
             raise
         finally:
+            self._stopping.set()
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             self._up.clear()
             if self._error is None:
                 self._set("stopped")
             self._running = False
             self._ended.set()
+
+    async def _supervise(self, worker: int) -> None:
+        """Keep worker process ``worker`` running (restarted with backoff) until stop."""
+        failures = 0
+        while not self._stopping.is_set():
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "engine.tunnel_worker", str(worker)
+            )
+            try:
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                proc.terminate()
+                await proc.wait()
+                raise
+            failures += 1
+            log.warning("tunnel worker %d exited with code %s", worker, code)
+            await self._backoff(failures)
 
     async def _connect(
         self, options: asyncssh.SSHClientConnectionOptions
@@ -304,6 +361,7 @@ class Tunnel:
         conn, client = await asyncssh.create_connection(
             _Client, t.hub_ssh_host, t.hub_ssh_port, options=options
         )
+        servers: list[asyncio.Server] = []
         try:
             for fwd in self._forwards:
                 if fwd.remote:
@@ -311,15 +369,35 @@ class Tunnel:
                         fwd.listen_host, fwd.listen_port, fwd.dest_host, fwd.dest_port
                     )
                 else:
-                    await conn.forward_local_port(
-                        fwd.listen_host, fwd.listen_port, fwd.dest_host, fwd.dest_port
-                    )
+                    servers.append(await self._listen(conn, fwd))
         except BaseException:
+            _close_servers(servers)
             conn.close()
             await conn.wait_closed()
             raise
         self._conn = conn
+        self._servers = servers
         return conn, cast(_Client, client)
+
+    async def _listen(self, conn: asyncssh.SSHClientConnection, fwd: Forward) -> asyncio.Server:
+        """A local listener forwarding each connection through ``conn``.
+
+        What ``conn.forward_local_port`` does (with asyncssh's own forwarder protocol),
+        but able to share the port with the worker processes (``SO_REUSEPORT``: the
+        kernel spreads new connections over them) when ``tunnel.connections`` > 1.
+        """
+
+        async def open_channel(session_factory: Any, orig_host: str, orig_port: int) -> Any:
+            return await conn.create_connection(
+                session_factory, fwd.dest_host, fwd.dest_port, orig_host, orig_port
+            )
+
+        return await asyncio.get_running_loop().create_server(
+            lambda: SSHLocalPortForwarder(conn, open_channel),
+            fwd.listen_host,
+            fwd.listen_port,
+            reuse_port=self._shared_ports,
+        )
 
     async def _hold(self, conn: asyncssh.SSHClientConnection) -> None:
         """Until the connection ends: measure the round-trip time every keepalive period."""
@@ -327,6 +405,7 @@ class Tunnel:
         try:
             await conn.wait_closed()
         finally:
+            _close_servers(self._servers)
             probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probe

@@ -230,6 +230,35 @@ async def test_reconnects_after_connection_killed_and_sshd_restart(
         hub.close()
 
 
+async def test_two_connections_share_the_ports(
+    tunnel_settings: Settings, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENDENSE_TUNNEL__CONNECTIONS", "2")
+    get_settings.cache_clear()
+    s = get_settings()
+    hub = await echo_server(HUB_SIDE, s.nbd.port_min)
+    t = Tunnel(s)
+    task = asyncio.create_task(t.run())
+    try:
+        await t.wait_up(10)
+        await until(lambda: read_status(s)["connections_up"] == 2, "the worker's connection")
+        assert len(sshd.connection_pids()) >= 2
+        worker_pid = json.loads((s.run / "tunnel-worker-1.json").read_text())["pid"]
+        assert worker_pid != os.getpid()
+        # The kernel spreads connections over both processes; all of them must work.
+        assert all(await asyncio.gather(*(echoes(NODE_SIDE, s.nbd.port_min) for _ in range(8))))
+    finally:
+        hub.close()
+        await t.stop()
+        await task
+    status = read_status(s)
+    assert status["state"] == "stopped"
+    assert status["connections_up"] == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)
+    assert bindable(NODE_SIDE, s.nbd.port_min)
+
+
 async def _connects(host: str, port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection(host, port)
