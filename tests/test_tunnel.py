@@ -230,6 +230,33 @@ async def test_reconnects_after_connection_killed_and_sshd_restart(
         hub.close()
 
 
+async def test_busy_remote_port_is_retried_until_free(
+    tunnel: Tunnel, tunnel_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale hub session can hold the node-API port: retry until it lets go."""
+    await tunnel.wait_up(10)
+    s = tunnel_settings
+    # A second node with other local ports, as after a reconnect that beat the old session.
+    monkeypatch.setenv("SENDENSE_HOME", str(s.home.parent / "second"))
+    monkeypatch.setenv("SENDENSE_TUNNEL__LOCAL_HOST", "127.0.0.3")
+    get_settings.cache_clear()
+    second_settings = get_settings()
+    second = Tunnel(second_settings)
+    task = asyncio.create_task(second.run())
+    try:
+        await until(
+            lambda: "refused the remote forward" in (second.status.last_error or ""),
+            "the remote forward to be refused",
+        )
+        assert second.status.state == "down"
+        await tunnel.stop()
+        await second.wait_up(10)
+        assert read_status(second_settings)["state"] == "up"
+    finally:
+        await second.stop()
+        await task
+
+
 async def test_two_connections_share_the_ports(
     tunnel_settings: Settings, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
