@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from textual.app import App
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.dom import DOMNode
 from textual.widgets import DataTable, Tree
 
@@ -147,8 +148,12 @@ class SendenseApp(App[None]):
             except HubError as exc:
                 self.show_error(exc.plain)
                 return
-            if on_done is not None:
+            if on_done is None:
+                return
+            try:
                 on_done(result)
+            except NoMatches:
+                return  # its screen was torn down (quit, mode change) while the hub answered
 
         (node or self).run_worker(run(), name=name, group=name)
 

@@ -23,7 +23,8 @@ class ConsoleConfig:
     hub_url: str
     token: str
     home: Path
-    # True when a file or variable named the hub: then the console never starts one itself.
+    # True when a hub URL was named: that hub may be another machine's, so the console
+    # never starts one itself. A host/port alone means a local hub it may start.
     explicit: bool
     keymap_file: Path
 
@@ -62,7 +63,7 @@ def load_config(environ: dict[str, str] | None = None) -> ConsoleConfig:
     url = env.get("SENDENSE_HUB__URL") or hub.get("url")
     host = env.get("SENDENSE_HUB__HOST") or hub.get("host")
     port = env.get("SENDENSE_HUB__PORT") or hub.get("port")
-    explicit = bool(url or host or port or path is not None)
+    explicit = bool(url)
     if not url:
         url = f"http://{host or '127.0.0.1'}:{port or 8082}"
 

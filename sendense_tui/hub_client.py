@@ -95,8 +95,12 @@ class HubClient:
         result: list[dict[str, Any]] = await self._call("GET", "/vcenters")
         return result
 
-    async def inventory(self, vcenter_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", f"/vcenters/{vcenter_id}/inventory")
+    async def inventory(self, vcenter_id: int, refresh: bool = False) -> dict[str, Any]:
+        """``refresh`` asks the hub to read vCenter again rather than answer from its cache."""
+        params = {"refresh": "true"} if refresh else {}
+        result: dict[str, Any] = await self._call(
+            "GET", f"/vcenters/{vcenter_id}/inventory", params=params
+        )
         return result
 
     async def probe_vcenter(self, host: str) -> str:

@@ -115,6 +115,7 @@ class Inventory:
         for moref, entity in entities.items():
             if entity.get("kind") == "HostSystem":
                 self._place_host(entity, entities, by_host.get(moref, []))
+        self.datacenters = dict(sorted(self.datacenters.items(), key=lambda kv: kv[0].lower()))
         for dc in self.datacenters.values():
             _sort(dc)
 

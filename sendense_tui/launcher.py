@@ -29,11 +29,16 @@ def _sendense_executable() -> str:
     return str(candidate) if candidate.exists() else "sendense"
 
 
+def pid_file(config: ConsoleConfig, service: str) -> Path:
+    """Where the pid of a service this console started is kept, to stop it by id later."""
+    return config.home / "run" / f"console-{service}.pid"
+
+
 def start_services(config: ConsoleConfig) -> None:
     config.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for service in ("hub", "node"):
         log = (config.log_dir / f"{service}.log").open("ab")
-        subprocess.Popen(
+        proc = subprocess.Popen(
             [_sendense_executable(), service],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -42,6 +47,9 @@ def start_services(config: ConsoleConfig) -> None:
             close_fds=True,
         )
         log.close()
+        pid = pid_file(config, service)
+        pid.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pid.write_text(f"{proc.pid}\n")
 
 
 def ensure_hub(config: ConsoleConfig, wait: float = 30.0) -> str | None:

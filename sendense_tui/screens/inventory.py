@@ -62,10 +62,8 @@ class InventoryScreen(Screen[None]):
         yield HubHeader()
         with Horizontal(id="inventory-body"):
             with Vertical(id="tree-pane"):
-                yield Input(placeholder="filter VMs by name", id="filter")
-                tree: InventoryTree = InventoryTree("vCenters", id="inventory-tree")
-                tree.show_root = False
-                yield tree
+                yield Input(placeholder="filter VMs by name", id="filter", compact=True)
+                yield self.vm_tree
             yield Static(id="vm-detail")
         yield Static(id="inventory-status")
         yield Footer()
@@ -74,9 +72,12 @@ class InventoryScreen(Screen[None]):
     def sendense(self) -> SendenseApp:
         return self.app  # type: ignore[return-value]
 
-    @property
-    def vm_tree(self) -> InventoryTree:
-        return self.query_one(InventoryTree)
+    def __init__(self) -> None:
+        super().__init__()
+        # Held, not queried: callbacks may land while the screen is being torn down.
+        self.vm_tree = InventoryTree("vCenters", id="inventory-tree")
+        self.vm_tree.show_root = False
+        self._refresh_next = False  # the next inventory fetch bypasses the hub's cache
 
     def on_mount(self) -> None:
         self.query_one("#filter").display = False
@@ -106,7 +107,7 @@ class InventoryScreen(Screen[None]):
         entry = event.node.data
         if entry is None or entry.loaded:
             return
-        if entry.kind == "vcenter":
+        if entry.group is None:  # a vCenter whose inventory has not come yet
             self._fetch_inventory(event.node)
         else:
             self._fill(event.node)
@@ -117,6 +118,7 @@ class InventoryScreen(Screen[None]):
         app = self.sendense
 
         def arrived(data: dict[str, Any]) -> None:
+            self._refresh_next = False
             inventory = Inventory(data)
             app.inventories[entry.vcenter_id] = inventory
             app.set_vcenter_state(entry.vcenter_id, "ok")
@@ -128,7 +130,7 @@ class InventoryScreen(Screen[None]):
             self._apply_filter()
 
         app.call_hub(
-            app.client.inventory(entry.vcenter_id),
+            app.client.inventory(entry.vcenter_id, refresh=self._refresh_next),
             arrived,
             node=self,
             name=f"inv{entry.vcenter_id}",
@@ -256,7 +258,7 @@ class InventoryScreen(Screen[None]):
                 continue
             matches = self.sendense.inventories[entry.vcenter_id].matching(text)
             node.remove_children()
-            entry.loaded = False
+            entry.loaded = True  # with the matches: expanding it must not rebuild the tree
             for vm in matches[:FILTER_LIMIT]:
                 node.add_leaf(
                     self._vm_label(entry.vcenter_id, vm, True),
@@ -287,6 +289,7 @@ class InventoryScreen(Screen[None]):
     def action_refresh(self) -> None:
         app = self.sendense
         app.inventories.clear()
+        self._refresh_next = True
         app.call_hub(app.client.vms(), app._set_contexts, node=self)
         self._load_vcenters()
 

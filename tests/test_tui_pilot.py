@@ -1,0 +1,178 @@
+"""The console's real flows, driven with Textual's pilot against a real hub and node
+on the lab (tests/fixtures/services.py): nothing here is a stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Static
+
+from sendense_tui.app import SendenseApp
+from sendense_tui.config import ConsoleConfig
+from sendense_tui.screens.backup import BackupModal
+from sendense_tui.screens.inventory import InventoryScreen
+from sendense_tui.screens.jobs import JobsScreen
+from sendense_tui.screens.modals import ConfirmModal
+from tests.fixtures.services import Services
+
+SIZE = (120, 40)
+
+
+def console(services: Services, tmp_path: Path) -> SendenseApp:
+    config = ConsoleConfig(
+        hub_url=services.hub.url,
+        token=services.token,
+        home=services.home,
+        explicit=True,
+        keymap_file=tmp_path / "keymap.toml",
+    )
+    return SendenseApp(config)
+
+
+async def until(pilot: Pilot[None], check: Callable[[], Any], timeout: float = 60.0) -> None:
+    """Let the app run until ``check()`` holds (never a fixed sleep)."""
+    loop_time = 0.0
+    while not check():
+        if loop_time > timeout:
+            raise AssertionError(f"condition not met in {timeout}s: {check}")
+        await pilot.pause(0.05)
+        loop_time += 0.05
+
+
+def cursor_vm(app: SendenseApp) -> str | None:
+    screen = app.screen
+    assert isinstance(screen, InventoryScreen)
+    node = screen.vm_tree.cursor_node
+    return node.data.vm.name if node and node.data and node.data.vm else None
+
+
+def disk_cells(app: SendenseApp, column: str) -> list[str]:
+    table = app.screen.query_one("#disks-table", DataTable)
+    return [str(table.get_cell(row, column)) for row in table.rows]
+
+
+def slow_backup(services: Services, vm: str = "pgtest1") -> str:
+    """A backup throttled by the hub's max_rate_mib, so it is still running when we act."""
+    with services.client() as api:
+        answer = api.post(
+            "/api/v1/backups",
+            json={"vm_name": vm, "repository_id": 1, "backup_type": "full", "max_rate_mib": 0.25},
+        )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["backup_id"])
+
+
+async def test_browse_filter_mark_two_and_back_up(services: Services, tmp_path: Path) -> None:
+    app = console(services, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.inventories)
+        # The tree: vCenter (expanded on its own) → DatabanxDC → Prod folder, pgtest1.
+        await pilot.press("j")
+        assert app.screen.vm_tree.cursor_node.data.group.name == "DatabanxDC"
+        await pilot.press("enter", "j", "j")
+        assert cursor_vm(app) == "pgtest1"
+        detail = str(app.screen.query_one("#vm-detail", Static).render())
+        assert "/DatabanxDC/vm/pgtest1" in detail and "2000" in detail and "2001" in detail
+        await pilot.press("space")
+        # Filter by name, mark the match, clear the filter: both marks stay.
+        await pilot.press("slash", *"web 0", "enter")
+        assert app.screen.query_one("#filter", Input).value == "web 0"
+        await pilot.press("j")
+        assert cursor_vm(app) == "web 01"
+        await pilot.press("space", "escape")
+        assert {path for _, path in app.marks} == {
+            "/DatabanxDC/vm/pgtest1",
+            "/DatabanxDC/vm/Prod/Web Tier/web 01",
+        }
+        await pilot.press("b")
+        await until(pilot, lambda: isinstance(app.screen, BackupModal))
+        modal_disks = app.screen.query_one("#backup-disks", DataTable)
+        assert modal_disks.row_count == 3  # pgtest1's two disks and web 01's one
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen))
+        await until(pilot, lambda: len(app.store.jobs) == 2)
+        await until(pilot, lambda: all(j["status"] == "completed" for j in app.store.jobs.values()))
+        await until(
+            pilot,
+            lambda: disk_cells(app, "state") and set(disk_cells(app, "state")) == {"completed"},
+        )
+        assert all("100%" in cell for cell in disk_cells(app, "progress"))
+        assert not app.marks
+    with services.client() as api:
+        jobs = api.get("/api/v1/backups").json()
+    assert sorted(j["vm_name"] for j in jobs) == ["pgtest1", "web 01"]
+    assert {j["status"] for j in jobs} == {"completed"}
+
+
+async def test_live_rows_busy_error_and_cancel_with_confirmation(
+    services: Services, tmp_path: Path
+) -> None:
+    backup_id = slow_backup(services)
+    app = console(services, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen))
+        await until(pilot, lambda: app.screen.selected == backup_id and disk_cells(app, "progress"))
+        first = disk_cells(app, "progress")
+        await until(pilot, lambda: disk_cells(app, "progress") != first)  # rows update live
+        # A second backup of the running VM: the hub's 409, in the modal, in plain words.
+        await pilot.press("1")
+        await until(pilot, lambda: app.inventories)
+        await pilot.press("slash", *"pgtest1", "enter", "j", "b")
+        await until(pilot, lambda: isinstance(app.screen, BackupModal))
+        await pilot.press("enter")
+        error = app.screen.query_one("#backup-error", Static)
+        await until(pilot, lambda: "busy" in str(error.render()))
+        await pilot.press("escape", "2")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen))
+        # Cancel asks first, and the default answer is No.
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen))
+        assert app.store.jobs[backup_id]["status"] == "running"
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("tab", "enter")
+        await until(pilot, lambda: app.store.jobs[backup_id]["status"] == "cancelled")
+    assert services.wait_job(backup_id)["status"] == "cancelled"
+
+
+async def test_node_down_shows_the_hubs_503_in_the_modal(
+    services_factory: Callable[..., Services], lab_registered: Any, tmp_path: Path
+) -> None:
+    services = services_factory(node=False)
+    app = console(services, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.inventories)
+        await pilot.press("slash", *"pgtest1", "enter", "j", "b")
+        await until(pilot, lambda: isinstance(app.screen, BackupModal))
+        await pilot.press("enter")
+        error = app.screen.query_one("#backup-error", Static)
+        await until(pilot, lambda: "node is not reachable" in str(error.render()))
+        assert isinstance(app.screen, BackupModal)  # the choice stays for another try
+    with services.client() as api:
+        assert api.get("/api/v1/backups").json() == []
+
+
+async def test_list_screens_show_what_the_hub_says(services: Services, tmp_path: Path) -> None:
+    with services.client() as api:
+        expected = {
+            "3": api.get("/api/v1/repositories").json()[0]["path"],
+            "4": api.get("/api/v1/vcenters").json()[0]["host"],
+            "5": api.get("/api/v1/nodes").json()[0]["url"],
+        }
+    app = console(services, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        for key, value in expected.items():
+            await pilot.press(key)
+            await until(pilot, lambda: app.screen.query(DataTable) and first_row(app))
+            assert value in first_row(app)
+
+
+def first_row(app: SendenseApp) -> list[str]:
+    table = app.screen.query_one(DataTable)
+    return [str(cell) for cell in table.get_row_at(0)] if table.row_count else []
