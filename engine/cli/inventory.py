@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.tree import Tree
 
 from engine.cli.common import console, db_session, settings
-from engine.vcenter.models import Inventory
+
+if TYPE_CHECKING:  # engine.vcenter loads pyVmomi: only when a command needs it
+    from engine.vcenter.models import Inventory
 
 MiB = 1024 * 1024
 

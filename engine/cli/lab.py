@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from engine.cli.common import console, db_session, err_console, settings
 from engine.errors import BadInput
-from engine.lab.launcher import LabInfo
+
+if TYPE_CHECKING:  # engine.lab loads pyVmomi: only when a command needs it
+    from engine.lab.launcher import LabInfo
 
 
 def say(text: str) -> None:
