@@ -107,6 +107,7 @@ def test_tunnel_killed_halfway_never_completes_with_wrong_data(
     sshd.drop_connections()
     wait_for(lambda: tunnel_up(tunnelled.home), timeout=30, what="the tunnel to come back")
     job = tunnelled.wait_job(backup_id, timeout=180)
+    print(f"after the tunnel dropped: {job['status']}: {job['error_message']}")
     if job["status"] == "completed":
         assert_identical(answer, lab_registered)
     else:
