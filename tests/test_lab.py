@@ -225,3 +225,18 @@ def test_inventory_tree_for_people(lab: Lab) -> None:
     tier = next(i for i, line in enumerate(lines) if "Web Tier Folder" in line)
     assert dc < tier < web  # nested under its folders
     assert "disks 2000:8M, 2001:13M" in next(line for line in lines if "pgtest1 (" in line)
+
+
+def test_build_is_keyed_by_the_go_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.lab import launcher
+
+    source = tmp_path / "go"
+    shutil.copytree(launcher.GO_SOURCE, source)
+    monkeypatch.setattr(launcher, "GO_SOURCE", source)
+    before = launcher.source_hash()
+    cached = tmp_path / "bin" / f"sendense-lab-{before}"
+    cached.parent.mkdir()
+    cached.write_text("cached build")
+    assert launcher.build(tmp_path, tmp_path / "bin") == cached  # reused, go not run
+    (source / "main.go").write_text((source / "main.go").read_text() + "\n// changed\n")
+    assert launcher.source_hash() != before

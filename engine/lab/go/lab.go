@@ -498,6 +498,9 @@ func (s *cbtService) QueryChangedDiskAreas(req *types.QueryChangedDiskAreas) soa
 	s.lab.mu.Lock()
 	defer s.lab.mu.Unlock()
 	d := s.lab.disks[diskID(snap.Vm, req.DeviceKey)]
+	if d == nil {
+		return qcdaFault(fmt.Sprintf("the lab does not track disk %d", req.DeviceKey))
+	}
 	capacity := d.capacity
 	var areas [][2]int64
 	if req.ChangeId == "*" {
