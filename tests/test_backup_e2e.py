@@ -259,3 +259,37 @@ def test_restarted_hub_fails_a_job_its_node_no_longer_runs(
     assert_exports_gone(services, answer)
     assert not any(Path(d["qcow2_path"]).exists() for d in answer["disk_results"])
     assert_no_snapshot(lab_registered)
+
+
+def test_refused_vcenter_login_fails_the_job_with_the_reason_and_leaves_nothing(
+    services: Services, lab_registered: LabRegistration, settings: Any
+) -> None:
+    from engine.credentials import VMwareCredentialService
+    from engine.db.models import VMReplicationContext
+    from engine.db.session import session_scope
+
+    lab = lab_registered.lab
+    with session_scope(settings.db_url) as s:
+        wrong = VMwareCredentialService(s, settings.key_path).add(
+            host=lab.host,
+            username=lab.user,
+            password="not-the-password",
+            thumbprint=lab.thumbprint,
+            name="wrong",
+        )
+        ctx = s.get(VMReplicationContext, lab_registered.context_id)
+        assert ctx is not None
+        ctx.credential_id = wrong.id
+    answer = start(services, lab_registered).json()
+    job = services.wait_job(answer["backup_id"])
+    assert job["status"] == "failed"
+    assert "login" in job["error_message"].lower() or "refused" in job["error_message"]
+    assert "not-the-password" not in json.dumps(job)
+    assert_exports_gone(services, answer)
+    assert not any(Path(d["qcow2_path"]).exists() for d in answer["disk_results"])
+    with services.client() as api:
+        lines = api.get(f"/api/v1/backups/{answer['backup_id']}/log").json()["lines"]
+    assert lines
+    assert not any("not-the-password" in line for line in lines)
+    failed = services.sendense("backup", "list", "--status", "failed")
+    assert answer["backup_id"] in failed.stdout

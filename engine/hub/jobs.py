@@ -250,7 +250,8 @@ class JobManager:
             with self.session() as s:
                 row = s.get(BackupJob, backup_id)
                 assert row is not None
-                row.status, row.started_at = "running", utcnow()
+                if row.status == "pending":  # a client that ended at once is already final
+                    row.status, row.started_at = "running", utcnow()
                 mark_seen(s, node.id)
         except BaseException:
             self._undo_start(backup_id, state, created)
