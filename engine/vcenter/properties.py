@@ -87,7 +87,7 @@ def plain(el: ET.Element) -> Any:
     if xsi.startswith("ArrayOf"):
         items = list(el)
         if xsi == "ArrayOfVirtualDevice":
-            items = [i for i in items if i.get(XSI_TYPE) in DEVICE_KEEP]
+            return [_disk(i) for i in items if i.get(XSI_TYPE) in DEVICE_KEEP]
         return [plain(i) for i in items]
     if len(el) == 0:
         text = el.text or ""
@@ -108,6 +108,42 @@ def plain(el: ET.Element) -> Any:
         else:
             out[name] = value
     return out
+
+
+def _ns(path: str) -> str:
+    """An ElementTree path in the vim25 namespace: "a/b" -> "{urn:vim25}a/{urn:vim25}b"."""
+    return NS + path.replace("/", "/" + NS)
+
+
+DISK_FIELDS = {
+    name: _ns(name)
+    for name in (
+        "key",
+        "deviceInfo/label",
+        "backing/fileName",
+        "backing/changeId",
+        "controllerKey",
+        "unitNumber",
+        "capacityInKB",
+        "capacityInBytes",
+    )
+}
+
+
+def _disk(el: ET.Element) -> dict[str, Any]:
+    """A VirtualDisk with only the fields the engine reads (thousands of them per answer),
+    shaped like plain() would shape it."""
+    f = {name: el.findtext(path) for name, path in DISK_FIELDS.items()}
+    return {
+        "_type": "VirtualDisk",
+        "key": f["key"],
+        "deviceInfo": {"label": f["deviceInfo/label"]},
+        "backing": {"fileName": f["backing/fileName"], "changeId": f["backing/changeId"]},
+        "controllerKey": f["controllerKey"],
+        "unitNumber": f["unitNumber"],
+        "capacityInKB": f["capacityInKB"],
+        "capacityInBytes": f["capacityInBytes"],
+    }
 
 
 def _invoke_raw(vc: VCenter, method: str, args: list[Any]) -> ET.Element:
