@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the settings pull in pydantic: not needed to copy
     from engine.config import CopySettings
 
 WORK_UNIT = 128 * 1024 * 1024
+LOOPS = 2
 
 
 class CopyError(SendenseError):
@@ -149,6 +150,7 @@ class _Job:
         self.started = time.monotonic()
         self.error: BaseException | None = None
         self.stop = threading.Event()
+        self.lock = threading.Lock()
 
     def next_unit(self) -> Extent | None:
         try:
@@ -157,13 +159,15 @@ class _Job:
             return None
 
     def settle(self, n: int, zero: bool) -> None:
-        self.done += n
-        if zero:
-            self.zero += n
+        with self.lock:
+            self.done += n
+            if zero:
+                self.zero += n
 
     def fail(self, exc: BaseException) -> None:
-        if self.error is None:
-            self.error = exc
+        with self.lock:
+            if self.error is None:
+                self.error = exc
         self.stop.set()
 
     def due(self, n: int) -> float:
@@ -171,8 +175,9 @@ class _Job:
         rate = self.opts.max_rate_bps
         if not rate:
             return 0.0
-        self.issued += n
-        return self.started + self.issued / rate
+        with self.lock:
+            self.issued += n
+            return self.started + self.issued / rate
 
 
 @dataclass
@@ -200,8 +205,8 @@ class _Connection:
     """One source handle and one target handle.
 
     Its work is a generator (``steps``) that issues commands and yields whenever it has
-    to wait for replies; one loop (``_drive``) runs every connection of a disk, so the
-    connections share one thread instead of fighting over the GIL.
+    to wait for replies, so that one loop (``_drive``) on one thread runs several
+    connections instead of a thread each fighting over the GIL.
     """
 
     job: _Job
@@ -467,21 +472,14 @@ def copy(
             close_handle(h)
 
 
-def _drive(
-    job: _Job,
-    conns: list[_Connection],
-    report: Callable[[], Progress],
-    cancel: threading.Event | None,
-    interval: float,
-) -> None:
-    """Run every connection's steps until all are done and nothing is in flight.
+def _drive(job: _Job, conns: list[_Connection]) -> None:
+    """Run these connections' steps until all are done and nothing is in flight.
 
     After a failure or a cancel, ``job.stop`` makes the steps end; commands already out
     are still waited for (their buffers belong to libnbd until then), unless a
     connection itself broke.
     """
     steps = {id(c): (c, c.steps()) for c in conns}
-    next_report = time.monotonic() + interval
     while steps or any(c.in_flight for c in conns):
         for conn in conns:
             try:
@@ -496,17 +494,16 @@ def _drive(
             except (CopyError, _Stopped) as exc:
                 job.fail(exc)
                 del steps[key]
-        if cancel is not None and cancel.is_set():
-            job.stop.set()
-        now = time.monotonic()
-        if now >= next_report:
-            report()
-            next_report = now + interval
+            except nbd.Error as exc:  # a command refused at once: the handle is dead
+                job.fail(CopyError(f"disk {job.disk}: {exc.string}"))
+                del steps[key]
         if any(c.ready for c in conns):
             continue
-        # A throttled connection wakes the loop when its next read is due.
-        wake = min((c.wake_at for c, _ in steps.values() if c.wake_at > now), default=next_report)
-        timeout = max(0.0, min(next_report, wake) - now)
+        # A throttled connection wakes the loop when its next read is due; the timeout
+        # also bounds how long a stop (cancel, another loop's failure) goes unnoticed.
+        now = time.monotonic()
+        wake = min((c.wake_at for c, _ in steps.values() if c.wake_at > now), default=now + 0.25)
+        timeout = max(0.0, min(now + 0.25, wake) - now)
         if any(c.in_flight for c in conns):
             try:
                 _poll(conns, timeout)
@@ -515,6 +512,13 @@ def _drive(
                 return
         elif steps and timeout > 0:
             job.stop.wait(timeout)
+
+
+def _drive_safely(job: _Job, conns: list[_Connection]) -> None:
+    try:
+        _drive(job, conns)
+    except BaseException as exc:  # anything unforeseen still ends the copy, reported
+        job.fail(exc)
 
 
 def _run(
@@ -529,16 +533,31 @@ def _run(
 
     def report() -> Progress:
         now = time.monotonic()
-        window.append((now, job.done))
+        with job.lock:
+            done, zero = job.done, job.zero
+        window.append((now, done))
         t0, d0 = window[0]
-        rate = (job.done - d0) / (now - t0) if now > t0 else 0.0
-        p = Progress(job.disk, job.done, job.total, job.zero, rate, len(pairs))
+        rate = (done - d0) / (now - t0) if now > t0 else 0.0
+        p = Progress(job.disk, done, job.total, zero, rate, len(pairs))
         if progress is not None:
             progress(p)
         return p
 
+    # Connections are shared out between LOOPS threads: one loop avoids fighting over
+    # the GIL, a second lets libnbd's socket work (done without the GIL) overlap.
+    groups = [conns[i::LOOPS] for i in range(min(LOOPS, len(conns)))]
+    threads = [
+        threading.Thread(target=_drive_safely, args=(job, g), name=f"copy-{job.disk}-{i}")
+        for i, g in enumerate(groups)
+    ]
     report()
-    _drive(job, conns, report, cancel, interval)
+    for t in threads:
+        t.start()
+    while alive := [t for t in threads if t.is_alive()]:
+        if cancel is not None and cancel.is_set():
+            job.stop.set()
+        alive[0].join(interval)
+        report()
     if job.error is not None and not isinstance(job.error, _Stopped):
         raise job.error
     if cancel is not None and cancel.is_set():
