@@ -13,58 +13,16 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from engine.vcenter import find_vm, list_snapshots
 from tests.conftest import wait_for
+from tests.fixtures.backups import (
+    SLOW_MIB_S,
+    assert_exports_gone,
+    assert_identical,
+    assert_no_snapshot,
+    start,
+)
 from tests.fixtures.lab import LabRegistration
-from tests.fixtures.services import Services, ports_free, processes_mentioning
-
-# Slow enough that a test can act while the job runs, fast enough to finish in seconds.
-SLOW_MIB_S = 2.0
-
-
-def start(svc: Services, reg: LabRegistration, **extra: Any) -> httpx.Response:
-    with svc.client() as api:
-        return api.post(
-            "/api/v1/backups",
-            json={"vm_name": "pgtest1", "repository_id": reg.repository_id, **extra},
-        )
-
-
-def assert_identical(answer: dict[str, Any], reg: LabRegistration) -> None:
-    for disk in answer["disk_results"]:
-        flat = reg.pgtest1.flat[disk["disk_id"]]
-        compare = subprocess.run(
-            ["qemu-img", "compare", "-f", "qcow2", "-F", "raw", disk["qcow2_path"], str(flat)],
-            capture_output=True,
-            text=True,
-        )
-        assert compare.returncode == 0, compare.stdout + compare.stderr
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (this sandbox's init does not reap orphans)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def assert_exports_gone(svc: Services, answer: dict[str, Any]) -> None:
-    assert processes_mentioning(str(svc.home), "qemu-nbd", "nbdkit") == []
-    for disk in answer["disk_results"]:
-        assert not running(disk["qemu_nbd_pid"])
-    assert ports_free(
-        range(
-            min(d["nbd_port"] for d in answer["disk_results"]),
-            max(d["nbd_port"] for d in answer["disk_results"]) + 1,
-        )
-    )
-
-
-def assert_no_snapshot(reg: LabRegistration) -> None:
-    with reg.lab.connect() as vc:
-        assert list_snapshots(vc, find_vm(vc, reg.pgtest1.path)) == []
+from tests.fixtures.services import Services
 
 
 def test_backup_of_pgtest1_completes_with_identical_disks(
@@ -104,7 +62,7 @@ def test_backup_of_pgtest1_completes_with_identical_disks(
     assert job["bytes_done"] == job["bytes_total"] > 0
     assert job["snapshot_kind"] in ("quiesced", "crash-consistent")
     assert_identical(answer, lab_registered)
-    assert_exports_gone(services, answer)
+    assert_exports_gone(services, answer, lab_registered)
     assert_no_snapshot(lab_registered)
     log = services.home / "logs" / f"backup-{answer['backup_id']}.log"
     assert log.exists()
@@ -161,7 +119,7 @@ def test_cancel_removes_the_snapshot_stops_exports_and_keeps_no_restore_point(
     assert cancel.returncode == 0, cancel.stderr
     job = services.wait_job(backup_id)
     assert job["status"] == "cancelled"
-    assert_exports_gone(services, answer)
+    assert_exports_gone(services, answer, lab_registered)
     assert_no_snapshot(lab_registered)
     assert not any(Path(d["qcow2_path"]).exists() for d in answer["disk_results"])
     with services.client() as api:
@@ -179,7 +137,7 @@ def test_dying_export_fails_the_job_with_qemu_nbd_message(
     assert job["status"] == "failed"
     assert "qemu-nbd" in job["error_message"]
     assert str(victim["disk_id"]) in job["error_message"]
-    assert_exports_gone(services, answer)
+    assert_exports_gone(services, answer, lab_registered)
     assert_no_snapshot(lab_registered)
 
 
@@ -241,7 +199,7 @@ def test_restarted_hub_follows_a_running_job_to_the_end(
     job = services.wait_job(answer["backup_id"])
     assert job["status"] == "completed", job["error_message"]
     assert_identical(answer, lab_registered)
-    assert_exports_gone(services, answer)
+    assert_exports_gone(services, answer, lab_registered)
 
 
 def test_restarted_hub_fails_a_job_its_node_no_longer_runs(
@@ -256,7 +214,7 @@ def test_restarted_hub_fails_a_job_its_node_no_longer_runs(
     assert job["status"] == "failed"
     assert job["error_message"].startswith("hub restarted: ")
     assert "unreachable" in job["error_message"]
-    assert_exports_gone(services, answer)
+    assert_exports_gone(services, answer, lab_registered)
     assert not any(Path(d["qcow2_path"]).exists() for d in answer["disk_results"])
     assert_no_snapshot(lab_registered)
 
@@ -285,7 +243,7 @@ def test_refused_vcenter_login_fails_the_job_with_the_reason_and_leaves_nothing(
     assert job["status"] == "failed"
     assert "login" in job["error_message"].lower() or "refused" in job["error_message"]
     assert "not-the-password" not in json.dumps(job)
-    assert_exports_gone(services, answer)
+    assert_exports_gone(services, answer, lab_registered)
     assert not any(Path(d["qcow2_path"]).exists() for d in answer["disk_results"])
     with services.client() as api:
         lines = api.get(f"/api/v1/backups/{answer['backup_id']}/log").json()["lines"]

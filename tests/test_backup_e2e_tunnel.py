@@ -14,16 +14,16 @@ import pytest
 
 from engine.vcenter import find_vm, list_snapshots
 from tests.conftest import wait_for
-from tests.fixtures.lab import LabRegistration
-from tests.fixtures.services import Service, Services, free_port
-from tests.fixtures.sshd import SshServer
-from tests.test_backup_e2e import (
+from tests.fixtures.backups import (
     SLOW_MIB_S,
     assert_exports_gone,
     assert_identical,
     assert_no_snapshot,
     start,
 )
+from tests.fixtures.lab import LabRegistration
+from tests.fixtures.services import Service, Services, free_port
+from tests.fixtures.sshd import SshServer
 
 NODE_SIDE = "127.0.0.2"
 
@@ -89,7 +89,7 @@ def test_tunnelled_backup_completes_with_identical_disks(
     job = tunnelled.wait_job(answer["backup_id"])
     assert job["status"] == "completed", job["error_message"]
     assert_identical(answer, lab_registered)
-    assert_exports_gone(tunnelled, answer)
+    assert_exports_gone(tunnelled, answer, lab_registered)
     assert_no_snapshot(lab_registered)
 
 
@@ -114,7 +114,7 @@ def test_tunnel_killed_halfway_never_completes_with_wrong_data(
         assert job["status"] == "failed"
         assert job["error_message"]
         assert not any(Path(d["qcow2_path"]).exists() for d in answer["disk_results"])
-    assert_exports_gone(tunnelled, answer)
+    assert_exports_gone(tunnelled, answer, lab_registered)
     with lab_registered.lab.connect() as vc:
         wait_for(
             lambda: list_snapshots(vc, find_vm(vc, lab_registered.pgtest1.path)) == [],
