@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from engine import vcenter
 from engine.cli.vcenter import normalise_thumbprint
 from engine.config import Settings, ensure_dirs, get_settings
 from engine.errors import BadInput, SendenseError
@@ -36,6 +37,8 @@ from engine.nbd.sources import (
     vddk_source,
 )
 from engine.nbd.targets import NbdTarget, match_disks, parse_targets
+from engine.vcenter.connection import split_host
+from engine.vcenter.snapshots import SnapshotResult
 
 log = logging.getLogger("sendense.client")
 
@@ -201,8 +204,6 @@ class Migration:
             raise CopyCancelled("cancelled")
 
     def run(self) -> None:
-        from engine import vcenter
-
         a = self.args
         log.info("job %s: backing up %s from %s", a.job_id, a.vmware_path, a.vmware_endpoint)
         with vcenter.connect(
@@ -237,19 +238,17 @@ class Migration:
 
                 self.copy_disks(disks, locate, info.moref, snap.moref)
             except BaseException:
-                self.remove_snapshot(vcenter.remove_snapshot, vc, snap, failing=True)
+                self.remove_snapshot(vc, snap, failing=True)
                 raise
-            self.remove_snapshot(vcenter.remove_snapshot, vc, snap, failing=False)
+            self.remove_snapshot(vc, snap, failing=False)
 
     @staticmethod
-    def remove_snapshot(
-        remove: Callable[[Any, Any], None], vc: Any, snap: Any, *, failing: bool
-    ) -> None:
+    def remove_snapshot(vc: vcenter.VCenter, snap: SnapshotResult, *, failing: bool) -> None:
         """Remove the snapshot; if that fails while the job is failing already, log it and
         let the first error be the one reported."""
         log.info("removing snapshot %s", snap.name)
         try:
-            remove(vc, snap.ref)
+            vcenter.remove_snapshot(vc, snap.ref)
         except SendenseError as exc:
             if not failing:
                 raise
@@ -258,8 +257,6 @@ class Migration:
         log.info("snapshot %s removed", snap.name)
 
     def vddk_factory(self, disk: DiskPlan, vm_moref: str, snap_moref: str) -> NbdkitSource:
-        from engine.vcenter.connection import split_host
-
         check_vddk(self.settings.vddk)
         host, port = split_host(self.args.vmware_endpoint)
         login = VddkLogin(host, port, self.args.vmware_username, self.password, self.thumbprint)
