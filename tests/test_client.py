@@ -87,6 +87,33 @@ def test_unreachable_vcenter_is_exit_3_and_a_json_error(tmp_path: Path):
     assert "j1" in log.read_text()
 
 
+def test_inline_password_warns_and_file_password_does_not(tmp_path: Path):
+    no_file = [a for a in BASE if a not in ("--vmware-password-file", "-")]
+    inline = run_client(*no_file, "--vmware-password", "pw", "--nbd-targets", "2000:nbd://h:1/a")
+    assert "warning: --vmware-password is visible to every user" in inline.stderr
+    assert inline.returncode == 3  # got as far as connecting
+    secret = tmp_path / "pw"
+    secret.write_text("pw\n")
+    from_file = run_client(
+        *no_file, "--vmware-password-file", str(secret), "--nbd-targets", "2000:nbd://h:1/a"
+    )
+    assert "warning" not in from_file.stderr
+    assert from_file.returncode == 3
+
+
+def test_unreadable_password_file_is_bad_input(tmp_path: Path):
+    no_file = [a for a in BASE if a not in ("--vmware-password-file", "-")]
+    out = run_client(
+        *no_file,
+        "--vmware-password-file",
+        str(tmp_path / "none"),
+        "--nbd-targets",
+        "2000:nbd://h:1/a",
+    )
+    assert out.returncode == 2
+    assert "cannot read password file" in out.stderr
+
+
 # -- against the lab -------------------------------------------------------------------
 
 
