@@ -212,3 +212,28 @@ def test_cli_copy_error_is_one_line_with_exit_code(tmp_path: Path):
     assert out.returncode == 5
     assert out.stderr.strip().startswith("error: disk copy: cannot connect to source")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_large_mixed_disk_over_a_used_target(tmp_path: Path):
+    """1 GiB: many work units, every connection busy, zero writes over old data."""
+    size = 1024 * MiB
+    source = tmp_path / "big.img"
+    with source.open("wb") as f:
+        f.truncate(size)
+        for off in range(0, size, 7 * MiB + 4096):
+            f.seek(off)
+            f.write(os.urandom(MiB // 2) + bytes(MiB // 2) + os.urandom(4097))
+    target = tmp_path / "t.qcow2"
+    garbage = tmp_path / "g.img"
+    with garbage.open("wb") as f:
+        for _ in range(size // (64 * MiB)):
+            f.write(b"\xa5" * 64 * MiB)
+    subprocess.run(
+        ["qemu-img", "convert", "-q", "-O", "qcow2", str(garbage), str(target)], check=True
+    )
+    garbage.unlink()
+    with nbdkit("file", f"file={source}") as src, qemu_nbd(target) as dst:
+        final = copy(src, dst, disk="big")
+    assert final.bytes_done == size
+    assert identical(source, target)
