@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from httpx_sse import connect_sse
 
 from tests.conftest import wait_for
@@ -69,6 +70,13 @@ def test_backup_of_pgtest1_completes_with_identical_disks(
     assert lab_registered.lab.password not in log.read_text()
     assert lab_registered.lab.password not in services.node.log()
     assert lab_registered.lab.password not in services.hub.log()
+    # pgtest1 has CBT on: each disk's change id is recorded, and becomes the VM's base.
+    change_ids = {d["disk_key"]: d["change_id"] for d in job["disks"]}
+    assert all(change_ids.values())
+    with services.client() as api:
+        vm = next(v for v in api.get("/api/v1/vms").json() if v["vm_name"] == "pgtest1")
+    assert {d["disk_key"]: d["change_id"] for d in vm["disks"]} == change_ids
+    assert vm["last_backups"][0]["backup_id"] == answer["backup_id"]
 
 
 def test_second_backup_of_a_running_vm_is_409(
@@ -251,3 +259,27 @@ def test_refused_vcenter_login_fails_the_job_with_the_reason_and_leaves_nothing(
     assert not any("not-the-password" in line for line in lines)
     failed = services.sendense("backup", "list", "--status", "failed")
     assert answer["backup_id"] in failed.stdout
+
+
+@pytest.mark.mariadb
+def test_backup_with_the_hub_on_mariadb(
+    mariadb_home: str, services: Services, lab_registered: LabRegistration
+) -> None:
+    """The fleet set-up: the same backup with the hub's database on MariaDB."""
+    assert services.env["SENDENSE_DATABASE_URL"] == mariadb_home
+    answer = start(services, lab_registered).json()
+    job = services.wait_job(answer["backup_id"])
+    assert job["status"] == "completed", job["error_message"]
+    assert_identical(answer, lab_registered)
+    assert_exports_gone(services, answer, lab_registered)
+
+
+@pytest.fixture
+def mariadb_home(mariadb: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This test's settings (and the services it starts) on a fresh MariaDB database."""
+    from engine.config import get_settings
+
+    url: str = mariadb.new_database()
+    monkeypatch.setenv("SENDENSE_DATABASE_URL", url)
+    get_settings.cache_clear()
+    return url
