@@ -99,10 +99,26 @@ def openssh_tunnel(sshd: SshServer, port: int, cipher: str | None) -> list[str]:
     return argv
 
 
-def copy_seconds(source: str, target: str) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its child processes (the tunnel's workers)."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(child) for child in children.read_text().split()]
+    total = 0
+    for each in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def copy(source: str, target: str, tunnel_pid: int) -> tuple[float, float]:
+    """Wall seconds of one nbdcopy, and the CPU seconds the tunnel spent on it."""
+    cpu = cpu_seconds(tunnel_pid)
     started = time.perf_counter()
     subprocess.run(["nbdcopy", source, target], check=True)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds(tunnel_pid) - cpu
 
 
 def run(size: str, rounds: int) -> None:
@@ -132,19 +148,19 @@ def run(size: str, rounds: int) -> None:
     report(results, size)
 
 
-Tunnels = dict[str, Callable[[], contextlib.AbstractContextManager[object]]]
+Tunnel = Callable[[], contextlib.AbstractContextManager[subprocess.Popen[bytes]]]
 
 
 def measure(
     sshd: SshServer, port: int, base: Path, rounds: int, directions: dict[str, tuple[str, str]]
-) -> dict[tuple[str, str], float]:
-    """Seconds of the best round per (direction, tunnel)."""
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """Best wall seconds and best tunnel CPU seconds per (direction, tunnel)."""
     env = tunnel_env(sshd, port, base / "home")
     settings = Settings(home=base / "home")
 
-    def sendense(connections: int) -> Callable[[], contextlib.AbstractContextManager[object]]:
+    def sendense(connections: int) -> Tunnel:
         @contextlib.contextmanager
-        def tunnel() -> Iterator[object]:
+        def tunnel() -> Iterator[subprocess.Popen[bytes]]:
             env["SENDENSE_TUNNEL__CONNECTIONS"] = str(connections)
             shared = settings.model_copy(
                 update={"tunnel": settings.tunnel.model_copy(update={"connections": connections})}
@@ -155,44 +171,51 @@ def measure(
 
         return tunnel
 
-    def openssh(cipher: str | None) -> Callable[[], contextlib.AbstractContextManager[object]]:
+    def openssh(cipher: str | None) -> Tunnel:
         @contextlib.contextmanager
-        def tunnel() -> Iterator[object]:
+        def tunnel() -> Iterator[subprocess.Popen[bytes]]:
             with process(openssh_tunnel(sshd, port, cipher)) as proc:
                 wait(lambda: listening(NODE, port), "ssh -L")
                 yield proc
 
         return tunnel
 
-    tunnels: Tunnels = {
+    tunnels: dict[str, Tunnel] = {
         "sendense tunnel": sendense(1),
         "sendense tunnel, 2 conns": sendense(2),
         "ssh -L": openssh(None),
         "ssh -L -c aes128-gcm": openssh("aes128-gcm@openssh.com"),
     }
-    best: dict[tuple[str, str], float] = {}
+    best: dict[tuple[str, str], tuple[float, float]] = {}
     for _ in range(rounds):
         for name, tunnel in tunnels.items():
-            with tunnel():
+            with tunnel() as proc:
                 for direction, (source, target) in directions.items():
-                    seconds = copy_seconds(source, target)
+                    seconds, cpu = copy(source, target, proc.pid)
                     key = (direction, name)
-                    best[key] = min(best.get(key, seconds), seconds)
+                    old_seconds, old_cpu = best.get(key, (seconds, cpu))
+                    best[key] = (min(old_seconds, seconds), min(old_cpu, cpu))
             wait(lambda: not listening(NODE, port), f"{name} to let go of the port")
     return best
 
 
-def report(results: dict[tuple[str, str], float], size: str) -> None:
-    total = parse_size(size)
-    print(f"NBD copy of {size} through one forwarded port (best of rounds), MiB/s:")
+def report(results: dict[tuple[str, str], tuple[float, float]], size: str) -> None:
+    gib = parse_size(size) / (1 << 30)
+    print(f"NBD copy of {size} through one forwarded port, best of the rounds:")
+    print(f"  {'':5}  {'tunnel':24} {'MiB/s':>8} {'tunnel CPU s/GiB':>17}")
     for direction in ("write", "read"):
-        rates = {name: total / MIB / s for (d, name), s in results.items() if d == direction}
-        for name, rate in rates.items():
-            print(f"  {direction:5}  {name:24} {rate:8.1f}")
+        rows = {name: v for (d, name), v in results.items() if d == direction}
+        rates = {name: gib * 1024 / seconds for name, (seconds, _) in rows.items()}
+        cpus = {name: cpu / gib for name, (_, cpu) in rows.items()}
+        for name in rows:
+            print(f"  {direction:5}  {name:24} {rates[name]:8.1f} {cpus[name]:17.2f}")
         for ours in ("sendense tunnel", "sendense tunnel, 2 conns"):
-            for reference in ("ssh -L", "ssh -L -c aes128-gcm"):
-                ratio = rates[ours] / rates[reference]
-                print(f"  {direction:5}  ratio {ours} / {reference}: {ratio:.2f}")
+            for ref in ("ssh -L", "ssh -L -c aes128-gcm"):
+                print(
+                    f"  {direction:5}  {ours} / {ref}: throughput ratio "
+                    f"{rates[ours] / rates[ref]:.2f}, CPU efficiency ratio "
+                    f"{cpus[ref] / cpus[ours]:.2f}"
+                )
 
 
 def parse_size(size: str) -> int:
