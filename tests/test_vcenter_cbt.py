@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pyVmomi import vim
 
 from engine.vcenter import (
     FullBackupNeeded,
@@ -18,6 +19,7 @@ from engine.vcenter import (
     snapshot_disks,
     vm_info,
 )
+from engine.vcenter.tasks import wait
 from tests.fixtures.lab import Lab
 
 KiB = 1024
@@ -105,7 +107,12 @@ def test_enable_cbt_refused_with_snapshots_then_takes_effect(lab: Lab) -> None:
                 enable_cbt(vc, vm)
         finally:
             remove_snapshot(vc, snap.ref)
-        enable_cbt(vc, vm)
-        info = vm_info(vc, vm)
-    assert info.cbt_enabled and not info.has_snapshots
-    assert info.disks[0].change_id and info.disks[0].change_id.endswith("/0")
+        try:
+            enable_cbt(vc, vm)
+            info = vm_info(vc, vm)
+            assert info.cbt_enabled and not info.has_snapshots
+            assert info.disks[0].change_id and info.disks[0].change_id.endswith("/0")
+        finally:  # the lab is shared: leave web 01 as it was (CBT off)
+            wait(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(changeTrackingEnabled=False)))
+        off = vm_info(vc, vm)
+    assert not off.cbt_enabled and off.disks[0].change_id is None
