@@ -390,6 +390,40 @@ def test_cli_run_status_and_sigterm(
     assert CliRunner().invoke(app, ["tunnel", "status"]).exit_code == 1
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_do_not_outlive_a_killed_tunnel(
+    tunnel_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENDENSE_TUNNEL__CONNECTIONS", "2")
+    get_settings.cache_clear()
+    s = get_settings()
+    # A bare Tunnel in its own process: the CLI's import time is not under test here.
+    run_tunnel = (
+        "import asyncio; from engine.config import get_settings; "
+        "from engine.tunnel import Tunnel; asyncio.run(Tunnel(get_settings()).run())"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", run_tunnel], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: read_status(s).get("connections_up") == 2, what="two connections")
+        worker = json.loads((s.run / "tunnel-worker-1.json").read_text())["pid"]
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: not running(worker), what=f"worker {worker} to stop after its parent")
+        wait_for(lambda: bindable(NODE_SIDE, s.nbd.port_min), what="the ports to be free")
+        assert read_status(s)["connections_up"] == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_cli_missing_key_is_one_line(tunnel_settings: Settings, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-key"
     env = {**os.environ, "SENDENSE_TUNNEL__KEY_FILE": str(missing)}
