@@ -66,7 +66,15 @@ def _serve(make_app: Callable[[], Any], host: str, port: int) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(make_app(), host=host, port=port, log_level="info", access_log=False)
+    # Open event streams (consoles) must not hold a stopping service for ever.
+    uvicorn.run(
+        make_app(),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
 
 
 def hub_command(
