@@ -11,6 +11,10 @@ the hub refuses is not (it needs an operator) and ends :meth:`Tunnel.run` with a
 :class:`TunnelError`. The state (up/down since when, round-trip time, last error) is
 written atomically to ``<run_dir>/tunnel.json`` on every change, so ``sendense tunnel
 status`` and the node's health read it from any process with :func:`read_status`.
+
+One connection is one process's worth of crypto; ``tunnel.connections`` > 1 adds worker
+processes (:mod:`engine.tunnel_worker`), each with its own connection, sharing the local
+ports through ``SO_REUSEPORT``.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ log = logging.getLogger("sendense.tunnel")
 LOOPBACK = "127.0.0.1"
 STATUS_FILE = "tunnel.json"
 
-# Measured with bench/bench_tunnel.py: asyncssh's defaults (chacha20, 2 MiB window, 32 KiB
-# packets) move about half what ``ssh -L`` does; AES-GCM (AES-NI) with a large window and
-# large packets closes most of the gap. The others stay as fallbacks for odd hubs.
+# asyncssh's defaults (chacha20, 2 MiB window, 32 KiB packets) moved about half what
+# ``ssh -L`` does (DESIGN.md); AES-GCM (AES-NI) with a large window and packets brings the
+# CPU per byte level with ``ssh -L``'s defaults (bench/bench_tunnel.py). The other
+# algorithms stay as fallbacks for hubs that lack AES-GCM.
 ENCRYPTION_ALGS = (
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
@@ -237,8 +242,9 @@ class Tunnel:
         if state != self._status.state:
             self._status.state = state
             self._status.since = time.time()
-            log.info("tunnel to %s: %s%s", self._target, state, f" ({error})" if error else "")
+            log.info("tunnel to %s: %s", self._target, state)
         if error is not None:
+            log.warning("tunnel to %s: %s", self._target, error)
             self._status.last_error = error
         if state != "up":
             self._status.rtt_ms = None
@@ -324,7 +330,8 @@ class Tunnel:
                     await self._backoff(1)
         except TunnelError as exc:
             self._error = exc
-            self._set("down", str(exc))
+            self._status.last_error = str(exc)  # not logged: the caller reports it once
+            self._set("down")
             raise
         finally:
             self._stopping.set()
