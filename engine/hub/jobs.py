@@ -83,6 +83,7 @@ class JobManager:
         self._starting: set[str] = set()
         self._done: dict[str, threading.Event] = {}
         self._node_lost_since: dict[str, float] = {}
+        self._db_lock = threading.Lock()
 
     def session(self) -> Any:
         return session_scope(self.settings.db_url)
@@ -326,12 +327,21 @@ class JobManager:
             ).start()
 
     def flush_progress(self) -> None:
-        """Write the latest numbers of every running disk; called every few seconds."""
-        with self._lock:
-            pending = {job_id: st.take_db() for job_id, st in self._jobs.items()}
-        pending = {k: v for k, v in pending.items() if v}
-        if not pending:
-            return
+        """Write the latest numbers of every running disk; called every few seconds.
+
+        Serialised with ``finalize``'s write (``_db_lock``) and skipping jobs being
+        finalized, so a late flush never overwrites a job's final state.
+        """
+        with self._db_lock:
+            with self._lock:
+                pending = {
+                    job_id: st.take_db() for job_id, st in self._jobs.items() if not st.finalizing
+                }
+            pending = {k: v for k, v in pending.items() if v}
+            if pending:
+                self._write_progress(pending)
+
+    def _write_progress(self, pending: dict[str, list[DiskState]]) -> None:
         with self.session() as s:
             for job_id, disks in pending.items():
                 rows = {
@@ -377,7 +387,7 @@ class JobManager:
         if status != "completed":
             for disk in state.disks.values():
                 _remove_restore_point(Path(disk.qcow2_path))
-        with self.session() as s:
+        with self._db_lock, self.session() as s:
             row = s.get(BackupJob, backup_id)
             if row is not None:
                 self._record_end(s, row, state, status, reason, sizes)
