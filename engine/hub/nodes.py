@@ -19,7 +19,8 @@ from engine.config import Settings
 from engine.db.models import Node, utcnow
 from engine.errors import BadInput, SendenseError
 
-TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+# Generous reads: a busy node still answers; an absent one fails fast on connect.
+TIMEOUT = httpx.Timeout(30.0, connect=3.0)
 
 
 class NodeUnreachable(SendenseError):
