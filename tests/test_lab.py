@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,21 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
+def registered_contexts() -> list[Any]:
+    """The vm_replication_contexts rows (with disks) of this test's database."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    from engine.config import get_settings
+    from engine.db.models import VMReplicationContext
+    from engine.db.session import session_scope
+
+    get_settings.cache_clear()
+    with session_scope(get_settings().db_url) as s:
+        query = select(VMReplicationContext).options(selectinload(VMReplicationContext.disks))
+        return list(s.scalars(query))
+
+
 def test_lab_up_registers_is_idempotent_and_down_leaves_nothing(
     lab: Lab, sendense_home: Path
 ) -> None:
@@ -72,16 +88,14 @@ def test_lab_up_registers_is_idempotent_and_down_leaves_nothing(
         assert "already running" in again.stdout
         assert json.loads((sendense_home / "lab" / "run" / "lab.json").read_text())["pid"] == pid
 
-        vms = json.loads(sendense("vm", "list", "--json").stdout)
-        assert [v["vm_name"] for v in vms] == ["pgtest1"]  # registered once, not twice
-        assert vms[0]["vm_path"] == "/DatabanxDC/vm/pgtest1"
-        assert [(d["disk_key"], d["capacity_bytes"]) for d in vms[0]["disks"]] == [
+        contexts = registered_contexts()
+        assert [(c.vm_name, c.vm_path) for c in contexts] == [("pgtest1", "/DatabanxDC/vm/pgtest1")]
+        assert contexts[0].credential_id is not None  # registered once, not twice
+        assert [(d.disk_key, d.capacity_bytes) for d in contexts[0].disks] == [
             (2000, 2 * MiB),
             (2001, 3 * MiB),
         ]
-        cred = vms[0]["credential_id"]
-        assert cred is not None
-        inv = json.loads(sendense("inventory", str(cred), "--json").stdout)
+        inv = json.loads(sendense("inventory", str(contexts[0].credential_id), "--json").stdout)
         assert "/DatabanxDC/vm/Prod/Web Tier/web 01" in {v["path"] for v in inv["vms"]}
         assert sendense("lab", "status").returncode == 0
         wrote = sendense(
@@ -136,8 +150,12 @@ def test_vcenter_add_checks_the_login(lab: Lab, sendense_home: Path) -> None:
 
     ok = sendense("vcenter", "test", good_id)
     assert ok.returncode == 0 and ok.stdout.startswith(f"ok: {lab.host}")
-    listing = sendense("vcenter", "list")
-    assert "good" in listing.stdout and "bad" not in listing.stdout
+    from engine.cli.common import db_session
+    from engine.credentials import VMwareCredentialService
+
+    with db_session() as session:
+        stored = VMwareCredentialService(session, Path("unused")).list()
+        assert sorted(r.credential_name for r in stored) == ["good", "stale"]
     assert os.environ["SENDENSE_HOME"] == str(sendense_home)
 
 
