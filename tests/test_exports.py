@@ -376,3 +376,18 @@ def test_unusual_but_valid_names_work_end_to_end(
     for name in names:
         export_manager.stop(name)
     assert export_manager.store.names_on_disk() == set()
+
+
+def test_a_busy_export_is_adopted_not_killed(
+    make_export_manager: Callable[..., ExportManager], tmp_path: Path, nbd_settings: NbdSettings
+) -> None:
+    busy = nbd_settings.model_copy(update={"shared": 2, "start_timeout": 0.5})
+    first = make_export_manager(busy)
+    export = first.start("d", image(first, tmp_path, "d"))
+    clients = [connect(export), connect(export)]  # every --shared slot taken
+    adopted, cleaned = make_export_manager(busy).adopt()
+    assert [e.name for e in adopted] == ["d"] and cleaned == []
+    clients[0].pwrite(b"\x33" * 512, 0)
+    assert clients[1].pread(512, 0) == b"\x33" * 512
+    for h in clients:
+        h.shutdown()

@@ -105,6 +105,9 @@ def log_text(path: Path, offset: int, limit: int = 2000) -> str:
     return text[-limit:]
 
 
+HANDSHAKE_TIMEOUT = "no NBD handshake within"
+
+
 def handshake(
     host: str, port: int, name: str, timeout: float, alive: Callable[[], bool] | None = None
 ) -> str | None:
@@ -123,7 +126,7 @@ def handshake(
         while not h.aio_is_ready():
             left = deadline - time.monotonic()
             if left <= 0:
-                return f"no NBD handshake within {timeout:g}s"
+                return f"{HANDSHAKE_TIMEOUT} {timeout:g}s"
             if alive is not None and not alive():
                 return "the server exited during the handshake"
             h.poll(max(1, min(50, int(left * 1000))))

@@ -30,6 +30,7 @@ from urllib.parse import quote
 from engine.config import NbdSettings, Settings
 from engine.errors import BadInput, SendenseError
 from engine.nbd.export_process import (
+    HANDSHAKE_TIMEOUT,
     describe_exit,
     handshake,
     is_qemu_nbd,
@@ -444,12 +445,13 @@ class ExportManager:
 
     def _answers(self, record: ExportRecord) -> bool:
         pid = record.pid or read_pid_file(Path(record.pid_file))
-        return (
-            record.status == RUNNING
-            and pid is not None
-            and is_qemu_nbd(pid, Path(record.pid_file))
-            and handshake(record.host, record.port, record.name, self.nbd.start_timeout) is None
-        )
+        if record.status != RUNNING or not is_qemu_nbd(pid, Path(record.pid_file)):
+            return False
+        problem = handshake(record.host, record.port, record.name, self.nbd.start_timeout)
+        # With every --shared slot taken (a copier at full width) qemu-nbd leaves a new
+        # client waiting instead of refusing it: from a live qemu-nbd that is busy, not
+        # dead, and killing it would fail the backup it serves.
+        return problem is None or problem.startswith(HANDSHAKE_TIMEOUT)
 
     def _clean_orphan(self, name: str) -> None:
         pid_file = self.store.pid_file(name)
