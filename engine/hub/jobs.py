@@ -429,7 +429,7 @@ class JobManager:
                 d.qcow2_size_bytes = sizes.get(d.disk_key)
                 live.status = "completed"
             else:
-                d.status = status if live.status != "copied" else f"copied, job {status}"
+                d.status = status  # its restore point is deleted with the job's
                 live.status = d.status
         row.bytes_transferred = sum(d.bytes_done for d in row.disks)
         if status == "completed":
