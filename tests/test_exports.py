@@ -260,32 +260,69 @@ def test_restarted_manager_adopts_live_exports_and_cleans_dead_ones(
     assert not qemu_nbd_pids(str(second.store.pid_file("live")))
 
 
-def test_export_outlives_the_process_that_started_it(
-    make_export_manager: Callable[..., ExportManager],
-    tmp_path: Path,
-    nbd_settings: NbdSettings,
-) -> None:
-    manager = make_export_manager()
-    path = image(manager, tmp_path, "d")
+def start_elsewhere(
+    manager: ExportManager, nbd_settings: NbdSettings, exports: dict[str, Path]
+) -> subprocess.Popen[str]:
+    """Another process with its own manager on the same folders starts ``exports``.
+
+    It prints ``ready`` once imported, then ``name port pid`` per export, and exits,
+    leaving its exports running.
+    """
     script = (
         "import sys; from pathlib import Path\n"
         "from engine.config import NbdSettings\n"
         "from engine.nbd.exports import ExportManager\n"
         f"m = ExportManager(NbdSettings.model_validate_json({nbd_settings.model_dump_json()!r}),"
         f" Path({str(manager.store.folder.parent)!r}), Path({str(manager.log_folder.parent)!r}))\n"
-        f"print(m.start('d', Path({str(path)!r})).pid)\n"
+        "print('ready', flush=True)\n"
+        f"for name, path in {[(n, str(p)) for n, p in exports.items()]!r}:\n"
+        "    e = m.start(name, Path(path))\n"
+        "    print(e.name, e.port, e.pid, flush=True)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        check=True,
+    return subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=dict(os.environ)
     )
-    pid = int(done.stdout)
+
+
+def finished(proc: subprocess.Popen[str]) -> list[tuple[str, int, int]]:
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    return [
+        (n, int(port), int(pid))
+        for n, port, pid in (line.split() for line in out.split("\n") if line and line != "ready")
+    ]
+
+
+def test_export_outlives_the_process_that_started_it(
+    make_export_manager: Callable[..., ExportManager],
+    tmp_path: Path,
+    nbd_settings: NbdSettings,
+) -> None:
+    manager = make_export_manager()
+    [(_, _, pid)] = finished(
+        start_elsewhere(manager, nbd_settings, {"d": image(manager, tmp_path, "d")})
+    )
     adopted, cleaned = manager.adopt()
     assert [(e.name, e.pid) for e in adopted] == [("d", pid)] and cleaned == []
     connect(adopted[0]).shutdown()
+
+
+def test_another_process_waits_for_the_run_folder_lock(
+    make_export_manager: Callable[..., ExportManager],
+    tmp_path: Path,
+    nbd_settings: NbdSettings,
+) -> None:
+    manager = make_export_manager()
+    path = image(manager, tmp_path, "x")
+    with manager.store.locked():
+        proc = start_elsewhere(manager, nbd_settings, {"x": path})
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        # While the lock is held the other process cannot even reserve a port.
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.5)
+        assert not manager.store.path("x").exists()
+    [(name, port, _)] = finished(proc)
+    assert name == "x" and manager.adopt()[0][0].port == port
 
 
 def test_create_image_never_overwrites_and_chains_on_a_backing_file(
