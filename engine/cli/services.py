@@ -209,17 +209,18 @@ def print_job(job: dict[str, Any]) -> None:
 def backup_start(
     vm: str = typer.Argument(..., help="The VM's name (its context must exist)."),
     repo: int = typer.Option(..., "--repo", help="Repository id (sendense repo list)."),
-    backup_type: str = typer.Option("full", "--type", help="full"),
+    backup_type: str = typer.Option("full", "--type", help="full (the only kind so far)."),
+    max_rate: float | None = typer.Option(
+        None, "--max-rate", help="Limit each disk's copy to this many MiB/s."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Show per-disk progress until the end."),
 ) -> None:
     """Start a backup of VM; with --wait, follow it and exit 0 only if it completed."""
+    body: dict[str, Any] = {"vm_name": vm, "repository_id": repo, "backup_type": backup_type}
+    if max_rate is not None:
+        body["max_rate_mib"] = max_rate
     with hub_api() as client:
-        answer = call(
-            client,
-            "POST",
-            "/api/v1/backups",
-            json={"vm_name": vm, "repository_id": repo, "backup_type": backup_type},
-        )
+        answer = call(client, "POST", "/api/v1/backups", json=body)
         console.print(f"started {answer['backup_id']}: {answer['nbd_targets_string']}")
         if not wait:
             return
