@@ -172,7 +172,14 @@ def test_cli_backup_wait_follows_events_to_the_end(
     listener.start()
     assert subscribed.wait(10)
     run = services.sendense(
-        "backup", "start", "pgtest1", "--repo", str(lab_registered.repository_id), "--wait"
+        "backup",
+        "start",
+        "pgtest1",
+        "--repo",
+        str(lab_registered.repository_id),
+        "--max-rate",
+        "8",
+        "--wait",
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "status: completed" in run.stdout
