@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -29,6 +30,8 @@ from sendense_tui.screens.lists import NodesScreen, RepositoriesScreen, VCenters
 
 T = TypeVar("T")
 STATUS_POLL_SECONDS = 10.0
+# Sooner while the hub or a node is down: a node started with the console comes up late.
+STATUS_RETRY_SECONDS = 2.0
 RECONNECT_MAX_SECONDS = 10.0
 
 
@@ -108,7 +111,8 @@ class SendenseApp(App[None]):
             self.notify(str(exc), severity="error", timeout=10)
         self._watch_terminal()
         if self.note:
-            self.notify(self.note, timeout=10)
+            # After the first screen is up: a toast raised before it would not show.
+            self.call_after_refresh(self.notify, self.note, title="started", timeout=15)
         self.call_hub(self._load_status(), name="status")
         self.call_hub(self.client.jobs(), self.store.load, name="jobs")
         self.call_hub(self.client.repositories(), self._set_repositories, name="repositories")
@@ -161,17 +165,21 @@ class SendenseApp(App[None]):
         self.notify(message, title="hub", severity="error", timeout=8)
 
     async def _load_status(self) -> None:
+        healthy = False
         try:
             await self.client.health()
             self.status.hub_ok = True
+            self.status.vcenters = await self.client.vcenters()
+            self.status.nodes = await self.client.nodes()
+            healthy = all(node.get("state") == "up" for node in self.status.nodes)
         except HubError:
             self.status.hub_ok = False
             raise
         finally:
-            self.set_timer(STATUS_POLL_SECONDS, self._poll_status)
-        self.status.vcenters = await self.client.vcenters()
-        self.status.nodes = await self.client.nodes()
-        self._refresh_header()
+            self._refresh_header()
+            self.set_timer(
+                STATUS_POLL_SECONDS if healthy else STATUS_RETRY_SECONDS, self._poll_status
+            )
 
     def _poll_status(self) -> None:
         """Rescheduled after each answer (never on a fixed beat) so polls cannot pile up."""
@@ -266,6 +274,10 @@ class SendenseApp(App[None]):
 def main() -> None:
     from sendense_tui.launcher import ensure_hub
 
+    # Textual sizes itself from COLUMNS/LINES when set; a stale exported value (shells and
+    # test runners leak them) would draw past the edge of the real terminal.
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
     config = load_config()
     note = ensure_hub(config)
     if note:

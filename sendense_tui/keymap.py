@@ -38,7 +38,9 @@ KEYS: dict[str, Key] = {
     "nav.top": Key("g", "nav('top')", "First line", False),
     "nav.bottom": Key("G", "nav('bottom')", "Last line", False),
     "nav.back": Key("escape", "back", "Back / close", False),
-    "inventory.filter": Key("slash", "filter", "Filter VMs by name"),
+    # Priority: acted on before the next key is routed, so typing ahead ("/pg⏎jb") works.
+    "inventory.filter": Key("slash", "filter", "Filter VMs by name", priority=True),
+    "filter.done": Key("enter", "done", "Back to the tree, filter kept", False, priority=True),
     "inventory.mark": Key("space", "mark", "Mark / unmark the VM"),
     "inventory.backup": Key("b", "backup", "Back up marked VMs (or this one)"),
     "inventory.refresh": Key("r", "refresh", "Refresh"),

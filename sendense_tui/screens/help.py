@@ -20,6 +20,7 @@ SCOPES = {
     "screen": "Screens",
     "nav": "Moving",
     "inventory": "Inventory",
+    "filter": "Filter box",
     "jobs": "Jobs",
     "vcenters": "vCenters",
     "list": "Lists",

@@ -55,6 +55,15 @@ class InventoryTree(Tree[Entry]):
             node.toggle()
 
 
+class FilterInput(Input):
+    BINDINGS = bindings("filter.done")
+
+    def action_done(self) -> None:
+        screen = self.screen
+        if isinstance(screen, InventoryScreen):
+            self.app.set_focus(screen.vm_tree)
+
+
 class InventoryScreen(Screen[None]):
     BINDINGS = bindings("inventory.filter", "inventory.backup", "inventory.refresh", "nav.back")
 
@@ -62,7 +71,7 @@ class InventoryScreen(Screen[None]):
         yield HubHeader()
         with Horizontal(id="inventory-body"):
             with Vertical(id="tree-pane"):
-                yield Input(placeholder="filter VMs by name", id="filter", compact=True)
+                yield FilterInput(placeholder="/ filters VMs by name", id="filter", compact=True)
                 yield self.vm_tree
             yield Static(id="vm-detail")
         yield Static(id="inventory-status")
@@ -80,7 +89,6 @@ class InventoryScreen(Screen[None]):
         self._refresh_next = False  # the next inventory fetch bypasses the hub's cache
 
     def on_mount(self) -> None:
-        self.query_one("#filter").display = False
         self.vm_tree.focus()
         self._load_vcenters()
         self._show_status()
@@ -234,16 +242,12 @@ class InventoryScreen(Screen[None]):
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
-        box.display = True
-        box.focus()
+        # set_focus at once (focus() is deferred): keys typed ahead must reach the box.
+        self.app.set_focus(box)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "filter":
             self._apply_filter()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "filter":
-            self.vm_tree.focus()
 
     def _apply_filter(self) -> None:
         """Matches only, as full paths under their vCenter; empty filter: the lazy tree."""
@@ -273,10 +277,9 @@ class InventoryScreen(Screen[None]):
 
     def action_back(self) -> None:
         box = self.query_one("#filter", Input)
-        if box.display:
+        if box.value or box.has_focus:
             box.value = ""
-            box.display = False
-            self.vm_tree.focus()
+            self.app.set_focus(self.vm_tree)
 
     def _show_status(self) -> None:
         marks = len(self.sendense.marks)
