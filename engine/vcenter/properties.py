@@ -7,7 +7,7 @@ and most devices are not disks). So the request is made by pyVmomi's stub (same 
 same pinned connection) and the answer is read here, with the C XML parser, into plain
 Python values: dicts for data objects, lists for arrays, moref ids for references.
 Device lists keep only their disks: the other devices are cut out of the answer before it
-is parsed (``NON_DISK_DEVICE``), which halves the parse. That is safe on vim25 XML because
+is parsed (``drop_non_disk_devices``), which halves the parse. That is safe on vim25 XML because
 ``VirtualDevice`` elements never nest, and no text can hold a literal ``</VirtualDevice>``
 (XML escapes ``<``). Faults still go through pyVmomi and raise as usual.
 """
@@ -15,7 +15,6 @@ is parsed (``NON_DISK_DEVICE``), which halves the parse. That is safe on vim25 X
 from __future__ import annotations
 
 import io
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -31,9 +30,23 @@ NS = "{urn:vim25}"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 INT_TYPES = {"xsd:int", "xsd:long", "xsd:short", "xsd:byte"}
 DEVICE_KEEP = {"VirtualDisk"}
-NON_DISK_DEVICE = re.compile(
-    rb'<VirtualDevice\b[^>]*?type="(?!VirtualDisk")[^"]*"[^>]*>.*?</VirtualDevice>', re.S
-)
+DEVICE_OPEN = b"<VirtualDevice "
+DEVICE_CLOSE = b"</VirtualDevice>"
+
+
+def drop_non_disk_devices(data: bytes) -> bytes:
+    """The answer without its non-disk ``VirtualDevice`` elements (byte searches in C: a
+    regex over 40 MB is slower)."""
+    parts = data.split(DEVICE_OPEN)
+    out = [parts[0]]
+    for part in parts[1:]:
+        end = part.find(DEVICE_CLOSE)
+        if end < 0 or b'type="VirtualDisk"' in part[: part.find(b">")]:
+            out += (DEVICE_OPEN, part)
+        else:
+            out.append(part[end + len(DEVICE_CLOSE) :])
+    return b"".join(out)
+
 
 PropertySpec = vmodl.query.PropertyCollector.PropertySpec
 FilterSpec = vmodl.query.PropertyCollector.FilterSpec
@@ -172,7 +185,7 @@ def _invoke_raw(vc: VCenter, method: str, args: list[Any]) -> ET.Element:
         raise fault
     if resp.status != 200:
         raise OSError(f"vCenter answered HTTP {resp.status} {resp.reason}")
-    return ET.fromstring(NON_DISK_DEVICE.sub(b"", data))
+    return ET.fromstring(drop_non_disk_devices(data))
 
 
 def retrieve(vc: VCenter, spec: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
