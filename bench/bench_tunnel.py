@@ -121,7 +121,7 @@ def copy(source: str, target: str, tunnel_pid: int) -> tuple[float, float]:
     return time.perf_counter() - started, cpu_seconds(tunnel_pid) - cpu
 
 
-def run(size: str, rounds: int) -> None:
+def run(size: str, rounds: int, connections: list[int]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-tunnel-") as tmp:
         base = Path(tmp)
         sshd = SshServer(base / "sshd")
@@ -136,13 +136,13 @@ def run(size: str, rounds: int) -> None:
                 wait(lambda: sock.exists() and listening(HUB, port), "nbdkit")
                 local_pattern = f"nbd+unix:///?socket={sock}"
                 directions = {"write": (local_pattern, f"nbd://{NODE}:{port}")}
-                results = measure(sshd, port, base, rounds, directions)
+                results = measure(sshd, port, base, rounds, directions, connections)
                 hub.terminate()
                 hub.wait(10)
                 with process(["nbdkit", "-f", "-i", HUB, "-p", str(port), "pattern", size]):
                     wait(lambda: listening(HUB, port), "nbdkit pattern")
                     directions = {"read": (f"nbd://{NODE}:{port}", "null:")}
-                    results.update(measure(sshd, port, base, rounds, directions))
+                    results.update(measure(sshd, port, base, rounds, directions, connections))
         finally:
             sshd.stop()
     report(results, size)
@@ -152,7 +152,12 @@ Tunnel = Callable[[], contextlib.AbstractContextManager[subprocess.Popen[bytes]]
 
 
 def measure(
-    sshd: SshServer, port: int, base: Path, rounds: int, directions: dict[str, tuple[str, str]]
+    sshd: SshServer,
+    port: int,
+    base: Path,
+    rounds: int,
+    directions: dict[str, tuple[str, str]],
+    connections: list[int],
 ) -> dict[tuple[str, str], tuple[float, float]]:
     """Best wall seconds and best tunnel CPU seconds per (direction, tunnel)."""
     env = tunnel_env(sshd, port, base / "home")
@@ -181,8 +186,7 @@ def measure(
         return tunnel
 
     tunnels: dict[str, Tunnel] = {
-        "sendense tunnel": sendense(1),
-        "sendense tunnel, 2 conns": sendense(2),
+        **{ours(n): sendense(n) for n in connections},
         "ssh -L": openssh(None),
         "ssh -L -c aes128-gcm": openssh("aes128-gcm@openssh.com"),
     }
@@ -209,13 +213,17 @@ def report(results: dict[tuple[str, str], tuple[float, float]], size: str) -> No
         cpus = {name: cpu / gib for name, (_, cpu) in rows.items()}
         for name in rows:
             print(f"  {direction:5}  {name:24} {rates[name]:8.1f} {cpus[name]:17.2f}")
-        for ours in ("sendense tunnel", "sendense tunnel, 2 conns"):
+        for name in (n for n in rows if n.startswith("sendense")):
             for ref in ("ssh -L", "ssh -L -c aes128-gcm"):
                 print(
-                    f"  {direction:5}  {ours} / {ref}: throughput ratio "
-                    f"{rates[ours] / rates[ref]:.2f}, CPU efficiency ratio "
-                    f"{cpus[ref] / cpus[ours]:.2f}"
+                    f"  {direction:5}  {name} / {ref}: throughput ratio "
+                    f"{rates[name] / rates[ref]:.2f}, CPU efficiency ratio "
+                    f"{cpus[ref] / cpus[name]:.2f}"
                 )
+
+
+def ours(connections: int) -> str:
+    return "sendense tunnel" + (f", {connections} conns" if connections > 1 else "")
 
 
 def parse_size(size: str) -> int:
@@ -227,8 +235,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="1G", help="export size (default 1G)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per tunnel (default 3)")
+    parser.add_argument(
+        "--connections",
+        default="1,2",
+        help="tunnel.connections values to measure, comma-separated (default 1,2)",
+    )
     args = parser.parse_args()
-    run(args.size, args.rounds)
+    run(args.size, args.rounds, [int(n) for n in args.connections.split(",")])
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ class TunnelSettings(Section):
     reconnect_max_seconds: float = Field(60.0, gt=0)
     # SSH connections, each in its own process, sharing the local ports: one process
     # (and one sshd process on the hub) tops out at about one CPU core of crypto.
-    connections: int = Field(1, ge=1, le=16)
+    connections: int = Field(2, ge=1, le=16)
 
 
 class LabSettings(Section):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import asyncssh
 from asyncssh.forward import SSHLocalPortForwarder
@@ -295,15 +296,16 @@ class Tunnel:
         Raises :class:`TunnelError` for what retrying cannot fix (configuration, a host
         key not in known_hosts, a refused key).
         """
+        try:  # before anything is written: the status file is the other tunnel's
+            lock = None if self._worker else self._lock()
+        except TunnelError as exc:
+            self._error = exc
+            self._ended.set()
+            raise
         self._running = True
         workers: list[asyncio.Task[None]] = []
         try:
             options = self._options()
-            if not self._worker:
-                workers = [
-                    asyncio.create_task(self._supervise(i))
-                    for i in range(1, self._settings.tunnel.connections)
-                ]
             failures = 0
             while not self._stopping.is_set():
                 if self._status.state != "down":  # retries keep "down since" as it was
@@ -323,6 +325,11 @@ class Tunnel:
                 self._status.connects += 1
                 self._set("up")
                 self._up.set()
+                if not self._worker and not workers:  # once the hub has let us in
+                    workers = [
+                        asyncio.create_task(self._supervise(i))
+                        for i in range(1, self._settings.tunnel.connections)
+                    ]
                 await self._hold(conn)
                 self._up.clear()
                 if not self._stopping.is_set():
@@ -341,8 +348,29 @@ class Tunnel:
             self._up.clear()
             if self._error is None:
                 self._set("stopped")
+            if lock is not None:
+                lock.close()
             self._running = False
             self._ended.set()
+
+    def _lock(self) -> IO[str]:
+        """Hold ``tunnel.lock``: a second tunnel would share the ports silently otherwise."""
+        path = self._status_file.with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = path.open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise TunnelError(
+                f"another tunnel (pid {holder}) is running with this data folder ({path})"
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        return lock
 
     async def _supervise(self, worker: int) -> None:
         """Keep worker process ``worker`` running (restarted with backoff) until stop."""

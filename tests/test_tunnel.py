@@ -113,6 +113,8 @@ def tunnel_settings(sshd: SshServer, monkeypatch: pytest.MonkeyPatch) -> Setting
         "SENDENSE_TUNNEL__RECONNECT_MIN_SECONDS": "0.05",
         "SENDENSE_TUNNEL__RECONNECT_MAX_SECONDS": "0.4",
         "SENDENSE_TUNNEL__CONNECT_TIMEOUT": "5",
+        # One process unless a test is about more: workers are covered on their own.
+        "SENDENSE_TUNNEL__CONNECTIONS": "1",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -257,6 +259,21 @@ async def test_busy_remote_port_is_retried_until_free(
     finally:
         await second.stop()
         await task
+
+
+async def test_a_second_tunnel_on_the_same_data_folder_is_refused(
+    tunnel: Tunnel, tunnel_settings: Settings
+) -> None:
+    await tunnel.wait_up(10)
+    before = read_status(tunnel_settings)
+    with pytest.raises(TunnelError, match=rf"another tunnel \(pid {os.getpid()}\) is running"):
+        await Tunnel(tunnel_settings).run()
+    after = read_status(tunnel_settings)
+    assert (after["state"], after["since"], after["pid"]) == (
+        before["state"],
+        before["since"],
+        before["pid"],
+    ), "the refused tunnel overwrote the running one's status"
 
 
 async def test_two_connections_share_the_ports(
