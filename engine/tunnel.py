@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ ENCRYPTION_ALGS = (
     "chacha20-poly1305@openssh.com",
     "aes128-ctr",
 )
+PARENT_CHECK_SECONDS = 1.0
 WINDOW = 8 * 1024 * 1024
 MAX_PACKET = 256 * 1024
 
@@ -510,3 +512,36 @@ class Tunnel:
             self._conn.close()
         if self._running:
             await self._ended.wait()
+
+
+def serve(tunnel: Tunnel, *, verbose: bool = False, watch_parent: bool = False) -> None:
+    """Run ``tunnel`` as a service: log to stderr, stop cleanly on SIGTERM/SIGINT.
+
+    ``watch_parent`` (workers): stop too when the process that started this one is gone,
+    so a worker never holds the ports alone.
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # asyncssh logs every forwarded connection at INFO: only worth it when asked for.
+    logging.getLogger("asyncssh").setLevel(logging.INFO if verbose else logging.WARNING)
+    asyncio.run(_serve(tunnel, watch_parent))
+
+
+async def _serve(tunnel: Tunnel, watch_parent: bool) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(tunnel.stop()))
+    parent = os.getppid()
+
+    async def watch() -> None:
+        while os.getppid() == parent:
+            await asyncio.sleep(PARENT_CHECK_SECONDS)
+        await tunnel.stop()
+
+    watcher = asyncio.create_task(watch()) if watch_parent else None
+    try:
+        await tunnel.run()
+    finally:
+        if watcher is not None:
+            watcher.cancel()

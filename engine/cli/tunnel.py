@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import logging
-import signal
 from pathlib import Path
 
 import asyncssh
@@ -14,7 +11,7 @@ import typer
 
 from engine.cli.common import console, settings
 from engine.errors import BadInput
-from engine.tunnel import Tunnel, authorized_key_options, read_status
+from engine.tunnel import Tunnel, authorized_key_options, read_status, serve
 
 tunnel_app = typer.Typer(help="The node's SSH tunnel to the hub.", no_args_is_help=True)
 
@@ -29,19 +26,7 @@ def tunnel_run(
     with one line when it cannot work without an operator (missing key or known_hosts,
     untrusted host key, refused key).
     """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # asyncssh logs every forwarded connection at INFO: only worth it when asked for.
-    logging.getLogger("asyncssh").setLevel(logging.INFO if verbose else logging.WARNING)
-    asyncio.run(_run(Tunnel(settings())))
-
-
-async def _run(tunnel: Tunnel) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(tunnel.stop()))
-    await tunnel.run()
+    serve(Tunnel(settings()), verbose=verbose)
 
 
 @tunnel_app.command("status")
