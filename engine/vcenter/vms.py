@@ -90,16 +90,3 @@ def datastore_file_path(vc: VCenter, file_name: str, datacenter: Any = None) -> 
         view.Destroy()
     local = re.sub(r"^(ds|file)://", "", url)
     return Path(local) / rel
-
-
-def flat_extent_path(descriptor: Path) -> Path:
-    """The data file of a flat VMDK: the first extent named in its descriptor
-    (``RW 16384 VMFS "x-flat.vmdk"``), beside the descriptor."""
-    try:
-        text = descriptor.read_text(errors="replace")
-    except OSError as exc:
-        raise VCenterError(f"cannot read VMDK descriptor {descriptor}: {exc}") from None
-    match = re.search(r'^\s*RW\s+\d+\s+(?:VMFS|FLAT)\s+"([^"]+)"', text, re.MULTILINE)
-    if not match:
-        raise VCenterError(f"{descriptor} is not a flat VMDK descriptor")
-    return descriptor.parent / match.group(1)
