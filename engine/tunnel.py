@@ -162,6 +162,8 @@ def read_status(settings: Settings) -> dict[str, Any]:
             "last_error": f"no tunnel has run here (no {path})",
             "hub": f"{settings.tunnel.hub_ssh_host}:{settings.tunnel.hub_ssh_port}",
             "forwards": describe_forwards(settings),
+            "connections": settings.tunnel.connections,
+            "connections_up": 0,
         }
     _check_alive(data)
     connections = settings.tunnel.connections

@@ -361,6 +361,7 @@ def test_read_status_without_a_tunnel(settings: Settings) -> None:
     status = read_status(settings)
     assert status["state"] == "down"
     assert "no tunnel has run" in status["last_error"]
+    assert status["connections_up"] == 0
 
 
 def test_read_status_of_a_dead_process(settings: Settings) -> None:
@@ -397,7 +398,8 @@ def test_cli_run_status_and_sigterm(
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["pid"] == cli_tunnel.pid
     text = CliRunner().invoke(app, ["tunnel", "status"])
-    assert "state:      up" in text.stdout
+    assert "state:       up" in text.stdout
+    assert "connections: 1/1 up" in text.stdout
     assert f"-L {NODE_SIDE}:{s.nbd.port_min}-{s.nbd.port_max}" in text.stdout
 
     cli_tunnel.send_signal(signal.SIGTERM)

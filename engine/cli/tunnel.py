@@ -40,19 +40,17 @@ def tunnel_status(as_json: bool = typer.Option(False, "--json", help="Print JSON
         console.print_json(json.dumps(status))
     else:
         rtt = status.get("rtt_ms")
-        console.print(f"state:      {status['state']}", highlight=False, soft_wrap=True)
-        console.print(f"since:      {status.get('since') or '-'}", highlight=False, soft_wrap=True)
-        console.print(f"hub:        {status.get('hub', '-')}", highlight=False, soft_wrap=True)
-        console.print(
-            f"rtt:        {f'{rtt:.1f} ms' if rtt is not None else '-'}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        console.print(
-            f"last error: {status.get('last_error') or '-'}", highlight=False, soft_wrap=True
-        )
-        for line in status.get("forwards", []):
-            console.print(f"forward:    {line}", highlight=False, soft_wrap=True)
+        rows = [
+            ("state", status["state"]),
+            ("since", status.get("since") or "-"),
+            ("hub", status.get("hub", "-")),
+            ("connections", f"{status.get('connections_up', 0)}/{status.get('connections', 1)} up"),
+            ("rtt", f"{rtt:.1f} ms" if rtt is not None else "-"),
+            ("last error", status.get("last_error") or "-"),
+            *(("forward", line) for line in status.get("forwards", [])),
+        ]
+        for label, value in rows:
+            console.print(f"{label + ':':13}{value}", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if status["state"] == "up" else 1)
 
 
