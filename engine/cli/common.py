@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from sqlalchemy.orm import Session
 
 from engine.config import Settings, ensure_dirs, get_settings
-from engine.db.session import session_scope, upgrade
 from engine.errors import BadInput
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,6 +30,9 @@ def settings() -> Settings:
 @contextmanager
 def db_session() -> Iterator[Session]:
     """A session on the configured database, brought to the newest schema first."""
+    # Imported here so that commands which never touch the database start quickly.
+    from engine.db.session import session_scope, upgrade
+
     s = settings()
     if s.db_url not in _upgraded:
         upgrade(s.db_url)

@@ -6,12 +6,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -58,6 +59,7 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # Alembic is only needed to migrate: keep CLI start-up quick
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     # Alembic's ini interpolation treats % specially; URLs may carry %-escapes.
@@ -69,6 +71,8 @@ def upgrade(url: str) -> None:
     """Bring the database at ``url`` to the newest schema; a no-op when it is there already."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    from alembic import command
+
     command.upgrade(alembic_config(url), "head")
 
 
