@@ -79,7 +79,7 @@ class SendenseApp(App[None]):
         *,
         clock: Callable[[], float] = time.time,
         live: bool = True,  # False: no event stream or rate sampling (frozen snapshots)
-        fps: float = 4.0,
+        fps: float = 3.0,
         note: str | None = None,
         client: HubClient | None = None,
     ) -> None:

@@ -44,6 +44,7 @@ KEYS: dict[str, Key] = {
     "inventory.mark": Key("space", "mark", "Mark / unmark the VM"),
     "inventory.backup": Key("b", "backup", "Back up marked VMs (or this one)"),
     "inventory.refresh": Key("r", "refresh", "Refresh"),
+    "inventory.expand_all": Key("e", "expand_all", "Open every node (all VMs)", False),
     "inventory.expand": Key("enter", "expand", "Open / close the node", False),
     "jobs.cancel": Key("c", "cancel_job", "Cancel the job (asks first)"),
     "jobs.refresh": Key("r", "refresh", "Refresh"),

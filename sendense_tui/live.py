@@ -11,12 +11,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-RUNNING = frozenset({"pending", "running", "started", "qemu_started", "copying", "cancelling"})
+# Anything else (pending, running, copying, verifying…) is still going: the hub may add
+# intermediate states, but these three are the contract's ends.
+FINISHED = frozenset({"completed", "failed", "cancelled"})
 HISTORY_SECONDS = 60
 
 
 def is_running(job: dict[str, Any]) -> bool:
-    return str(job.get("status", "")).lower() in RUNNING
+    return str(job.get("status", "")).lower() not in FINISHED
 
 
 class LiveStore:

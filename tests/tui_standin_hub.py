@@ -378,3 +378,46 @@ def running_standin(state: StandinState, port: int) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+async def stream_forever(state: StandinState, hz: float) -> None:
+    """Advance every running job ``hz`` times a second, forever (for the CPU benchmark):
+    a disk that reaches its end starts over, so the job never completes."""
+    import asyncio as _asyncio
+
+    while True:
+        for job in state.jobs.values():
+            for disk in job["disks"]:
+                if disk["bytes_done"] >= disk["bytes_total"]:
+                    disk["bytes_done"] = 0
+        state.step(fraction=0.001, rate=100 * MiB)
+        await _asyncio.sleep(1.0 / hz)
+
+
+def main() -> None:
+    """``python -m tests.tui_standin_hub --port P --disks 8 --hz 50``: one running job with
+    that many disks, streamed at that rate, in a process of its own (so a benchmark
+    measures the console's CPU, not the event source's)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--disks", type=int, default=8)
+    parser.add_argument("--hz", type=float, default=0.0, help="0: no events (idle)")
+    args = parser.parse_args()
+    state = StandinState(lab_inventory(extra_vms=1, disks_per_vm=args.disks))
+    vm = state.vm("DC0_VM0")
+    assert vm is not None
+    state.add_job(vm, status="running", rate=50 * MiB, job_id="backup-bench-1")
+    app = build_app(state)
+    if args.hz:
+
+        @app.on_event("startup")
+        async def _stream() -> None:
+            asyncio.get_running_loop().create_task(stream_forever(state, args.hz))
+
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

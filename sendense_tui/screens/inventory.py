@@ -65,7 +65,13 @@ class FilterInput(Input):
 
 
 class InventoryScreen(Screen[None]):
-    BINDINGS = bindings("inventory.filter", "inventory.backup", "inventory.refresh", "nav.back")
+    BINDINGS = bindings(
+        "inventory.filter",
+        "inventory.backup",
+        "inventory.refresh",
+        "inventory.expand_all",
+        "nav.back",
+    )
 
     def compose(self) -> ComposeResult:
         yield HubHeader()
@@ -351,6 +357,14 @@ class InventoryScreen(Screen[None]):
         if target is not None:
             self.vm_tree.move_cursor(target)
             self.vm_tree.focus()
+
+    def action_expand_all(self) -> None:
+        """Every loaded vCenter opened down to its VMs (the whole tree, built at once)."""
+        stack = [n for n in self.vm_tree.root.children if n.data and n.data.group is not None]
+        while stack:
+            node = stack.pop()
+            self._open(node)
+            stack.extend(c for c in node.children if c.data and c.data.group is not None)
 
     def _open(self, node: TreeNode[Entry]) -> None:
         if node.data is not None and not node.data.loaded and node.data.group is not None:

@@ -29,13 +29,13 @@ if TYPE_CHECKING:
 # Fixed widths for the columns that change live: cells updated in place never resize.
 JOB_COLUMNS = {
     "state": 9,
-    "VM": 16,
-    "type": 5,
+    "VM": 14,
+    "type": 4,
     "progress": 15,
-    "rate": 12,
+    "rate": 11,
     "size": 10,
-    "started": 19,
-    "backup id": 30,
+    "started": 14,
+    "backup id": 26,
 }
 DISK_COLUMNS = {
     "disk": 5,
@@ -47,12 +47,12 @@ DISK_COLUMNS = {
     "zero": 10,
     "state": 9,
 }
-STATE_STYLE = {"completed": "green", "failed": "bold red", "cancelled": "yellow", "running": "cyan"}
+STATE_STYLE = {"completed": "green", "failed": "bold red", "cancelled": "yellow"}
 LOG_LINES = 50
 
 
 def _state(status: str) -> Text:
-    return Text(status, style=STATE_STYLE.get(status, ""))
+    return Text(status, style=STATE_STYLE.get(status, "cyan"))
 
 
 class JobsScreen(Screen[None]):
@@ -66,6 +66,9 @@ class JobsScreen(Screen[None]):
         self._log_for: str | None = None
         self._ready = False
         self._log_loading = False
+        self._log_lines: list[str] = []
+        # What each live cell shows now: a cell is redrawn only when its text changes.
+        self._shown: dict[tuple[str | None, str, str], object] = {}
         self._slow_drawn_at = 0.0  # the frame timer may fire between switching here and on_mount
 
     @property
@@ -119,7 +122,7 @@ class JobsScreen(Screen[None]):
             "progress": fmt.bar(done, total, 10),
             "rate": fmt.rate(job.get("rate_bps")) if is_running(job) else "",
             "size": fmt.size(total),
-            "started": str(job.get("started_at") or job.get("created_at") or "")[:19].replace(
+            "started": str(job.get("started_at") or job.get("created_at") or "")[5:19].replace(
                 "T", " "
             ),
             "backup id": str(job["backup_id"]),
@@ -135,6 +138,7 @@ class JobsScreen(Screen[None]):
             if order != self._order:
                 current = self.selected
                 table.clear()
+                self._shown.clear()
                 for job in jobs:
                     table.add_row(*self._job_cells(job).values(), key=job["backup_id"])
                 self._order = order
@@ -144,7 +148,7 @@ class JobsScreen(Screen[None]):
                 for job in jobs:
                     if is_running(job) or job["backup_id"] == self.selected:
                         for column, value in self._job_cells(job).items():
-                            table.update_cell(job["backup_id"], column, value)
+                            self._set_cell(table, job["backup_id"], column, value)
             if self.selected is None and order:
                 self.selected = order[0]
             self._redraw_detail()
@@ -157,6 +161,12 @@ class JobsScreen(Screen[None]):
             self._disk_keys = []
             self._redraw_detail()
 
+    def _set_cell(self, table: DataTable[Any], row: str, column: str, value: object) -> None:
+        key = (table.id, row, column)
+        if self._shown.get(key) != value:
+            self._shown[key] = value
+            table.update_cell(row, column, value)
+
     # -- the selected job -------------------------------------------------------------------
 
     def _redraw_detail(self) -> None:
@@ -168,6 +178,7 @@ class JobsScreen(Screen[None]):
                 Text("No job yet: back one up from the inventory (1, then b).", style="dim")
             )
             disks_table.clear()
+            self._shown.clear()
             self._disk_keys = []
             return
         title.update(self._title(job))
@@ -175,6 +186,7 @@ class JobsScreen(Screen[None]):
         keys = [int(d.get("disk_key") or 0) for d in disks]
         if keys != self._disk_keys:
             disks_table.clear()
+            self._shown.clear()
             for disk in disks:
                 disks_table.add_row(*self._disk_cells(job, disk), key=str(disk.get("disk_key")))
             self._disk_keys = keys
@@ -182,7 +194,7 @@ class JobsScreen(Screen[None]):
             for disk in disks:
                 row = str(disk.get("disk_key"))
                 for column, value in zip(DISK_COLUMNS, self._disk_cells(job, disk), strict=True):
-                    disks_table.update_cell(row, column, value)
+                    self._set_cell(disks_table, row, column, value)
         # The chart and the log tail change slowly: redraw them once a second at most.
         now = time.monotonic()
         if self._log_for != job["backup_id"] or (
@@ -236,10 +248,12 @@ class JobsScreen(Screen[None]):
         app = self.sendense
 
         def show(lines: list[str]) -> None:
-            log = self.query_one(Log)
-            log.clear()
-            log.write_lines(lines[-LOG_LINES:])
-            self._log_for = backup_id
+            tail = lines[-LOG_LINES:]
+            if (backup_id, tail) != (self._log_for, self._log_lines):
+                log = self.query_one(Log)
+                log.clear()
+                log.write_lines(tail)
+            self._log_for, self._log_lines = backup_id, tail
 
         async def fetch() -> list[str]:
             try:
