@@ -33,8 +33,8 @@ class ConsoleConfig:
         return self.home / "logs"
 
 
-def _config_file() -> Path | None:
-    explicit = os.environ.get("SENDENSE_CONFIG")
+def _config_file(env: dict[str, str]) -> Path | None:
+    explicit = env.get("SENDENSE_CONFIG")
     if explicit:
         return Path(explicit).expanduser()
     for candidate in (SYSTEM_CONFIG, USER_CONFIG_DIR.expanduser() / "sendense.toml"):
@@ -53,7 +53,7 @@ def _read_toml(path: Path | None) -> dict[str, Any]:
 def load_config(environ: dict[str, str] | None = None) -> ConsoleConfig:
     """Environment over TOML over embedded defaults, as the engine's settings do."""
     env = dict(os.environ if environ is None else environ)
-    path = _config_file()
+    path = _config_file(env)
     toml = _read_toml(path)
     hub = toml.get("hub", {}) if isinstance(toml.get("hub"), dict) else {}
 

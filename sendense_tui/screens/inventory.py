@@ -355,8 +355,9 @@ class InventoryScreen(Screen[None]):
         self._open(node)
         target = next((c for c in node.children if c.data and c.data.vm is vm), None)
         if target is not None:
-            self.vm_tree.move_cursor(target)
-            self.vm_tree.focus()
+            # After the next refresh: freshly opened nodes have no line number before it.
+            self.vm_tree.call_after_refresh(self.vm_tree.move_cursor, target)
+            self.app.set_focus(self.vm_tree)
 
     def action_expand_all(self) -> None:
         """Every loaded vCenter opened down to its VMs (the whole tree, built at once)."""
