@@ -40,7 +40,7 @@ class Terminal:
         )
         return done.stdout
 
-    def start(self) -> int:
+    def start(self, term: str = "xterm-256color") -> int:
         self.tmux(
             "new-session",
             "-d",
@@ -50,12 +50,12 @@ class Terminal:
             "40",
             "-s",
             "console",
-            f"exec env TERM=xterm-256color {CONSOLE}",
+            f"exec env -u COLORTERM TERM={term} {CONSOLE}",
         )
         return int(self.tmux("display-message", "-p", "-t", "console", "#{pane_pid}").strip())
 
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "console")
+    def screen(self, escapes: bool = False) -> str:
+        return self.tmux("capture-pane", "-p", *(["-e"] if escapes else []), "-t", "console")
 
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", "-t", "console", *keys)
@@ -130,11 +130,14 @@ def test_backup_with_keys_only_in_a_real_terminal(
     assert [(j["vm_name"], j["status"]) for j in jobs] == [("pgtest1", "completed")]
 
 
+@pytest.mark.parametrize("term", ["xterm", "xterm-256color"])
 def test_console_quits_when_its_terminal_goes_away(
-    stopped_services: Services, terminal: Terminal
+    stopped_services: Services, terminal: Terminal, term: str
 ) -> None:
-    pid = terminal.start()
+    pid = terminal.start(term)
     terminal.wait_for("DatabanxDC")
+    # 16 colours when the terminal says so (OpenSSH passes TERM through), 256 otherwise.
+    assert ("38;5;" in terminal.screen(escapes=True)) == term.endswith("256color")
     terminal.tmux("kill-server")  # the SSH session drops: the pty closes, SIGHUP
     assert gone(pid), "the console outlived its terminal"
     assert stopped_services.hub.healthy()

@@ -23,7 +23,7 @@ from sendense_tui.screens.backup import BackupModal
 from sendense_tui.screens.help import HelpScreen, pretty
 from sendense_tui.screens.inventory import InventoryScreen
 from sendense_tui.widgets.header import HubHeader
-from tests.tui_standin_hub import MiB, TOKEN, StandinState, build_app, lab_inventory
+from tests.tui_standin_hub import TOKEN, MiB, StandinState, build_app, lab_inventory
 
 # -- settings --------------------------------------------------------------------------
 
