@@ -15,7 +15,8 @@ from sendense_tui.config import ConsoleConfig
 from sendense_tui.screens.backup import BackupModal
 from sendense_tui.screens.inventory import InventoryScreen
 from sendense_tui.screens.jobs import JobsScreen
-from sendense_tui.screens.modals import ConfirmModal
+from sendense_tui.screens.lists import VCentersScreen
+from sendense_tui.screens.modals import AddVCenterModal, ConfirmModal
 from tests.fixtures.services import Services
 
 SIZE = (120, 40)
@@ -176,3 +177,31 @@ async def test_list_screens_show_what_the_hub_says(services: Services, tmp_path:
 def first_row(app: SendenseApp) -> list[str]:
     table = app.screen.query_one(DataTable)
     return [str(cell) for cell in table.get_row_at(0)] if table.row_count else []
+
+
+async def test_add_a_vcenter_with_its_thumbprint_and_test_it(
+    services: Services, lab: Any, tmp_path: Path
+) -> None:
+    app = console(services, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        await until(pilot, lambda: app.screen.query(DataTable) and first_row(app))
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, AddVCenterModal))
+        await pilot.press(*lab.host, "tab", *lab.user, "tab", *lab.password, "tab", "enter")
+        shown = app.screen.query_one("#vc-thumbprint", Static)
+        await until(pilot, lambda: "thumbprint" in str(shown.render()))
+        assert (
+            str(shown.render()).split("\n")[1].replace(" ", "")
+            == lab.thumbprint.replace(":", "").lower()
+        )
+        await pilot.press("tab", "enter")  # "Trust and add"
+        await until(pilot, lambda: isinstance(app.screen, VCentersScreen))
+        table = app.screen.query_one(DataTable)
+        await until(pilot, lambda: table.row_count == 2)
+        assert lab.password not in app.export_screenshot()
+        await pilot.press("G", "t")
+        await until(pilot, lambda: "ok" in [str(c) for c in table.get_row_at(1)])
+    with services.client() as api:
+        listed = api.get("/api/v1/vcenters").text
+    assert lab.password not in listed and f"{lab.user}@{lab.host}" in listed

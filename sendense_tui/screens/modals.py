@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from sendense_tui.app import SendenseApp
 
 
+def spaced(thumbprint: str) -> str:
+    """64 hex digits in groups of eight: readable aloud, and fits an 80-column modal."""
+    digits = thumbprint.replace(":", "").lower()
+    return " ".join(digits[i : i + 8] for i in range(0, len(digits), 8))
+
+
 class ConfirmModal(ModalScreen[bool]):
     """Destructive actions pass through here; the focused answer is No."""
 
@@ -114,7 +120,7 @@ class AddVCenterModal(ModalScreen[bool]):
         self._error("")
         self.query_one("#vc-thumbprint", Static).update(
             Text(
-                f"SHA-256 thumbprint seen by the hub:\n{self.thumbprint}\n"
+                f"SHA-256 thumbprint seen by the hub:\n{spaced(self.thumbprint)}\n"
                 "Compare it with the vCenter's own before trusting it.",
                 style="yellow",
             )
