@@ -55,7 +55,7 @@ def fingerprint(key: bytes) -> str:
     return hashlib.sha256(b"sendense-master-key:" + key).hexdigest()[:16]
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a file that is 0600 from its first byte (no window where others can read it)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -71,7 +71,7 @@ def _write_private(path: Path, data: bytes) -> None:
 def load_or_create_key(path: Path) -> bytes:
     """The master key at ``path``, made on first use."""
     if not path.exists():
-        _write_private(path, secrets.token_bytes(KEY_BYTES))
+        write_private(path, secrets.token_bytes(KEY_BYTES))
     data = path.read_bytes()
     if len(data) != KEY_BYTES:
         raise CredentialError(f"master key file {path} holds {len(data)} bytes, expected 32")
@@ -197,7 +197,7 @@ class VMwareCredentialService:
         rows = self.list()
         plain = {row.id: _open(old_key, row) for row in rows}  # fails before anything changes
         pending = self.key_path.with_name(self.key_path.name + ".new")
-        _write_private(pending, new_key)
+        write_private(pending, new_key)
         try:
             for row in rows:
                 row.password_encrypted = _seal(new_key, row, plain[row.id])

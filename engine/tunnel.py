@@ -40,6 +40,7 @@ from asyncssh.forward import SSHLocalPortForwarder
 
 from engine.config import Settings
 from engine.errors import SendenseError
+from engine.processes import pid_alive
 
 log = logging.getLogger("sendense.tunnel")
 
@@ -139,16 +140,6 @@ def status_path(settings: Settings, worker: int = 0) -> Path:
     return settings.run / (f"tunnel-worker-{worker}.json" if worker else STATUS_FILE)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_status(settings: Settings) -> dict[str, Any]:
     """The last status a tunnel wrote, ``down`` when none ran or its process is gone."""
     path = status_path(settings)
@@ -175,7 +166,7 @@ def read_status(settings: Settings) -> dict[str, Any]:
 
 def _check_alive(data: dict[str, Any]) -> None:
     """A status left behind by a process that is gone is ``down``, whatever it says."""
-    if data.get("state") != "stopped" and not _pid_alive(int(data.get("pid", 0))):
+    if data.get("state") != "stopped" and not pid_alive(int(data.get("pid", 0))):
         last = data.get("last_error")
         data["state"] = "down"
         data["rtt_ms"] = None

@@ -33,6 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from engine.api_auth import auth_headers, client_token, load_or_create_token, node_token
+from engine.api_errors import response_detail
 from engine.cli.common import console, db_session, err_console, settings
 from engine.config import Settings
 from engine.errors import SendenseError
@@ -167,11 +168,7 @@ def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
             f"the hub at {client.base_url} is not answering ({exc}): start it with `sendense hub`"
         ) from None
     if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise HubRefused(f"{detail} (HTTP {response.status_code})")
+        raise HubRefused(f"{response_detail(response)} (HTTP {response.status_code})")
     return response.json()
 
 

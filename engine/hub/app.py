@@ -15,12 +15,10 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import APIRouter, Depends, FastAPI
 
 from engine.api_auth import load_or_create_token, require_bearer
+from engine.api_errors import install_error_handlers
 from engine.config import Settings, ensure_dirs, get_settings
 from engine.credentials import CredentialError
 from engine.db.session import session_scope, upgrade
@@ -52,16 +50,6 @@ def status_for(exc: SendenseError) -> int:
     if isinstance(exc, BadInput):
         return 400
     return int(getattr(exc, "status_code", 500))
-
-
-def one_line_validation(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        if err.get("type") == "json_invalid":
-            return f"the request body is not valid JSON: {err.get('ctx', {}).get('error', '')}"
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
 
 
 async def _every(seconds: float, work: Callable[[], Any], name: str) -> None:
@@ -124,19 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.exports = exports
     app.state.token = token
 
-    @app.exception_handler(SendenseError)
-    async def _sendense_error(_: Request, exc: SendenseError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": one_line_validation(exc)}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
-        )
+    install_error_handlers(app, status_for)
 
     public = APIRouter(prefix="/api/v1")
 

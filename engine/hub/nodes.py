@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.api_auth import auth_headers
+from engine.api_errors import response_detail
 from engine.config import Settings
 from engine.db.models import Node, utcnow
 from engine.errors import BadInput, SendenseError
@@ -102,12 +103,9 @@ class NodeClient:
                 f"node {self.node.name} at {self.node.url} is unreachable: {reason}"
             ) from None
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
             raise NodeRefused(
-                f"node {self.node.name} refused: {detail}".strip(), response.status_code
+                f"node {self.node.name} refused: {response_detail(response)}".strip(),
+                response.status_code,
             )
         return response
 

@@ -22,8 +22,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.credentials import _write_private
+from engine.credentials import write_private
 from engine.errors import SendenseError
+from engine.processes import pid_alive
 from engine.vcenter.connection import fetch_thumbprint
 
 GO_SOURCE = Path(__file__).parent / "go"
@@ -118,20 +119,6 @@ def _paths(lab_dir: Path) -> dict[str, Path]:
     }
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (our own child, not yet reaped) is not running.
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
-
-
 def lab_status(lab_dir: Path) -> LabInfo | None:
     """The running lab's details, or None when it is not running."""
     p = _paths(lab_dir)
@@ -139,7 +126,7 @@ def lab_status(lab_dir: Path) -> LabInfo | None:
         info = LabInfo(**json.loads(p["info"].read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    return info if _alive(info.pid) else None
+    return info if pid_alive(info.pid) else None
 
 
 def _answers(port: int) -> bool:
@@ -171,7 +158,7 @@ def start(
     p["run"].mkdir(parents=True, mode=0o700)
     p["identity"].mkdir(parents=True, exist_ok=True, mode=0o700)
     if not p["password"].exists():
-        _write_private(p["password"], secrets.token_urlsafe(18).encode())
+        write_private(p["password"], secrets.token_urlsafe(18).encode())
     cmd = [
         str(binary),
         f"-listen=127.0.0.1:{port}",
@@ -218,12 +205,12 @@ def _kill(pid: int, grace: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 break
         time.sleep(0.02)
-    if _alive(pid):
+    if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
@@ -238,7 +225,7 @@ def stop(lab_dir: Path) -> bool:
         pid = int(p["pid"].read_text())
     except (OSError, ValueError):
         pid = 0
-    if pid and _alive(pid):
+    if pid and pid_alive(pid):
         was_running = True
         _kill(pid)
     shutil.rmtree(p["run"], ignore_errors=True)

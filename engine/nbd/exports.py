@@ -42,6 +42,7 @@ from engine.nbd.export_process import (
     wait_gone,
 )
 from engine.nbd.export_state import RUNNING, STARTING, ExportRecord, StateStore
+from engine.processes import pid_alive
 
 QCOW2_MAGIC = b"QFI\xfb"
 MAX_NAME_BYTES = 200  # state, pid and log files are named after the export (255-byte limit)
@@ -96,16 +97,6 @@ def _to_export(record: ExportRecord) -> Export:
         log_path=Path(record.log_path),
         host=record.host,
     )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ExportManager:
@@ -198,7 +189,7 @@ class ExportManager:
             old = self.store.read(name)
         if old is None:
             return
-        if old.status == STARTING and old.owner != os.getpid() and _pid_alive(old.owner):
+        if old.status == STARTING and old.owner != os.getpid() and pid_alive(old.owner):
             raise ExportError(f"export {name} is being started by process {old.owner}")
         if old.pid is not None and is_qemu_nbd(old.pid, Path(old.pid_file)):
             raise ExportError(f"export {name} is already running on port {old.port}")
@@ -428,7 +419,7 @@ class ExportManager:
                     self._clean_orphan(name)
                     cleaned.append(name)
                     continue
-                if record.status == STARTING and _pid_alive(record.owner):
+                if record.status == STARTING and pid_alive(record.owner):
                     continue  # another live manager is starting it right now
                 if self._answers(record):
                     pid = record.pid or read_pid_file(Path(record.pid_file))

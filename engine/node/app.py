@@ -12,16 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Query
 from pydantic import BaseModel, Field, SecretStr
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.api_auth import node_token, require_bearer
+from engine.api_errors import install_error_handlers
 from engine.config import Settings, ensure_dirs, get_settings
-from engine.errors import SendenseError
-from engine.hub.app import one_line_validation
 from engine.node.runner import (
     JobExists,
     JobNotRunning,
@@ -85,19 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Sendense node", version=__version__, lifespan=lifespan)
     app.state.runner = runner
 
-    @app.exception_handler(SendenseError)
-    async def _sendense_error(_: Request, exc: SendenseError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=STATUS.get(type(exc), 500))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": one_line_validation(exc)}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
-        )
+    install_error_handlers(app, lambda exc: STATUS.get(type(exc), 500))
 
     public = APIRouter(prefix="/api/v1")
 
