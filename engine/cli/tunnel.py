@@ -6,12 +6,13 @@ import contextlib
 import json
 from pathlib import Path
 
-import asyncssh
 import typer
 
 from engine.cli.common import console, settings
 from engine.errors import BadInput
-from engine.tunnel import Tunnel, authorized_key_options, read_status, serve
+
+# asyncssh (through engine.tunnel) is imported inside the commands: every other
+# `sendense` command would otherwise pay for loading it at start-up.
 
 tunnel_app = typer.Typer(help="The node's SSH tunnel to the hub.", no_args_is_help=True)
 
@@ -26,6 +27,8 @@ def tunnel_run(
     with one line when it cannot work without an operator (missing key or known_hosts,
     untrusted host key, refused key).
     """
+    from engine.tunnel import Tunnel, serve
+
     serve(Tunnel(settings()), verbose=verbose)
 
 
@@ -35,6 +38,8 @@ def tunnel_status(as_json: bool = typer.Option(False, "--json", help="Print JSON
 
     Exit code 0 when up, 1 otherwise, so scripts and health checks can test it.
     """
+    from engine.tunnel import read_status
+
     status = read_status(settings())
     if as_json:
         console.print_json(json.dumps(status))
@@ -63,6 +68,10 @@ def tunnel_authorized_key(
     The key may open the seed's forwards and nothing else: the NBD ports and the hub API
     on the hub's loopback, and the remote node-API port; no shell, no pty, no agent.
     """
+    import asyncssh
+
+    from engine.tunnel import authorized_key_options
+
     try:
         key = public_key.read_text().strip()
     except OSError as exc:
