@@ -130,7 +130,7 @@ def test_read_error_names_disk_offset_and_error(tmp_path: Path):
         pytest.raises(CopyError, match=r"^disk 2001: read of 262144 bytes at offset \d+ failed "
                       r"on the source: Input/output error$") as err,
     ):  # fmt: skip
-        copy(src, dst, disk="2001")
+        copy(src, dst, disk="2001", options=CopyOptions(request_size=256 * 1024))
     assert err.value.exit_code == 5
 
 

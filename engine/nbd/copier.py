@@ -52,8 +52,8 @@ class Extent:
 @dataclass(frozen=True)
 class CopyOptions:
     connections: int = 4
-    requests_in_flight: int = 64
-    request_size: int = 256 * 1024
+    requests_in_flight: int = 16
+    request_size: int = 1024 * 1024
     # A fresh qcow2 reads as zeroes: zero runs need no command at all.
     target_is_zero: bool = False
     # Bytes per second across all connections; None copies as fast as the ends allow.
@@ -144,8 +144,9 @@ class _Job:
         self.opts = opts
         self.units = collections.deque(work_units(extents))
         self.total = sum(e.length for e in extents)
-        self.done = 0
-        self.zero = 0
+        # Each connection counts its own bytes (one writer per counter, no lock per
+        # command); progress sums them.
+        self.conns: list[_Connection] = []
         self.issued = 0
         self.started = time.monotonic()
         self.error: BaseException | None = None
@@ -158,11 +159,10 @@ class _Job:
         except IndexError:
             return None
 
-    def settle(self, n: int, zero: bool) -> None:
-        with self.lock:
-            self.done += n
-            if zero:
-                self.zero += n
+    def counts(self) -> tuple[int, int]:
+        """Bytes settled so far, and of those how many were zero."""
+        conns = list(self.conns)
+        return sum(c.done for c in conns), sum(c.zero for c in conns)
 
     def fail(self, exc: BaseException) -> None:
         with self.lock:
@@ -188,25 +188,20 @@ class _Shared:
     writes: int = 0
 
 
-@dataclass
-class _Pending:
-    """A finished command waiting for the connection's loop to act on it."""
-
-    kind: str
-    offset: int
-    length: int
-    buf: nbd.Buffer | None
-    errno: int = 0
-    shared: _Shared | None = None
+def _errno(err: object) -> int:
+    return int(getattr(err, "value", 0) or 0)
 
 
 @dataclass
 class _Connection:
     """One source handle and one target handle.
 
-    Its work is a generator (``steps``) that issues commands and yields whenever it has
-    to wait for replies, so that one loop (``_drive``) on one thread runs several
-    connections instead of a thread each fighting over the GIL.
+    Its work is a generator (``steps``) that issues reads and yields whenever it has to
+    wait, so that one loop (``_drive``) on one thread runs several connections instead of
+    a thread each fighting over the GIL. Completions act at once, inside libnbd's
+    callback: a finished read goes straight out as writes (another handle, which libnbd
+    allows), a finished write returns its buffer. A failed command is kept in ``error``
+    for the loop to raise: an exception must not cross libnbd's C callback.
     """
 
     job: _Job
@@ -214,7 +209,9 @@ class _Connection:
     dst: nbd.NBD
     free: list[nbd.Buffer] = field(default_factory=list)
     in_flight: int = 0
-    ready: collections.deque[_Pending] = field(default_factory=collections.deque)
+    done: int = 0
+    zero: int = 0
+    error: CopyError | None = None
     wake_at: float = 0.0
 
     def steps(self) -> Iterator[None]:
@@ -236,11 +233,6 @@ class _Connection:
             self.dst.flush()
         except nbd.Error as exc:
             raise CopyError(f"disk {job.disk}: flush failed: {exc.string}") from None
-
-    def process(self) -> None:
-        """Act on the commands that finished since the last call."""
-        while self.ready:
-            self._finish(self.ready.popleft())
 
     def _extents(self, unit: Extent) -> Iterator[tuple[Extent, bool]]:
         """The unit split into (extent, reads-as-zero) by the source's allocation map."""
@@ -268,25 +260,28 @@ class _Connection:
 
     def _zero_run(self, ext: Extent) -> Iterator[None]:
         if self.job.opts.target_is_zero:
-            self.job.settle(ext.length, zero=True)
+            self._settle(ext.length, zero=True)
             return
         yield from self._slot()
         self._issue_zero(ext.offset, ext.length)
 
     def _data_run(self, ext: Extent) -> Iterator[None]:
         size = self.job.opts.request_size
+        limit = self.job.opts.requests_in_flight
+        throttled = bool(self.job.opts.max_rate_bps)
         off = ext.offset
         end = ext.offset + ext.length
         while off < end:
             n = min(size, end - off)
-            self.wake_at = self.job.due(n)
-            while self.wake_at > time.monotonic():
-                yield
-            yield from self._slot()
+            if throttled:
+                self.wake_at = self.job.due(n)
+                while self.wake_at > time.monotonic():
+                    yield
+            if self.in_flight >= limit:
+                yield from self._slot()
             buf = self.free.pop() if n == size and self.free else nbd.Buffer(n)
-            pending = _Pending("read", off, n, buf)
             self.in_flight += 1
-            self.src.aio_pread(buf, off, completion=self._done(pending))
+            self.src.aio_pread(buf, off, completion=self._read_done(buf, off))
             off += n
 
     def _slot(self) -> Iterator[None]:
@@ -299,44 +294,66 @@ class _Connection:
         if self.job.stop.is_set():
             raise _Stopped
 
-    def _release(self, buf: nbd.Buffer | None) -> None:
-        if buf is not None and len(buf) == self.job.opts.request_size:
+    def _settle(self, n: int, zero: bool) -> None:
+        self.done += n
+        if zero:
+            self.zero += n
+
+    def _release(self, buf: nbd.Buffer) -> None:
+        if len(buf) == self.job.opts.request_size:
             self.free.append(buf)
 
-    def _done(self, pending: _Pending) -> Callable[[object], int]:
+    def _failed(self, kind: str, offset: int, length: int, errno: int) -> None:
+        if self.error is None:
+            end = "source" if kind == "read" else "target"
+            self.error = CopyError(
+                f"disk {self.job.disk}: {kind} of {length} bytes at offset {offset} "
+                f"failed on the {end}: {os.strerror(errno)}"
+            )
+
+    def _read_done(self, buf: nbd.Buffer, offset: int) -> Callable[[object], int]:
         def completion(err: object) -> int:
-            pending.errno = int(getattr(err, "value", 0) or 0)
-            self.ready.append(pending)
+            self.in_flight -= 1
+            errno = _errno(err)
+            if errno:
+                self._failed("read", offset, len(buf), errno)
+                return 1
+            try:
+                self._route(buf, offset)
+            except nbd.Error as exc:  # the target refused a command at once: it is dead
+                if self.error is None:
+                    self.error = CopyError(f"disk {self.job.disk}: target: {exc.string}")
+            return 1
+
+        return completion
+
+    def _write_done(
+        self, buf: nbd.Buffer | None, offset: int, length: int, shared: _Shared | None
+    ) -> Callable[[object], int]:
+        def completion(err: object) -> int:
+            self.in_flight -= 1
+            errno = _errno(err)
+            if errno:
+                self._failed("write" if buf is not None else "zero", offset, length, errno)
+                return 1
+            if shared is not None:
+                shared.writes -= 1
+                if not shared.writes:
+                    self._release(shared.buf)
+            elif buf is not None:
+                self._release(buf)
+            self._settle(length, zero=buf is None)
             return 1
 
         return completion
 
     def _issue_zero(self, off: int, n: int) -> None:
-        pending = _Pending("zero", off, n, None)
         self.in_flight += 1
-        self.dst.aio_zero(n, off, completion=self._done(pending))
+        self.dst.aio_zero(n, off, completion=self._write_done(None, off, n, None))
 
-    def _finish(self, p: _Pending) -> None:
-        job = self.job
-        self.in_flight -= 1
-        if p.errno:
-            end = "source" if p.kind == "read" else "target"
-            self._release(p.buf)
-            raise CopyError(
-                f"disk {job.disk}: {p.kind} of {p.length} bytes at offset {p.offset} "
-                f"failed on the {end}: {os.strerror(p.errno)}"
-            )
-        if p.kind == "read":
-            assert p.buf is not None
-            self._route(p.buf, p.offset)
-            return
-        if p.shared is not None:
-            p.shared.writes -= 1
-            if not p.shared.writes:
-                self._release(p.shared.buf)
-        else:
-            self._release(p.buf)
-        job.settle(p.length, zero=p.kind == "zero")
+    def _issue_write(self, buf: nbd.Buffer, off: int, shared: _Shared | None) -> None:
+        self.in_flight += 1
+        self.dst.aio_pwrite(buf, off, completion=self._write_done(buf, off, len(buf), shared))
 
     def _route(self, buf: nbd.Buffer, offset: int) -> None:
         """Send a block read from the source on: data runs as writes, zero runs as zero
@@ -345,7 +362,9 @@ class _Connection:
         if len(runs) == 1 and not runs[0][2]:
             self._issue_write(buf, offset, None)
             return
-        shared = _Shared(buf)
+        # The route holds the buffer too, until every run is issued: a write that
+        # completed at once must not hand it back while later runs still need it.
+        shared = _Shared(buf, writes=1)
         view = memoryview(buf.to_buffer())
         for start, end, zero in runs:
             if not zero:
@@ -353,16 +372,12 @@ class _Connection:
                 sub = nbd.Buffer.from_buffer(view[start:end])
                 self._issue_write(sub, offset + start, shared)
             elif self.job.opts.target_is_zero:
-                self.job.settle(end - start, zero=True)
+                self._settle(end - start, zero=True)
             else:
                 self._issue_zero(offset + start, end - start)
+        shared.writes -= 1
         if not shared.writes:
             self._release(buf)
-
-    def _issue_write(self, buf: nbd.Buffer, off: int, shared: _Shared | None) -> None:
-        pending = _Pending("write", off, len(buf), buf, shared=shared)
-        self.in_flight += 1
-        self.dst.aio_pwrite(buf, off, completion=self._done(pending))
 
 
 def zero_runs(buf: nbd.Buffer, granule: int) -> list[tuple[int, int, bool]]:
@@ -385,38 +400,47 @@ def zero_runs(buf: nbd.Buffer, granule: int) -> list[tuple[int, int, bool]]:
     return runs
 
 
-def _poll(conns: list[_Connection], timeout: float) -> None:
-    """Wait (at most ``timeout`` seconds) for any handle with commands out, and let libnbd
-    read or write whatever is ready; completions land in each connection's ``ready``."""
-    poller = select.poll()
-    handles: dict[int, tuple[nbd.NBD, _Connection]] = {}
-    for conn in conns:
-        for h in (conn.src, conn.dst):
-            if not h.aio_in_flight():
-                continue
-            direction = h.aio_get_direction()
+class _Poller:
+    """Waits on the sockets of handles with commands out, and lets libnbd read or write
+    whatever is ready; completions act inside those calls.
+
+    One poll object for the whole copy, changed only when a handle's interest changes
+    (most iterations change nothing).
+    """
+
+    def __init__(self, conns: list[_Connection]) -> None:
+        self.poller = select.poll()
+        self.handles = [(h, conn, h.aio_get_fd()) for conn in conns for h in (conn.src, conn.dst)]
+        self.by_fd = {fd: (h, conn) for h, conn, fd in self.handles}
+        self.events = dict.fromkeys(self.by_fd, 0)
+
+    def wait(self, timeout: float) -> None:
+        for h, _, fd in self.handles:
             events = 0
-            if direction & nbd.AIO_DIRECTION_READ:
-                events |= select.POLLIN
-            if direction & nbd.AIO_DIRECTION_WRITE:
-                events |= select.POLLOUT
-            fd = h.aio_get_fd()
-            handles[fd] = (h, conn)
-            poller.register(fd, events)
-    if not handles:
-        return
-    for fd, revents in poller.poll(max(0, int(timeout * 1000))):
-        h, conn = handles[fd]
-        try:
-            if revents & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                h.aio_notify_read()
-            elif revents & select.POLLOUT:
-                h.aio_notify_write()
-        except nbd.Error as exc:
-            role = "source" if h is conn.src else "target"
-            raise CopyError(
-                f"disk {conn.job.disk}: {role} connection failed: {exc.string}"
-            ) from None
+            if h.aio_in_flight():
+                direction = h.aio_get_direction()
+                if direction & nbd.AIO_DIRECTION_READ:
+                    events |= select.POLLIN
+                if direction & nbd.AIO_DIRECTION_WRITE:
+                    events |= select.POLLOUT
+            if events != self.events[fd]:
+                if events:
+                    self.poller.register(fd, events)
+                else:
+                    self.poller.unregister(fd)
+                self.events[fd] = events
+        for fd, revents in self.poller.poll(max(0, int(timeout * 1000))):
+            h, conn = self.by_fd[fd]
+            try:
+                if revents & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    h.aio_notify_read()
+                elif revents & select.POLLOUT:
+                    h.aio_notify_write()
+            except nbd.Error as exc:
+                role = "source" if h is conn.src else "target"
+                raise CopyError(
+                    f"disk {conn.job.disk}: {role} connection failed: {exc.string}"
+                ) from None
 
 
 class _Stopped(Exception):
@@ -480,12 +504,9 @@ def _drive(job: _Job, conns: list[_Connection]) -> None:
     connection itself broke.
     """
     steps = {id(c): (c, c.steps()) for c in conns}
+    poller = _Poller(conns)
+    throttled = bool(job.opts.max_rate_bps)
     while steps or any(c.in_flight for c in conns):
-        for conn in conns:
-            try:
-                conn.process()
-            except CopyError as exc:
-                job.fail(exc)
         for key, (_, gen) in list(steps.items()):
             try:
                 next(gen)
@@ -497,21 +518,25 @@ def _drive(job: _Job, conns: list[_Connection]) -> None:
             except nbd.Error as exc:  # a command refused at once: the handle is dead
                 job.fail(CopyError(f"disk {job.disk}: {exc.string}"))
                 del steps[key]
-        if any(c.ready for c in conns):
-            continue
-        # A throttled connection wakes the loop when its next read is due; the timeout
-        # also bounds how long a stop (cancel, another loop's failure) goes unnoticed.
-        now = time.monotonic()
-        wake = min((c.wake_at for c, _ in steps.values() if c.wake_at > now), default=now + 0.25)
-        timeout = max(0.0, min(now + 0.25, wake) - now)
+        # The timeout bounds how long a stop (cancel, another loop's failure) goes
+        # unnoticed; a throttled connection also wakes the loop when its next read is due.
+        timeout = 0.25
+        if throttled:
+            now = time.monotonic()
+            wake = min((c.wake_at for c, _ in steps.values() if c.wake_at > now), default=now)
+            timeout = max(0.0, min(0.25, wake - now)) if wake > now else 0.25
         if any(c.in_flight for c in conns):
             try:
-                _poll(conns, timeout)
+                poller.wait(timeout)
             except CopyError as exc:
                 job.fail(exc)
                 return
-        elif steps and timeout > 0:
+        elif steps:
             job.stop.wait(timeout)
+        for conn in conns:
+            if conn.error is not None:
+                job.fail(conn.error)
+                conn.error = None
 
 
 def _drive_safely(job: _Job, conns: list[_Connection]) -> None:
@@ -529,12 +554,12 @@ def _run(
     interval: float,
 ) -> Progress:
     conns = [_Connection(job, s, d) for s, d in pairs]
+    job.conns = conns
     window: collections.deque[tuple[float, int]] = collections.deque(maxlen=8)
 
     def report() -> Progress:
         now = time.monotonic()
-        with job.lock:
-            done, zero = job.done, job.zero
+        done, zero = job.counts()
         window.append((now, done))
         t0, d0 = window[0]
         rate = (done - d0) / (now - t0) if now > t0 else 0.0
@@ -562,11 +587,12 @@ def _run(
         raise job.error
     if cancel is not None and cancel.is_set():
         raise CopyCancelled(f"disk {job.disk}: copy cancelled")
-    if job.error is not None or job.done != job.total:
-        raise CopyError(f"disk {job.disk}: copy stopped at {job.done} of {job.total} bytes")
+    done, zero = job.counts()
+    if job.error is not None or done != job.total:
+        raise CopyError(f"disk {job.disk}: copy stopped at {done} of {job.total} bytes")
     elapsed = time.monotonic() - job.started
-    rate = job.done / elapsed if elapsed else 0.0
-    final = Progress(job.disk, job.done, job.total, job.zero, rate, len(pairs))
+    rate = done / elapsed if elapsed else 0.0
+    final = Progress(job.disk, done, job.total, zero, rate, len(pairs))
     if progress is not None:
         progress(final)
     return final
