@@ -176,7 +176,6 @@ class SendenseApp(App[None]):
             self.status.hub_ok = False
             raise
         finally:
-            self._refresh_header()
             self.set_timer(
                 STATUS_POLL_SECONDS if healthy else STATUS_RETRY_SECONDS, self._poll_status
             )
@@ -187,7 +186,6 @@ class SendenseApp(App[None]):
 
     def set_vcenter_state(self, vcenter_id: int, state: str) -> None:
         self.vcenter_states[vcenter_id] = state
-        self._refresh_header()
 
     def vcenter_state(self, vcenter_id: int) -> str:
         return self.vcenter_states.get(vcenter_id, "untested")
@@ -230,11 +228,6 @@ class SendenseApp(App[None]):
         redraw = getattr(self.screen, "redraw_live", None)
         if redraw is not None:
             redraw()
-        self._refresh_header()
-
-    def _refresh_header(self) -> None:
-        for header in self.query("HubHeader"):
-            header.refresh()
 
     # -- actions ---------------------------------------------------------------------------
 

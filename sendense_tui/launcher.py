@@ -58,11 +58,14 @@ def ensure_hub(config: ConsoleConfig, wait: float = 30.0) -> str | None:
         return None
     start_services(config)
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if hub_answers(config.hub_url):
-            break
+    while not hub_answers(config.hub_url):
+        if time.monotonic() > deadline:
+            return (
+                "no hub was running: started `sendense hub` and `sendense node`, but the hub "
+                f"does not answer yet; see {config.log_dir / 'hub.log'}"
+            )
         time.sleep(0.2)
     return (
-        f"no hub was running: started `sendense hub` and `sendense node` in the background "
+        "no hub was running: started `sendense hub` and `sendense node` in the background "
         f"(logs in {config.log_dir}); they keep running after you quit"
     )

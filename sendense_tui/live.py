@@ -15,6 +15,7 @@ from typing import Any
 # intermediate states, but these three are the contract's ends.
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 HISTORY_SECONDS = 60
+JOB_HISTORY_POINTS = 3600  # an hour of the whole job's throughput, then the oldest go
 
 
 def is_running(job: dict[str, Any]) -> bool:
@@ -40,6 +41,8 @@ class LiveStore:
     def apply(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "job":
             old = self.jobs.get(data["backup_id"])
+            if old is not None and not is_running(old) and is_running(data):
+                return  # a stale event overtaken by the end: a finished job stays finished
             self.jobs[data["backup_id"]] = data
             if old is None:
                 self._record(data)
@@ -77,7 +80,9 @@ class LiveStore:
         job_id = job["backup_id"]
         now = self.clock()
         t0 = self._job_t0.setdefault(job_id, now)
-        self.job_history.setdefault(job_id, []).append((now - t0, float(job.get("rate_bps") or 0)))
+        points = self.job_history.setdefault(job_id, [])
+        points.append((now - t0, float(job.get("rate_bps") or 0)))
+        del points[:-JOB_HISTORY_POINTS]
         for disk in job.get("disks") or []:
             key = (job_id, int(disk.get("disk_key") or 0))
             history = self.disk_history.setdefault(key, deque(maxlen=HISTORY_SECONDS))

@@ -174,8 +174,8 @@ async def shoot(env: dict[str, str], out: Path) -> list[Path]:
         save(app, "job-running")
         await until(pilot, lambda: app.store.jobs[backup_id]["status"] != "running")
         hub_post(env, "/vms", {"vcenter_id": 1, "path": "/DatabanxDC/vm/Prod/Web Tier/web 01"})
-        start_backup(env, "web 01")
-        await until(pilot, lambda: len(app.store.jobs) == 2 and not app.store.running_count())
+        second = start_backup(env, "web 01")
+        await until(pilot, lambda: app.store.jobs.get(second, {}).get("status") == "completed")
         await pilot.pause(1.0)
         save(app, "job-history")
     return made

@@ -101,6 +101,12 @@ async def test_browse_filter_mark_two_and_back_up(services: Services, tmp_path: 
             lambda: disk_cells(app, "state") and set(disk_cells(app, "state")) == {"completed"},
         )
         assert all("100%" in cell for cell in disk_cells(app, "progress"))
+        jobs_table = app.screen.query_one("#jobs-table", DataTable)
+        await until(
+            pilot,
+            lambda: [str(jobs_table.get_cell(r, "state")) for r in jobs_table.rows]
+            == ["completed", "completed"],
+        )
         assert not app.marks
     with services.client() as api:
         jobs = api.get("/api/v1/backups").json()

@@ -141,6 +141,8 @@ def test_store_applies_disk_events_and_orders_running_first() -> None:
     store.apply("disk", {"job_id": "unknown", "disk_key": 1})  # ignored, no error
     store.apply("job", {**job, "status": "completed"})
     assert store.running_count() == 0
+    store.apply("job", {**job, "status": "copying"})  # published before the end, came after
+    assert store.jobs["new"]["status"] == "completed"
 
 
 # -- words and shapes ------------------------------------------------------------------

@@ -140,13 +140,15 @@ class JobsScreen(Screen[None]):
                 table.clear()
                 self._shown.clear()
                 for job in jobs:
-                    table.add_row(*self._job_cells(job).values(), key=job["backup_id"])
+                    self._add_row(table, job["backup_id"], list(self._job_cells(job).values()))
                 self._order = order
                 if current in order:
                     table.move_cursor(row=order.index(current))
             else:
                 for job in jobs:
-                    if is_running(job) or job["backup_id"] == self.selected:
+                    shown = self._shown.get(("jobs-table", job["backup_id"], "state"))
+                    # Running rows change; a finished one only once, when it finishes.
+                    if is_running(job) or shown != _state(str(job.get("status", ""))):
                         for column, value in self._job_cells(job).items():
                             self._set_cell(table, job["backup_id"], column, value)
             if self.selected is None and order:
@@ -160,6 +162,11 @@ class JobsScreen(Screen[None]):
             self.selected = event.row_key.value
             self._disk_keys = []
             self._redraw_detail()
+
+    def _add_row(self, table: DataTable[Any], row: str, cells: list[Any]) -> None:
+        table.add_row(*cells, key=row)
+        for column, value in zip(table.columns, cells, strict=True):
+            self._shown[(table.id, row, str(column.value))] = value
 
     def _set_cell(self, table: DataTable[Any], row: str, column: str, value: object) -> None:
         key = (table.id, row, column)
@@ -188,7 +195,7 @@ class JobsScreen(Screen[None]):
             disks_table.clear()
             self._shown.clear()
             for disk in disks:
-                disks_table.add_row(*self._disk_cells(job, disk), key=str(disk.get("disk_key")))
+                self._add_row(disks_table, str(disk.get("disk_key")), self._disk_cells(job, disk))
             self._disk_keys = keys
         else:
             for disk in disks:

@@ -24,7 +24,36 @@ def _state(text: Text, label: str, state: str) -> None:
 
 
 class HubHeader(Widget):
+    """Each screen has its own header; each redraws itself when what it shows changed."""
+
     DEFAULT_CSS = "HubHeader { height: auto; }"
+    CHECKS_PER_SECOND = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: tuple[object, ...] = ()
+
+    def on_mount(self) -> None:
+        self.set_interval(1 / self.CHECKS_PER_SECOND, self._check)
+
+    def _signature(self) -> tuple[object, ...]:
+        app: SendenseApp = self.app  # type: ignore[assignment]
+        status = app.status
+        return (
+            status.hub_ok,
+            tuple(
+                (vc["id"], vc.get("name"), app.vcenter_state(vc["id"])) for vc in status.vcenters
+            ),
+            repr(status.nodes),
+            app.store.running_count(),
+            app.size.height < 30 or app.size.width < 100,
+        )
+
+    def _check(self) -> None:
+        signature = self._signature()
+        if signature != self._shown:
+            self._shown = signature
+            self.refresh(layout=True)
 
     def render(self) -> Text:
         app: SendenseApp = self.app  # type: ignore[assignment]
@@ -49,8 +78,11 @@ class HubHeader(Widget):
             detail.append("  ")
             _state(detail, f"node {node.get('name')}", str(node.get("state") or "unknown"))
             tunnel = node.get("tunnel")
-            tunnel_state = tunnel.get("state", "?") if isinstance(tunnel, dict) else "none"
-            if not compact or tunnel:
+            tunnel_state = "none"
+            # A tunnel that never ran (hub and node on one machine) is "none", not "down".
+            if isinstance(tunnel, dict) and (tunnel.get("since") or tunnel.get("state") == "up"):
+                tunnel_state = str(tunnel.get("state"))
+            if not compact or tunnel_state != "none":
                 detail.append(f" tunnel {tunnel_state}", style="dim")
         running = app.store.running_count()
         detail.append("  ")
