@@ -104,8 +104,10 @@ async def test_browse_filter_mark_two_and_back_up(services: Services, tmp_path: 
         jobs_table = app.screen.query_one("#jobs-table", DataTable)
         await until(
             pilot,
-            lambda: [str(jobs_table.get_cell(r, "state")) for r in jobs_table.rows]
-            == ["completed", "completed"],
+            lambda: (
+                [str(jobs_table.get_cell(r, "state")) for r in jobs_table.rows]
+                == ["completed", "completed"]
+            ),
         )
         assert not app.marks
     with services.client() as api:

@@ -383,15 +383,13 @@ def running_standin(state: StandinState, port: int) -> Iterator[str]:
 async def stream_forever(state: StandinState, hz: float) -> None:
     """Advance every running job ``hz`` times a second, forever (for the CPU benchmark):
     a disk that reaches its end starts over, so the job never completes."""
-    import asyncio as _asyncio
-
     while True:
         for job in state.jobs.values():
             for disk in job["disks"]:
                 if disk["bytes_done"] >= disk["bytes_total"]:
                     disk["bytes_done"] = 0
         state.step(fraction=0.001, rate=100 * MiB)
-        await _asyncio.sleep(1.0 / hz)
+        await asyncio.sleep(1.0 / hz)
 
 
 def main() -> None:

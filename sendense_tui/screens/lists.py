@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Static
 from sendense_tui import fmt
 from sendense_tui.keymap import bindings
 from sendense_tui.screens.modals import AddVCenterModal
-from sendense_tui.widgets.header import HubHeader
+from sendense_tui.widgets.header import HubHeader, tunnel_of
 
 if TYPE_CHECKING:
     from sendense_tui.app import SendenseApp
@@ -159,7 +159,7 @@ class NodesScreen(ListScreen):
             item["name"],
             item.get("url", ""),
             Text(state, style="green" if state == "up" else "yellow"),
-            str(tunnel.get("state") or "none (loopback)"),
+            tunnel_of(item),
             str(tunnel.get("since") or "")[:19],
             f"{rtt:.1f} ms" if isinstance(rtt, int | float) else "",
         ]

@@ -17,6 +17,14 @@ if TYPE_CHECKING:
 OK_STATES = {"ok", "up", "connected", "online"}
 
 
+def tunnel_of(node: dict[str, object]) -> str:
+    """A node's tunnel state; one that never ran (hub and node on one machine) is "none"."""
+    tunnel = node.get("tunnel")
+    if isinstance(tunnel, dict) and (tunnel.get("since") or tunnel.get("state") == "up"):
+        return str(tunnel.get("state"))
+    return "none"
+
+
 def _state(text: Text, label: str, state: str) -> None:
     good = state.lower() in OK_STATES
     text.append(label, style="bold")
@@ -77,11 +85,7 @@ class HubHeader(Widget):
         for node in status.nodes or [{"name": "none", "state": "unknown", "tunnel": None}]:
             detail.append("  ")
             _state(detail, f"node {node.get('name')}", str(node.get("state") or "unknown"))
-            tunnel = node.get("tunnel")
-            tunnel_state = "none"
-            # A tunnel that never ran (hub and node on one machine) is "none", not "down".
-            if isinstance(tunnel, dict) and (tunnel.get("since") or tunnel.get("state") == "up"):
-                tunnel_state = str(tunnel.get("state"))
+            tunnel_state = tunnel_of(node)
             if not compact or tunnel_state != "none":
                 detail.append(f" tunnel {tunnel_state}", style="dim")
         running = app.store.running_count()
