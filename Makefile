@@ -8,7 +8,7 @@ STAMPS := .make
 DEB_PACKAGES := qemu-utils nbdkit python3-libnbd libnbd-bin python3-venv \
 	mariadb-server openssh-server golang-go golang-github-vmware-govmomi-dev tmux procps
 
-.PHONY: setup run test test-all lint bench screenshots clean
+.PHONY: setup run test test-fast lint bench screenshots clean
 
 setup: $(STAMPS)/deb $(VENV)/.installed
 
@@ -33,11 +33,13 @@ $(VENV)/.installed: pyproject.toml $(STAMPS)/deb
 run: setup
 	$(VENV)/bin/sendense run
 
+# The whole suite, slow tests included (about 6 minutes on 2 cores).
 test: setup
-	$(VENV)/bin/python -m pytest -m "not slow" -q
-
-test-all: setup
 	$(VENV)/bin/python -m pytest -q
+
+# Everyday loop: skips the tests marked slow.
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "not slow" -q
 
 lint: setup
 	$(VENV)/bin/ruff check .
