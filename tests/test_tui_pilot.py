@@ -55,12 +55,17 @@ def disk_cells(app: SendenseApp, column: str) -> list[str]:
     return [str(table.get_cell(row, column)) for row in table.rows]
 
 
-def slow_backup(services: Services, vm: str = "pgtest1") -> str:
+def slow_backup(services: Services, vm: str = "pgtest1", max_rate_mib: float = 0.25) -> str:
     """A backup throttled by the hub's max_rate_mib, so it is still running when we act."""
     with services.client() as api:
         answer = api.post(
             "/api/v1/backups",
-            json={"vm_name": vm, "repository_id": 1, "backup_type": "full", "max_rate_mib": 0.25},
+            json={
+                "vm_name": vm,
+                "repository_id": 1,
+                "backup_type": "full",
+                "max_rate_mib": max_rate_mib,
+            },
         )
     assert answer.status_code == 200, answer.text
     return str(answer.json()["backup_id"])
@@ -213,3 +218,16 @@ async def test_add_a_vcenter_with_its_thumbprint_and_test_it(
     with services.client() as api:
         listed = api.get("/api/v1/vcenters").text
     assert lab.password not in listed and f"{lab.user}@{lab.host}" in listed
+
+
+async def test_quitting_the_console_stops_no_backup(services: Services, tmp_path: Path) -> None:
+    backup_id = slow_backup(services, max_rate_mib=2)
+    app = console(services, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: app.store.jobs.get(backup_id, {}).get("bytes_done"))
+        await pilot.press("q")
+    assert app.return_code == 0
+    with services.client() as api:  # still copying after the console is gone
+        assert api.get(f"/api/v1/backups/{backup_id}").json()["status"] == "running"
+    assert services.wait_job(backup_id)["status"] == "completed"
