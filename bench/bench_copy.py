@@ -1,9 +1,22 @@
 """``sendense nbd copy`` against libnbd's own ``nbdcopy``, same run, same source.
 
 Sources (nbdkit's file plugin on a unix socket): a file of random data, and a file that
-is mostly holes. Targets: a fresh qcow2 per run, exported by the product's own export
+is 90 % holes. Targets: a fresh qcow2 per run, exported by the product's own export
 manager (qemu-nbd), on disk and on tmpfs (/dev/shm, to take the disk out). Each copy
 runs as a child process; its peak resident memory comes from ``wait4``'s rusage.
+
+Three tools, interleaved round by round (the order turns each round, so a machine busy
+with other work penalises none of them more than the others):
+
+- ``nbdcopy --target-is-zero`` at its own defaults (on this machine: connections =
+  min(4, CPUs), 64 requests of 256 KiB each), or with ``--match`` at ours;
+- ``sendense nbd copy --target-is-zero --progress json``: the command as shipped, with
+  the settings' defaults (``[copier]``), start-up included;
+- ``copier``: the same copy (the settings' defaults, progress reported) in a child that
+  imports only the copier: the engine without the command's start-up.
+
+Printed per case: throughputs of the best run, the ratio nbdcopy time / our time for
+the best runs and for the median runs, and the largest peak RSS.
 
     .venv/bin/python -m bench.bench_copy                       # 2 GiB random, 8 GiB sparse
     .venv/bin/python -m bench.bench_copy --random-mib 256 --sparse-mib 1024 --repeat 1
@@ -14,30 +27,36 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.config import NbdSettings
-
 if TYPE_CHECKING:
+    from engine.config import CopySettings
     from engine.nbd.exports import ExportManager
 
 MiB = 1024 * 1024
 
 
 @dataclass
-class Run:
-    tool: str
-    seconds: float
-    rss_kib: int
+class Runs:
+    """Every run of one tool in one case."""
 
-    def rate(self, size: int) -> float:
-        return size / self.seconds / MiB
+    seconds: list[float] = field(default_factory=list)
+    rss_kib: list[int] = field(default_factory=list)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
 
 
 def make_random(path: Path, size: int) -> None:
@@ -68,62 +87,87 @@ def timed(argv: list[str]) -> tuple[float, int]:
     return seconds, usage.ru_maxrss
 
 
-def commands(src: str, dst: str) -> dict[str, list[str]]:
-    """The copier runs in a child that imports only it: the ``sendense`` command itself
-    loads every command group (the database, the tunnel) first, a fixed start-up cost
-    that says nothing about copying."""
+def commands(src: str, dst: str, match: CopySettings | None) -> dict[str, list[str]]:
+    nbdcopy = ["nbdcopy", "--target-is-zero"]
+    if match is not None:
+        nbdcopy += [
+            f"--connections={match.connections}",
+            f"--requests={match.requests_in_flight}",
+            f"--request-size={match.request_size}",
+        ]
     child = "import sys; from bench.bench_copy import child; child(*sys.argv[1:])"
+    sendense = str(Path(sys.executable).with_name("sendense"))
     return {
-        "sendense": [sys.executable, "-c", child, src, dst],
-        "nbdcopy": ["nbdcopy", "--target-is-zero", src, dst],
+        "nbdcopy": [*nbdcopy, src, dst],
+        "sendense": [sendense, "nbd", "copy", "--target-is-zero", "--progress", "json", src, dst],
+        "copier": [sys.executable, "-c", child, src, dst],
     }
 
 
 def child(src: str, dst: str) -> None:
-    """What ``sendense nbd copy --target-is-zero`` does; CopyOptions' defaults are the
-    settings' defaults (4 connections, 64 requests of 256 KiB), as nbdcopy's are."""
+    """The copy ``sendense nbd copy --target-is-zero`` makes, progress reported, without
+    the command's start-up: ``CopyOptions``' defaults are the settings' defaults (``main``
+    checks), so the child need not load the settings (pydantic) at all."""
     from engine.nbd.copier import CopyOptions, copy
 
-    copy(src, dst, options=CopyOptions(target_is_zero=True))
+    copy(src, dst, options=CopyOptions(target_is_zero=True), progress=lambda p: None)
 
 
 def bench_case(
-    name: str, source: Path, size: int, target_dir: Path, manager: ExportManager, repeat: int
-) -> dict[str, Run]:
+    name: str,
+    source: Path,
+    size: int,
+    target_dir: Path,
+    manager: ExportManager,
+    repeat: int,
+    match: CopySettings | None,
+) -> dict[str, Runs]:
     from tests.nbd_servers import nbdkit
 
-    best: dict[str, Run] = {}
+    tools = ["nbdcopy", "sendense", "copier"]
+    runs = {tool: Runs() for tool in tools}
     with nbdkit("file", f"file={source}") as src:
         for i in range(repeat):
-            for tool in ("nbdcopy", "sendense") if i % 2 else ("sendense", "nbdcopy"):
+            for tool in tools[i % 3 :] + tools[: i % 3]:
                 image = target_dir / f"bench-{tool}.qcow2"
                 manager.create_image(image, size)
                 export = manager.start(f"bench-{tool}", image)
                 try:
-                    seconds, rss = timed(commands(src, export.uri)[tool])
+                    seconds, rss = timed(commands(src, export.uri, match)[tool])
                 finally:
                     manager.stop(f"bench-{tool}")
                     image.unlink()
-                if tool not in best or seconds < best[tool].seconds:
-                    best[tool] = Run(tool, seconds, rss)
-    ours, ref = best["sendense"], best["nbdcopy"]
-    print(
-        f"{name:<28} sendense {ours.rate(size):8.0f} MiB/s  nbdcopy {ref.rate(size):8.0f} MiB/s"
-        f"  ratio {ref.seconds / ours.seconds:5.2f}"
-        f"  peak RSS sendense {ours.rss_kib >> 10:4d} MiB  nbdcopy {ref.rss_kib >> 10:4d} MiB",
-        flush=True,
-    )
-    return best
+                runs[tool].seconds.append(seconds)
+                runs[tool].rss_kib.append(rss)
+    ref = runs["nbdcopy"]
+    parts = [f"{name:<26}", f"nbdcopy {size / ref.best / MiB:5.0f} MiB/s"]
+    for tool in tools[1:]:
+        ours = runs[tool]
+        parts.append(
+            f"{tool} {size / ours.best / MiB:5.0f} MiB/s ratio best {ref.best / ours.best:4.2f}"
+            f" median {ref.median / ours.median:4.2f}"
+        )
+    parts.append("peak RSS " + " ".join(f"{t} {max(runs[t].rss_kib) >> 10} MiB" for t in tools))
+    print(" | ".join(parts), flush=True)
+    return runs
 
 
 def main() -> None:
+    from engine.config import CopySettings, NbdSettings
+    from engine.nbd.copier import CopyOptions
     from engine.nbd.exports import ExportManager
+
+    if CopyOptions.from_settings(CopySettings()) != CopyOptions():
+        raise SystemExit("CopyOptions' defaults differ from CopySettings': the copier row lies")
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--random-mib", type=int, default=2048)
     parser.add_argument("--sparse-mib", type=int, default=8192)
-    parser.add_argument("--repeat", type=int, default=2, help="runs per tool; the best counts")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per tool and case")
     parser.add_argument("--no-tmpfs", action="store_true")
+    parser.add_argument(
+        "--match", action="store_true", help="run nbdcopy with our connections and requests"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-copy-", dir="/var/tmp") as tmp_name:
         tmp = Path(tmp_name)
@@ -139,11 +183,19 @@ def main() -> None:
             for path, size, make in sources.values():
                 make(path, size)
             targets = {"disk": tmp} if args.no_tmpfs else {"disk": tmp, "tmpfs": shm}
-            print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; best of {args.repeat}")
+            ours = CopySettings()
+            print(
+                f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.repeat} rounds; "
+                f"sendense: {ours.connections} connections x {ours.requests_in_flight} requests"
+                f" x {ours.request_size >> 10} KiB; nbdcopy: "
+                + ("the same" if args.match else "its defaults (4 connections at most one per"
+                   " CPU, 64 requests x 256 KiB)")
+            )  # fmt: skip
             for label, (path, size, _) in sources.items():
                 for where, folder in targets.items():
                     case = f"{label} {size // MiB} MiB -> {where}"
-                    bench_case(case, path, size, folder, manager, args.repeat)
+                    match = ours if args.match else None
+                    bench_case(case, path, size, folder, manager, args.repeat, match)
             manager.stop_all()
         finally:
             shutil.rmtree(shm, ignore_errors=True)
