@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from textual.app import App
 from textual.binding import Binding
+from textual.containers import ScrollableContainer
 from textual.css.query import NoMatches
 from textual.dom import DOMNode
 from textual.widgets import DataTable, Tree
@@ -248,6 +249,13 @@ class SendenseApp(App[None]):
                 getattr(widget, f"action_cursor_{where}")()
             else:
                 widget.move_cursor(row=0 if where == "top" else widget.row_count - 1)
+        elif isinstance(widget, ScrollableContainer):  # help, the log
+            {
+                "up": widget.scroll_up,
+                "down": widget.scroll_down,
+                "top": widget.scroll_home,
+                "bottom": widget.scroll_end,
+            }[where]()
 
     def open_vm(self, vcenter_id: int, path: str) -> None:
         self.switch_mode("inventory")

@@ -178,6 +178,9 @@ def standin_app(tmp_path: Path, keymap: str = "") -> SendenseApp:
     pg = state.vm("pgtest1")
     assert pg is not None
     state.add_job(pg, status="completed", done_fraction=1.0, job_id="backup-pgtest1-1")
+    other = state.vm("DC0_VM1")
+    assert other is not None
+    state.add_job(other, status="running", done_fraction=0.5, rate=MiB, job_id="backup-DC0_VM1-2")
     (tmp_path / "keymap.toml").write_text(keymap)
     config = ConsoleConfig("http://hub.test", TOKEN, tmp_path, True, tmp_path / "keymap.toml")
     client = HubClient(config.hub_url, TOKEN, transport=httpx.ASGITransport(build_app(state)))
@@ -238,6 +241,24 @@ async def test_vim_keys_move_through_the_jobs_table(tmp_path: Path) -> None:
         await pilot.press("2")
         await pilot.pause()
         table = app.screen.query_one("#jobs-table", DataTable)
-        assert table.row_count == 1 and table.cursor_row == 0
-        await pilot.press("G", "k", "g", "j")
-        assert table.cursor_row == 0  # one row: every move stays on it, none fails
+        assert table.row_count == 2 and table.cursor_row == 0
+        moves = []
+        for key in ("G", "k", "G", "g", "j"):
+            await pilot.press(key)
+            moves.append(table.cursor_row)
+        assert moves == [1, 0, 1, 0, 1]
+
+
+async def test_help_scrolls_with_vim_keys_on_a_small_terminal(tmp_path: Path) -> None:
+    app = standin_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("question_mark")
+        scroller = app.screen.query_one("#help-modal")
+        assert scroller.max_scroll_y > 0 and scroller.scroll_y == 0
+        await pilot.press("G")
+        await pilot.pause()
+        assert scroller.scroll_y == scroller.max_scroll_y
+        await pilot.press("g", "j")
+        await pilot.pause()
+        assert scroller.scroll_y == 1

@@ -34,7 +34,8 @@ def pretty(keys: str) -> str:
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [*bindings("modal.cancel"), *bindings("app.help")]
+    # A modal screen shuts out the app's keys, so the moving keys are repeated here.
+    BINDINGS = bindings("modal.cancel", "app.help", "nav.down", "nav.up", "nav.top", "nav.bottom")
 
     def compose(self) -> ComposeResult:
         app: SendenseApp = self.app  # type: ignore[assignment]
@@ -58,3 +59,7 @@ class HelpScreen(ModalScreen[None]):
 
     def action_help(self) -> None:
         self.dismiss(None)
+
+    def action_nav(self, where: str) -> None:
+        app: SendenseApp = self.app  # type: ignore[assignment]
+        app.action_nav(where)
