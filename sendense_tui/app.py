@@ -101,6 +101,7 @@ class SendenseApp(App[None]):
         self.keymap_overrides: dict[str, str] = {}
         self.pending_job: str | None = None
         self._drawn_version = -1
+        self._said_down = False
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -173,9 +174,13 @@ class SendenseApp(App[None]):
             self.status.vcenters = await self.client.vcenters()
             self.status.nodes = await self.client.nodes()
             healthy = all(node.get("state") == "up" for node in self.status.nodes)
-        except HubError:
-            self.status.hub_ok = False
-            raise
+        except HubError as exc:
+            # Said once when the hub goes away; after that the header's "hub ○ down" says it.
+            if self.status.hub_ok or not self._said_down:
+                self.show_error(exc.plain)
+            self.status.hub_ok, self._said_down = False, True
+        else:
+            self._said_down = False
         finally:
             self.set_timer(
                 STATUS_POLL_SECONDS if healthy else STATUS_RETRY_SECONDS, self._poll_status

@@ -262,3 +262,21 @@ async def test_help_scrolls_with_vim_keys_on_a_small_terminal(tmp_path: Path) ->
         await pilot.press("g", "j")
         await pilot.pause()
         assert scroller.scroll_y == 1
+
+
+async def test_a_hub_that_does_not_answer_is_said_once_and_shown_in_the_header(
+    tmp_path: Path,
+) -> None:
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    config = ConsoleConfig("http://127.0.0.1:9", TOKEN, tmp_path, True, tmp_path / "k.toml")
+    app = SendenseApp(config, live=False)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        first = len(app._notifications)
+        await pilot.pause(2.5)  # the status poll has failed again meanwhile
+        await pilot.app.workers.wait_for_complete()
+        again = len(app._notifications)
+        header = app.screen.query_one(HubHeader).render().plain
+    assert first >= 1 and again == first
+    assert "hub ○ down" in header
