@@ -38,7 +38,7 @@ def frozen_app(tmp_path: Path) -> SendenseApp:
         token=TOKEN,
         home=tmp_path,
         explicit=True,
-        keymap_file=tmp_path / "keymap.toml",
+        keymap_file=Path("/nonexistent/sendense/keymap.toml"),  # shown in help: fixed
     )
     client = HubClient(config.hub_url, TOKEN, transport=httpx.ASGITransport(build_app(state)))
     return SendenseApp(config, clock=lambda: FROZEN_CLOCK, live=False, client=client)
