@@ -134,6 +134,18 @@ def test_read_error_names_disk_offset_and_error(tmp_path: Path):
     assert err.value.exit_code == 5
 
 
+def test_write_error_names_disk_offset_and_error():
+    """Writes go out from inside the read's completion: their failure still ends the copy."""
+    with (
+        nbdkit("pattern", "size=4M") as src,
+        nbdkit("--filter=error", "memory", "size=4M", "error-pwrite=EIO",
+               "error-pwrite-rate=1") as dst,
+        pytest.raises(CopyError, match=r"^disk 2002: write of 1048576 bytes at offset \d+ "
+                      r"failed on the target: Input/output error$"),
+    ):  # fmt: skip
+        copy(src, dst, disk="2002", options=CopyOptions(request_size=MiB))
+
+
 def test_target_too_small_is_refused(source_file: Path, tmp_path: Path):
     with (
         nbdkit("file", f"file={source_file}") as src,

@@ -211,7 +211,7 @@ class _Connection:
     in_flight: int = 0
     done: int = 0
     zero: int = 0
-    error: CopyError | None = None
+    error: Exception | None = None
     wake_at: float = 0.0
 
     def steps(self) -> Iterator[None]:
@@ -267,7 +267,6 @@ class _Connection:
 
     def _data_run(self, ext: Extent) -> Iterator[None]:
         size = self.job.opts.request_size
-        limit = self.job.opts.requests_in_flight
         throttled = bool(self.job.opts.max_rate_bps)
         off = ext.offset
         end = ext.offset + ext.length
@@ -277,8 +276,7 @@ class _Connection:
                 self.wake_at = self.job.due(n)
                 while self.wake_at > time.monotonic():
                     yield
-            if self.in_flight >= limit:
-                yield from self._slot()
+            yield from self._slot()
             buf = self.free.pop() if n == size and self.free else nbd.Buffer(n)
             self.in_flight += 1
             self.src.aio_pread(buf, off, completion=self._read_done(buf, off))
@@ -321,8 +319,9 @@ class _Connection:
             try:
                 self._route(buf, offset)
             except nbd.Error as exc:  # the target refused a command at once: it is dead
-                if self.error is None:
-                    self.error = CopyError(f"disk {self.job.disk}: target: {exc.string}")
+                self.error = self.error or CopyError(f"disk {self.job.disk}: {exc.string}")
+            except Exception as exc:  # anything unforeseen still ends the copy, reported
+                self.error = self.error or exc
             return 1
 
         return completion
