@@ -60,6 +60,7 @@ def session_scope(url: str) -> Iterator[Session]:
 
 def alembic_config(url: str) -> Config:
     from alembic.config import Config  # Alembic is only needed to migrate: keep CLI start-up quick
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     # Alembic's ini interpolation treats % specially; URLs may carry %-escapes.
