@@ -9,7 +9,8 @@ Three tools, interleaved round by round (the order turns each round, so a machin
 with other work penalises none of them more than the others):
 
 - ``nbdcopy --target-is-zero`` at its own defaults (on this machine: connections =
-  min(4, CPUs), 64 requests of 256 KiB each), or with ``--match`` at ours;
+  min(4, CPUs), 64 requests of 256 KiB each), or with ``--match`` at ours (as many
+  threads as connections, since nbdcopy opens no more connections than threads);
 - ``sendense nbd copy --target-is-zero --progress json``: the command as shipped, with
   the settings' defaults (``[copier]``), start-up included;
 - ``copier``: the same copy (the settings' defaults, progress reported) in a child that
@@ -90,7 +91,9 @@ def timed(argv: list[str]) -> tuple[float, int]:
 def commands(src: str, dst: str, match: CopySettings | None) -> dict[str, list[str]]:
     nbdcopy = ["nbdcopy", "--target-is-zero"]
     if match is not None:
+        # nbdcopy opens at most one connection per thread, one thread per CPU by default.
         nbdcopy += [
+            f"--threads={match.connections}",
             f"--connections={match.connections}",
             f"--requests={match.requests_in_flight}",
             f"--request-size={match.request_size}",
