@@ -97,3 +97,28 @@ def test_db_upgrade_is_idempotent(settings: Settings) -> None:
     revision = current_revision(settings.db_url)
     assert revision is not None
     assert first.stdout == second.stdout == f"database at revision {revision}\n"
+
+
+def test_every_command_is_listed_and_one_command_loads_only_its_module() -> None:
+    """`sendense --help` lists every command; `sendense nbd ...` does not load the database,
+    the hub or the tunnel (start-up time counts in every scripted copy)."""
+    import subprocess
+    import sys
+
+    from engine.cli.main import COMMANDS
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "engine.cli.main", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert all(name in listing for name in COMMANDS)
+    probe = (
+        "import sys; sys.argv = ['sendense', 'nbd', '--help']\n"
+        "from engine.cli import main\n"
+        "try:\n    main.main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('sqlalchemy', 'asyncssh', 'fastapi') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -23,7 +23,7 @@ import nbd
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli.main import app
+from engine.cli.tunnel import tunnel_app
 from engine.config import Settings, get_settings
 from engine.tunnel import Tunnel, TunnelError, authorized_key_options, read_status
 from tests.conftest import free_port, wait_for
@@ -394,10 +394,10 @@ def test_cli_run_status_and_sigterm(
     wait_for(lambda: read_status(s)["state"] == "up", what="`sendense tunnel run` to come up")
     wait_for(lambda: read_status(s)["rtt_ms"] is not None, what="a round trip")
     # `tunnel status` in-process (the CLI's import time is not what is under test here).
-    out = CliRunner().invoke(app, ["tunnel", "status", "--json"])
+    out = CliRunner().invoke(tunnel_app, ["status", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["pid"] == cli_tunnel.pid
-    text = CliRunner().invoke(app, ["tunnel", "status"])
+    text = CliRunner().invoke(tunnel_app, ["status"])
     assert "state:       up" in text.stdout
     assert "connections: 1/1 up" in text.stdout
     assert f"-L {NODE_SIDE}:{s.nbd.port_min}-{s.nbd.port_max}" in text.stdout
@@ -406,7 +406,7 @@ def test_cli_run_status_and_sigterm(
     assert cli_tunnel.wait(10) == 0
     assert read_status(s)["state"] == "stopped"
     assert bindable(NODE_SIDE, s.hub.port)
-    assert CliRunner().invoke(app, ["tunnel", "status"]).exit_code == 1
+    assert CliRunner().invoke(tunnel_app, ["status"]).exit_code == 1
 
 
 def running(pid: int) -> bool:
@@ -455,7 +455,7 @@ def test_cli_missing_key_is_one_line(tunnel_settings: Settings, tmp_path: Path) 
 
 def test_cli_authorized_key_line(sshd: SshServer, settings: Settings) -> None:
     pub = sshd.key_path.with_suffix(".pub")
-    out = CliRunner().invoke(app, ["tunnel", "authorized-key", str(pub)])
+    out = CliRunner().invoke(tunnel_app, ["authorized-key", str(pub)])
     assert out.exit_code == 0, out.output
     assert out.stdout.strip() == f"{authorized_key_options(settings)} {pub.read_text().strip()}"
     assert 'permitopen="127.0.0.1:10100"' in out.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -9,25 +10,31 @@ from pathlib import Path
 import typer
 
 from engine.cli.common import err_console
-from engine.cli.core import config_app, db_app, keys_app
-from engine.cli.exports import exports_app
-from engine.cli.inventory import inventory_command
-from engine.cli.lab import lab_app
-from engine.cli.nbd import nbd_app
-from engine.cli.repo import repo_app
-from engine.cli.services import (
-    backup_app,
-    hub_command,
-    node_command,
-    nodes_app,
-    run_command,
-    token_app,
-)
-from engine.cli.tunnel import tunnel_app
-from engine.cli.vcenter import vcenter_app
-from engine.cli.vm import vm_app
 from engine.config import get_settings
 from engine.errors import SendenseError
+
+# Every command, by name: (module, attribute). A Typer attribute is a group, anything
+# else a single command. Only the module of the command being run is imported, so that
+# `sendense nbd copy` does not pay for loading the hub, the tunnel and the database.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("engine.cli.core", "config_app"),
+    "db": ("engine.cli.core", "db_app"),
+    "keys": ("engine.cli.core", "keys_app"),
+    "nbd": ("engine.cli.nbd", "nbd_app"),
+    "exports": ("engine.cli.exports", "exports_app"),
+    "repo": ("engine.cli.repo", "repo_app"),
+    "vcenter": ("engine.cli.vcenter", "vcenter_app"),
+    "lab": ("engine.cli.lab", "lab_app"),
+    "vm": ("engine.cli.vm", "vm_app"),
+    "inventory": ("engine.cli.inventory", "inventory_command"),
+    "token": ("engine.cli.services", "token_app"),
+    "nodes": ("engine.cli.services", "nodes_app"),
+    "backup": ("engine.cli.services", "backup_app"),
+    "hub": ("engine.cli.services", "hub_command"),
+    "node": ("engine.cli.services", "node_command"),
+    "run": ("engine.cli.services", "run_command"),
+    "tunnel": ("engine.cli.tunnel", "tunnel_app"),
+}
 
 app = typer.Typer(
     help="Sendense: back up vSphere VMs into qcow2 restore points.",
@@ -35,23 +42,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(config_app, name="config")
-app.add_typer(db_app, name="db")
-app.add_typer(keys_app, name="keys")
-app.add_typer(nbd_app, name="nbd")
-app.add_typer(exports_app, name="exports")
-app.add_typer(repo_app, name="repo")
-app.add_typer(vcenter_app, name="vcenter")
-app.add_typer(lab_app, name="lab")
-app.add_typer(vm_app, name="vm")
-app.command("inventory")(inventory_command)
-app.add_typer(token_app, name="token")
-app.add_typer(nodes_app, name="nodes")
-app.add_typer(backup_app, name="backup")
-app.command("hub")(hub_command)
-app.command("node")(node_command)
-app.command("run")(run_command)
-app.add_typer(tunnel_app, name="tunnel")
+
+
+def _requested(argv: list[str]) -> list[str]:
+    """The command named on the command line, or every command (for help and errors)."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--config":
+            next(args, None)
+        elif arg.startswith("-"):
+            continue
+        else:
+            return [arg] if arg in COMMANDS else list(COMMANDS)
+    return list(COMMANDS)
+
+
+def register(names: list[str]) -> None:
+    for name in names:
+        module, attribute = COMMANDS[name]
+        target = getattr(importlib.import_module(module), attribute)
+        if isinstance(target, typer.Typer):
+            app.add_typer(target, name=name)
+        else:
+            app.command(name)(target)
 
 
 @app.callback()
@@ -66,6 +79,7 @@ def _global(
 
 
 def main() -> None:
+    register(_requested(sys.argv[1:]))
     try:
         # Without standalone mode click returns typer.Exit's code instead of exiting.
         code = app(standalone_mode=False)
