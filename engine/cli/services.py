@@ -21,15 +21,7 @@ from typing import Any
 
 import httpx
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import TaskID
 from rich.table import Table
 
 from engine.api_auth import auth_headers, client_token, load_or_create_token, node_token
@@ -230,24 +222,18 @@ def follow(client: httpx.Client, backup_id: str) -> dict[str, Any]:
     """Progress bars from the hub's event stream until the job ends; the final Job."""
     from httpx_sse import connect_sse
 
+    from engine.nbd.progress import disk_bars
+
     bars: dict[int, TaskID] = {}
-    columns = (
-        TextColumn("disk {task.fields[key]}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-    )
     stream = httpx.Client(
         base_url=client.base_url, headers=client.headers, timeout=httpx.Timeout(None, connect=3.0)
     )
-    with Progress(*columns, console=err_console) as progress, stream:
+    with disk_bars(err_console) as progress, stream:
 
         def show(key: int, done: int, total: int, status: str) -> None:
             if key not in bars:
-                bars[key] = progress.add_task("", total=total or None, key=key, status=status)
-            progress.update(bars[key], completed=done, total=total or None, status=status)
+                bars[key] = progress.add_task(f"disk {key}", total=total or None, note=status)
+            progress.update(bars[key], completed=done, total=total or None, note=status)
 
         with connect_sse(stream, "GET", "/api/v1/events") as source:
             job = call(client, "GET", f"/api/v1/backups/{backup_id}")  # after subscribing

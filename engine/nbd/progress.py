@@ -28,6 +28,20 @@ from engine.nbd.copier import Progress as CopyProgress
 KINDS = ("json", "bar", "none")
 
 
+def disk_bars(console: Console | None = None) -> Progress:
+    """One bar per disk with its bytes, rate, ETA and a note: the client's ``--progress
+    bar`` and ``sendense backup start --wait`` show the same thing the same way."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=console,
+    )
+
+
 class Reporter(Protocol):
     def emit(self, type_: str, **fields: Any) -> None: ...
 
@@ -57,15 +71,7 @@ class BarReporter:
 
     def __init__(self, job_id: str, console: Console | None = None) -> None:
         self.job_id = job_id
-        self.bars = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[zero]}"),
-            console=console,
-        )
+        self.bars = disk_bars(console)
         self.tasks: dict[Any, TaskID] = {}
         self.lock = threading.Lock()
         self.bars.start()
@@ -75,12 +81,12 @@ class BarReporter:
             key = fields.get("disk_key")
             if type_ == "disk_started":
                 self.tasks[key] = self.bars.add_task(
-                    f"disk {key}", total=fields["bytes_total"], zero=""
+                    f"disk {key}", total=fields["bytes_total"], note=""
                 )
             elif type_ in ("progress", "disk_done") and key in self.tasks:
                 zero = fields.get("bytes_zero", 0) / 2**20
                 self.bars.update(
-                    self.tasks[key], completed=fields["bytes_done"], zero=f"{zero:.0f} MiB zero"
+                    self.tasks[key], completed=fields["bytes_done"], note=f"{zero:.0f} MiB zero"
                 )
             elif type_ == "snapshot":
                 self.bars.console.print(f"snapshot {fields['name']} ({fields['kind']})")
