@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hub": ("engine.cli.services", "hub_command"),
     "node": ("engine.cli.services", "node_command"),
     "run": ("engine.cli.services", "run_command"),
+    "stop": ("engine.cli.services", "stop_command"),
     "tunnel": ("engine.cli.tunnel", "tunnel_app"),
 }
 

@@ -6,6 +6,7 @@ to the hub, so ``--wait`` can be interrupted without stopping the backup.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -364,6 +365,87 @@ def run_command(
         console.print("sendense-tui: not built yet")
         return
     os.execv(tui, [tui])
+
+
+def stop_command(
+    force: bool = typer.Option(
+        False, "--force", help="Stop even while backups run (the node cancels them first)."
+    ),
+    lab: bool = typer.Option(False, "--lab", help="Also stop the lab (`sendense lab down`)."),
+) -> None:
+    """Stop the hub and node that `sendense run` or the console started in the background.
+
+    Refused while backups run, unless --force: then the node goes first, so its clients
+    remove their snapshots and the hub stops their exports before it stops itself.
+    """
+    s = settings()
+    services = {name: _started_pid(s, name) for name in ("node", "hub")}
+    if not force and services["hub"] and _answers(s.hub.public_url):
+        with hub_api() as client:
+            running = call(client, "GET", "/api/v1/backups", params={"status": "running"})
+        if running:
+            names = ", ".join(j["backup_id"] for j in running)
+            raise SendenseError(f"backups are running ({names}): wait, cancel them, or --force")
+    for name, pid in services.items():
+        if pid is None:
+            console.print(f"{name}: not started by `sendense run`")
+            continue
+        if name == "hub" and services["node"]:
+            _wait_no_running_jobs(s)
+        _stop_group(pid)
+        for pid_file in _pid_files(s, name):
+            pid_file.unlink(missing_ok=True)
+        console.print(f"{name}: stopped (pid {pid})")
+    if lab:
+        from engine.lab import lab_dir, stop
+
+        console.print("lab: stopped" if stop(lab_dir(s)) else "lab: was not running")
+
+
+def _pid_files(s: Settings, service: str) -> list[Path]:
+    """Where `sendense run` and the console record what they started."""
+    return [s.run / f"{service}.pid", s.run / f"console-{service}.pid"]
+
+
+def _started_pid(s: Settings, service: str) -> int | None:
+    """The live ``sendense <service>`` recorded in a pid file (a reused pid is not it)."""
+    from engine.processes import pid_alive
+
+    for pid_file in _pid_files(s, service):
+        try:
+            pid = int(pid_file.read_text())
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if pid_alive(pid) and service.encode() in argv and any(b"sendense" in a for a in argv):
+            return pid
+    return None
+
+
+def _wait_no_running_jobs(s: Settings, timeout: float = 30.0) -> None:
+    """After the node stopped: let the hub record its jobs' ends and stop their exports."""
+    deadline = time.monotonic() + timeout
+    with hub_api() as client:
+        while time.monotonic() < deadline:
+            try:
+                if not call(client, "GET", "/api/v1/backups", params={"status": "running"}):
+                    return
+            except HubUnavailable:
+                return
+            time.sleep(0.2)
+
+
+def _stop_group(pid: int, grace: float = 15.0) -> None:
+    from engine.processes import pid_alive
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def _ensure_lab(s: Settings) -> None:
