@@ -33,18 +33,20 @@ $(VENV)/.installed: pyproject.toml $(STAMPS)/deb
 run: setup
 	$(VENV)/bin/sendense run
 
-# The whole suite, slow tests included (about 6 minutes on 2 cores).
-test: setup
+# The lint first, then the whole suite, slow tests included (about 6 minutes on 2 cores).
+test: lint
 	$(VENV)/bin/python -m pytest -q
 
 # Everyday loop: skips the tests marked slow.
 test-fast: setup
 	$(VENV)/bin/python -m pytest -m "not slow" -q
 
+# Style, format, types, and the layers of pyproject.toml's import-linter contracts.
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(VENV)/bin/python -m bench

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.config import CopySettings
-    from engine.nbd.exports import ExportManager
+    from engine.hub.exports.manager import ExportManager
 
 MiB = 1024 * 1024
 
@@ -111,7 +111,7 @@ def child(src: str, dst: str) -> None:
     """The copy ``sendense nbd copy --target-is-zero`` makes, progress reported, without
     the command's start-up: ``CopyOptions``' defaults are the settings' defaults (``main``
     checks), so the child need not load the settings (pydantic) at all."""
-    from engine.nbd.copier import CopyOptions, copy
+    from engine.node.copier import CopyOptions, copy
 
     copy(src, dst, options=CopyOptions(target_is_zero=True), progress=lambda p: None)
 
@@ -157,8 +157,8 @@ def bench_case(
 
 def main() -> None:
     from engine.config import CopySettings, NbdSettings
-    from engine.nbd.copier import CopyOptions
-    from engine.nbd.exports import ExportManager
+    from engine.hub.exports.manager import ExportManager
+    from engine.node.copier import CopyOptions
 
     if CopyOptions.from_settings(CopySettings()) != CopyOptions():
         raise SystemExit("CopyOptions' defaults differ from CopySettings': the copier row lies")

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engine.config import Settings
-from engine.tunnel import read_status
+from engine.node.tunnel import read_status
 from tests.fixtures.sshd import SshServer
 
 NODE, HUB = "127.0.0.2", "127.0.0.1"

@@ -29,6 +29,8 @@ NONCE_BYTES = 12
 class CredentialError(SendenseError):
     """A credential that cannot be stored or opened; the message names it, never the secret."""
 
+    http_status = 422
+
 
 class CredentialInputError(CredentialError, BadInput):
     """A credential refused as given (empty password, name taken): exit code 2."""

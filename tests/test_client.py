@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine.nbd.exports import ExportManager
+from engine.hub.exports.manager import ExportManager
 from engine.vcenter import find_vm
 from engine.vcenter.snapshots import list_snapshots
 from tests.conftest import wait_for

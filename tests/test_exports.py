@@ -15,15 +15,15 @@ import nbd
 import pytest
 
 from engine.config import NbdSettings
-from engine.nbd import exports as exports_module
-from engine.nbd.export_process import port_is_free
-from engine.nbd.exports import (
+from engine.hub.exports import manager as exports_module
+from engine.hub.exports.manager import (
     Export,
     ExportError,
     ExportManager,
     ExportNameError,
     PortRangeExhausted,
 )
+from engine.hub.exports.process import port_is_free
 from tests.conftest import wait_for
 from tests.fixtures.cli import sendense
 from tests.fixtures.exports import MiB, qemu_nbd_pids
@@ -271,7 +271,7 @@ def start_elsewhere(
     script = (
         "import sys; from pathlib import Path\n"
         "from engine.config import NbdSettings\n"
-        "from engine.nbd.exports import ExportManager\n"
+        "from engine.hub.exports.manager import ExportManager\n"
         f"m = ExportManager(NbdSettings.model_validate_json({nbd_settings.model_dump_json()!r}),"
         f" Path({str(manager.store.folder.parent)!r}), Path({str(manager.log_folder.parent)!r}))\n"
         "print('ready', flush=True)\n"

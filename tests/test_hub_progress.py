@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from engine.api_auth import load_or_create_token
+from engine.api.auth import load_or_create_token
 from engine.hub.jobs import export_name
 from engine.hub.progress import DiskState, JobState
 from engine.node.runner import coalesce

@@ -194,7 +194,16 @@ def _vm(disks: list[tuple[int, int]]) -> VMInfo:
         has_snapshots=False,
         datacenter="DC",
         disks=[
-            DiskInfo(k, f"Hard disk {k}", size, f"[ds] db/{k}.vmdk", "ds", 1000, k - 2000, "u/1")
+            DiskInfo(
+                key=k,
+                label=f"Hard disk {k}",
+                capacity_bytes=size,
+                file_name=f"[ds] db/{k}.vmdk",
+                datastore="ds",
+                controller_key=1000,
+                unit_number=k - 2000,
+                change_id="u/1",
+            )
             for k, size in disks
         ],
     )

@@ -14,7 +14,7 @@ import nbd
 import pytest
 
 from engine.config import VddkSettings
-from engine.nbd.sources import (
+from engine.node.sources import (
     SourceError,
     VddkLogin,
     check_vddk,
@@ -120,7 +120,7 @@ def test_nbdkit_dies_with_its_parent(tmp_path: Path):
     script = textwrap.dedent(
         f"""
         import sys, time
-        from engine.nbd.sources import datastore_source
+        from engine.node.sources import datastore_source
         s = datastore_source(__import__("pathlib").Path({str(desc)!r})).start()
         print(s.proc.pid, flush=True)
         time.sleep(60)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.contract.targets import NbdTarget, format_targets, match_disks, parse_targets
 from engine.errors import BadInput
-from engine.nbd.targets import NbdTarget, format_targets, match_disks, parse_targets
 
 SEED_BROKEN = "2000:nbd://127.0.0.1:10110/pgtest1-disk0,2000:nbd://127.0.0.1:10111/pgtest1-disk0"
 

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from engine.cli.tunnel import tunnel_app
 from engine.config import Settings, get_settings
-from engine.tunnel import Tunnel, TunnelError, authorized_key_options, read_status
+from engine.node.tunnel import Tunnel, TunnelError, authorized_key_options, read_status
 from tests.conftest import free_port, wait_for
 from tests.fixtures.sshd import SshServer, make_key
 
@@ -426,7 +426,7 @@ def test_workers_do_not_outlive_a_killed_tunnel(
     # A bare Tunnel in its own process: the CLI's import time is not under test here.
     run_tunnel = (
         "import asyncio; from engine.config import get_settings; "
-        "from engine.tunnel import Tunnel; asyncio.run(Tunnel(get_settings()).run())"
+        "from engine.node.tunnel import Tunnel; asyncio.run(Tunnel(get_settings()).run())"
     )
     proc = subprocess.Popen([sys.executable, "-c", run_tunnel], stderr=subprocess.DEVNULL)
     try:

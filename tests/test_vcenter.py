@@ -54,7 +54,7 @@ def test_no_thumbprint_needs_explicit_insecure(lab: Lab) -> None:
 def test_inventory_shape_paths_and_disks(lab: Lab) -> None:
     with lab.connect() as vc:
         inv = get_inventory(vc)
-    json.dumps(inv.to_dict())  # JSON-able as it stands
+    inv.model_dump_json()  # JSON-able as it stands
     dcs = {d.name for d in inv.datacenters}
     assert {"DatabanxDC", "DC0"} <= dcs
     kinds = {e.kind for e in inv.entities}

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from engine.cli.common import console, settings
-from engine.nbd.exports import ExportError, ExportManager
+from engine.hub.exports.manager import ExportError, ExportManager
 
 exports_app = typer.Typer(help="qemu-nbd exports (NBD targets of running backups).")
 

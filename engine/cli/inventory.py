@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import typer
@@ -11,7 +10,7 @@ from rich.tree import Tree
 from engine.cli.common import console, db_session, settings
 
 if TYPE_CHECKING:  # engine.vcenter loads pyVmomi: only when a command needs it
-    from engine.vcenter.models import Inventory
+    from engine.contract.inventory import Inventory
 
 MiB = 1024 * 1024
 
@@ -28,7 +27,7 @@ def render_tree(inv: Inventory) -> Tree:
     known = {e.moref for e in inv.entities}
 
     def label(obj: object) -> str:
-        from engine.vcenter.models import EntityInfo, VMInfo
+        from engine.contract.inventory import EntityInfo, VMInfo
 
         if isinstance(obj, VMInfo):
             disks = ", ".join(f"{d.key}:{d.capacity_bytes // MiB}M" for d in obj.disks)
@@ -59,6 +58,6 @@ def inventory_command(
     with db_session() as session, connect_stored(session, settings().key_path, vcenter_id) as vc:
         inv = get_inventory(vc)
     if as_json:
-        print(json.dumps(inv.to_dict(), indent=2))
+        print(inv.model_dump_json(indent=2))
     else:
         console.print(render_tree(inv))

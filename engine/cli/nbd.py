@@ -10,8 +10,8 @@ import typer
 
 from engine.cli.common import settings
 from engine.errors import BadInput
-from engine.nbd.copier import CopyOptions, Progress, copy
-from engine.nbd.progress import KINDS, make_reporter, progress_fields
+from engine.node.copier import CopyOptions, Progress, copy
+from engine.node.progress import KINDS, make_reporter, progress_fields
 
 nbd_app = typer.Typer(help="NBD tools: copy one export into another.", no_args_is_help=True)
 

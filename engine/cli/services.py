@@ -25,8 +25,8 @@ import typer
 from rich.progress import TaskID
 from rich.table import Table
 
-from engine.api_auth import auth_headers, client_token, load_or_create_token, node_token
-from engine.api_errors import response_detail
+from engine.api.auth import auth_headers, client_token, load_or_create_token, node_token
+from engine.api.errors import response_detail
 from engine.cli.common import console, db_session, err_console, settings
 from engine.config import Settings
 from engine.errors import SendenseError
@@ -223,7 +223,7 @@ def follow(client: httpx.Client, backup_id: str) -> dict[str, Any]:
     """Progress bars from the hub's event stream until the job ends; the final Job."""
     from httpx_sse import connect_sse
 
-    from engine.nbd.progress import disk_bars
+    from engine.node.progress import disk_bars
 
     bars: dict[int, TaskID] = {}
     stream = httpx.Client(

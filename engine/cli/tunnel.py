@@ -11,7 +11,7 @@ import typer
 from engine.cli.common import console, settings
 from engine.errors import BadInput
 
-# asyncssh (through engine.tunnel) is imported inside the commands: every other
+# asyncssh (through engine.node.tunnel) is imported inside the commands: every other
 # `sendense` command would otherwise pay for loading it at start-up.
 
 tunnel_app = typer.Typer(help="The node's SSH tunnel to the hub.", no_args_is_help=True)
@@ -27,7 +27,7 @@ def tunnel_run(
     with one line when it cannot work without an operator (missing key or known_hosts,
     untrusted host key, refused key).
     """
-    from engine.tunnel import Tunnel, serve
+    from engine.node.tunnel import Tunnel, serve
 
     serve(Tunnel(settings()), verbose=verbose)
 
@@ -38,7 +38,7 @@ def tunnel_status(as_json: bool = typer.Option(False, "--json", help="Print JSON
 
     Exit code 0 when up, 1 otherwise, so scripts and health checks can test it.
     """
-    from engine.tunnel import read_status
+    from engine.node.tunnel import read_status
 
     status = read_status(settings())
     if as_json:
@@ -70,7 +70,7 @@ def tunnel_authorized_key(
     """
     import asyncssh
 
-    from engine.tunnel import authorized_key_options
+    from engine.node.tunnel import authorized_key_options
 
     try:
         key = public_key.read_text().strip()

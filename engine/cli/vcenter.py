@@ -6,18 +6,11 @@ import typer
 from rich.table import Table
 
 from engine.cli.common import console, db_session, err_console, read_secret_stdin, settings
+from engine.contract.fields import normalise_thumbprint, split_host
 from engine.credentials import VMwareCredentialService
 from engine.errors import BadInput
 
 vcenter_app = typer.Typer(help="vCenter credentials.", no_args_is_help=True)
-
-
-def normalise_thumbprint(value: str) -> str:
-    """SHA-256 fingerprint as lower-case hex without colons; refuse anything else."""
-    hexed = value.replace(":", "").strip().lower()
-    if len(hexed) != 64 or any(c not in "0123456789abcdef" for c in hexed):
-        raise BadInput(f"thumbprint {value!r} is not a SHA-256 fingerprint (64 hex digits)")
-    return hexed
 
 
 @vcenter_app.command("add")
@@ -40,7 +33,6 @@ def vcenter_add(
 ) -> None:
     """Store a vCenter login; prints its id. The login is tried first unless --no-verify."""
     from engine.vcenter import connect, fetch_thumbprint
-    from engine.vcenter.connection import split_host
 
     if not password_stdin:
         raise BadInput("give the password on standard input with --password-stdin")

@@ -17,39 +17,21 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
 
-from engine.api_auth import load_or_create_token, require_bearer
-from engine.api_errors import install_error_handlers
+from engine.api.auth import load_or_create_token, require_bearer
+from engine.api.errors import install_error_handlers
 from engine.config import Settings, ensure_dirs, get_settings
-from engine.credentials import CredentialError
 from engine.db.session import session_scope, upgrade
-from engine.errors import BadInput, SendenseError
 from engine.hub import routes_backups, routes_console
 from engine.hub.events import EventBus
+from engine.hub.exports.manager import ExportManager
 from engine.hub.jobs import JobManager
-from engine.hub.nodes import NodeRefused, NodeUnreachable, ensure_default_node
-from engine.nbd.exports import ExportManager, PortRangeExhausted
-from engine.repository import RepositoryError
-from engine.vcenter.errors import VCenterError, VMNotFound
+from engine.hub.nodes import ensure_default_node
 from engine.version import __version__
 
 log = logging.getLogger("sendense.hub")
 
 SSE_INTERVAL = 0.25
 WATCH_INTERVAL = 1.0
-
-
-def status_for(exc: SendenseError) -> int:
-    if isinstance(exc, NodeUnreachable | PortRangeExhausted):
-        return 503
-    if isinstance(exc, VMNotFound):
-        return 404
-    if isinstance(exc, NodeRefused | VCenterError):
-        return 502  # the node or vCenter behind the hub said no
-    if isinstance(exc, CredentialError | RepositoryError):
-        return 422
-    if isinstance(exc, BadInput):
-        return 400
-    return int(getattr(exc, "status_code", 500))
 
 
 async def _every(seconds: float, work: Callable[[], Any], name: str) -> None:
@@ -112,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.exports = exports
     app.state.token = token
 
-    install_error_handlers(app, status_for)
+    install_error_handlers(app)
 
     public = APIRouter(prefix="/api/v1")
 

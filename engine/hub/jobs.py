@@ -37,8 +37,9 @@ from engine.db.models import (
     utcnow,
 )
 from engine.db.session import session_scope
-from engine.hub.errors import Conflict, NotFound, Unprocessable
+from engine.errors import BadInput, Conflict, NotFound
 from engine.hub.events import EventBus
+from engine.hub.exports.manager import ExportError, ExportManager
 from engine.hub.nodes import (
     NodeClient,
     NodeRef,
@@ -49,7 +50,6 @@ from engine.hub.nodes import (
 )
 from engine.hub.progress import KNOWN_TYPES, DiskState, JobState
 from engine.hub.views import job_view
-from engine.nbd.exports import ExportError, ExportManager
 from engine.repository import restore_point_path
 
 log = logging.getLogger("sendense.hub.jobs")
@@ -124,7 +124,7 @@ class JobManager:
         max_rate_mib: float | None = None,
     ) -> dict[str, Any]:
         if backup_type != "full":
-            raise Unprocessable(f'backup_type {backup_type!r} is not supported yet; use "full"')
+            raise BadInput(f'backup_type {backup_type!r} is not supported yet; use "full"')
         with self._lock:
             if vm_name in self._starting or any(j.vm_name == vm_name for j in self._jobs.values()):
                 raise Conflict(f"VM {vm_name} already has a backup running")
@@ -150,7 +150,7 @@ class JobManager:
             if repo is None or not repo.enabled:
                 raise NotFound(f"repository {repository_id} does not exist")
             if ctx.credential_id is None:
-                raise Unprocessable("VM context missing credential_id")
+                raise BadInput("VM context missing credential_id")
             busy = s.scalar(
                 select(BackupJob.id).where(
                     BackupJob.vm_context_id == ctx.context_id, BackupJob.status.in_(ACTIVE)
@@ -159,13 +159,13 @@ class JobManager:
             if busy:
                 raise Conflict(f"VM {vm_name} already has a backup running ({busy})")
             if not ctx.disks:
-                raise Unprocessable(f"VM {vm_name} has no disks recorded: refresh its context")
+                raise BadInput(f"VM {vm_name} has no disks recorded: refresh its context")
             try:
                 creds = VMwareCredentialService(s, self.settings.key_path).get_credentials(
                     ctx.credential_id
                 )
             except CredentialError as exc:
-                raise Unprocessable(str(exc)) from None
+                raise BadInput(str(exc)) from None
             node = pick_node(s)
             backup_id = _unique_backup_id(s, vm_name)
             repo_path = Path(repo.path)

@@ -14,26 +14,26 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine.api_auth import auth_headers
-from engine.api_errors import response_detail
+from engine.api.auth import auth_headers
 from engine.config import Settings
+from engine.contract.hub import ErrorAnswer
 from engine.db.models import Node, utcnow
-from engine.errors import BadInput, SendenseError
+from engine.errors import BadInput, Refused, Unavailable
 
 # Generous reads: a busy node still answers; an absent one fails fast on connect.
 TIMEOUT = httpx.Timeout(30.0, connect=3.0)
 
 
-class NodeUnreachable(SendenseError):
+class NodeUnreachable(Unavailable):
     """The node did not answer (refused, timed out, tunnel down)."""
 
 
-class NodeRefused(SendenseError):
+class NodeRefused(Refused):
     """The node answered with an error; the message carries its ``detail``."""
 
-    def __init__(self, message: str, status_code: int) -> None:
+    def __init__(self, message: str, node_status: int) -> None:
         super().__init__(message)
-        self.status_code = status_code
+        self.node_status = node_status
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class NodeClient:
             ) from None
         if response.status_code >= 400:
             raise NodeRefused(
-                f"node {self.node.name} refused: {response_detail(response)}".strip(),
+                f"node {self.node.name} refused: {ErrorAnswer.detail_of(response.content, response.reason_phrase)}".strip(),
                 response.status_code,
             )
         return response
@@ -117,7 +117,7 @@ class NodeClient:
         try:
             return dict(self._call("GET", f"/api/v1/backup/{job_id}").json())
         except NodeRefused as exc:
-            if exc.status_code == 404:
+            if exc.node_status == 404:
                 return None
             raise
 
@@ -129,7 +129,7 @@ class NodeClient:
         try:
             self._call("DELETE", f"/api/v1/backup/{job_id}")
         except NodeRefused as exc:
-            if exc.status_code not in (404, 409):  # already gone or finished: nothing to stop
+            if exc.node_status not in (404, 409):  # already gone or finished: nothing to stop
                 raise
 
     def health(self) -> dict[str, Any]:

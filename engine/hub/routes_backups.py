@@ -12,8 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from engine.db.models import BackupJob
-from engine.errors import BadInput
-from engine.hub.errors import NotFound
+from engine.errors import BadInput, NotFound
 from engine.hub.events import EventBus
 from engine.hub.jobs import JobManager
 

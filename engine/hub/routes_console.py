@@ -20,8 +20,7 @@ from engine.config import Settings
 from engine.credentials import Credentials, VMwareCredentialService
 from engine.db.models import BackupJob, VMReplicationContext
 from engine.db.session import session_scope
-from engine.errors import SendenseError
-from engine.hub.errors import NotFound, Unprocessable
+from engine.errors import BadInput, NotFound, SendenseError
 from engine.hub.nodes import NodeClient, NodeRef, list_nodes
 from engine.hub.views import context_view
 from engine.repository import add_repository, list_repositories, usage
@@ -112,7 +111,7 @@ def _connect(creds: Credentials) -> Any:
     from engine.vcenter.connection import connect
 
     if not creds.thumbprint:
-        raise Unprocessable(
+        raise BadInput(
             f"vCenter {creds.id} has no pinned thumbprint: add it again with one (or trust=true)"
         )
     return connect(creds.vcenter_host, creds.username, creds.password, thumbprint=creds.thumbprint)
@@ -139,12 +138,10 @@ def probe(host: Annotated[str, Query(min_length=1)]) -> dict[str, str]:
 
 @router.post("/vcenters", status_code=201)
 def add_vcenter(body: VCenterIn, request: Request) -> dict[str, Any]:
-    from engine.cli.vcenter import normalise_thumbprint
-
     thumbprint = normalise_thumbprint(body.thumbprint) if body.thumbprint else None
     if thumbprint is None:
         if not body.trust:
-            raise Unprocessable(
+            raise BadInput(
                 "give the vCenter's thumbprint, or trust=true to pin the one it shows"
             )
         thumbprint = _probe(body.host)
@@ -181,7 +178,7 @@ def inventory(vcenter_id: int, request: Request, refresh: bool = False) -> dict[
         return cached[1]
     creds = _credentials(request, vcenter_id)
     with _connect(creds) as vc:
-        data: dict[str, Any] = get_inventory(vc).to_dict()
+        data: dict[str, Any] = get_inventory(vc).model_dump()
     with _inventory_lock:
         _inventory_cache[key] = (time.monotonic(), data)
     return data

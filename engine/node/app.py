@@ -15,22 +15,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query
 from pydantic import BaseModel, Field, SecretStr
 
-from engine.api_auth import node_token, require_bearer
-from engine.api_errors import install_error_handlers
+from engine.api.auth import node_token, require_bearer
+from engine.api.errors import install_error_handlers
 from engine.config import Settings, ensure_dirs, get_settings
-from engine.node.runner import (
-    JobExists,
-    JobNotRunning,
-    JobRunner,
-    StartRequest,
-    UnknownJob,
-)
+from engine.node.runner import JobRunner, StartRequest
 from engine.version import __version__
 
 log = logging.getLogger("sendense.node")
-
-STATUS = {JobExists: 409, JobNotRunning: 409, UnknownJob: 404}
-
 
 class StartBody(BaseModel):
     """The seed's SNA request, plus the vCenter's pinned thumbprint."""
@@ -52,7 +43,7 @@ class StartBody(BaseModel):
 def tunnel_status(settings: Settings) -> dict[str, Any] | None:
     """The tunnel's status file as the node's health reports it (None: no tunnel)."""
     try:
-        from engine.tunnel import read_status
+        from engine.node.tunnel import read_status
     except ImportError:
         return None
     status = read_status(settings)
@@ -81,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Sendense node", version=__version__, lifespan=lifespan)
     app.state.runner = runner
 
-    install_error_handlers(app, lambda exc: STATUS.get(type(exc), 500))
+    install_error_handlers(app)
 
     public = APIRouter(prefix="/api/v1")
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 
-from engine.api_auth import auth_headers
+from engine.api.auth import auth_headers
 from engine.config import Settings
-from engine.errors import SendenseError
+from engine.errors import Conflict, NotFound
 from engine.repository import safe_component
 
 log = logging.getLogger("sendense.node")
@@ -41,15 +41,15 @@ STOP_WAIT_SECONDS = 60.0
 STDERR_TAIL = 50
 
 
-class JobExists(SendenseError):
+class JobExists(Conflict):
     """A start for a job id this node already runs or ran."""
 
 
-class UnknownJob(SendenseError):
+class UnknownJob(NotFound):
     pass
 
 
-class JobNotRunning(SendenseError):
+class JobNotRunning(Conflict):
     pass
 
 
@@ -115,7 +115,7 @@ def tail(path: Path, lines: int) -> list[str]:
 def client_command() -> list[str]:
     """The installed ``sendense-backup-client`` beside this interpreter, else ``-m``."""
     script = Path(sys.executable).with_name("sendense-backup-client")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "engine.client"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "engine.node.backup_client"]
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")

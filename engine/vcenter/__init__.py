@@ -1,18 +1,17 @@
 """Everything that talks to vCenter (pyvmomi): pinned connections, the inventory, VMs,
 snapshots and changed block tracking."""
 
-from engine.vcenter.cbt import enable_cbt, query_changed_areas
-from engine.vcenter.connection import VCenter, connect, fetch_thumbprint
-from engine.vcenter.errors import (
-    FullBackupNeeded,
+from engine.contract.inventory import DiskInfo, EntityInfo, Inventory, VMInfo
+from engine.errors import (
     LoginError,
     SnapshotError,
     ThumbprintMismatch,
     VCenterError,
     VMNotFound,
 )
+from engine.vcenter.cbt import FullBackupNeeded, enable_cbt, query_changed_areas
+from engine.vcenter.connection import VCenter, connect, fetch_thumbprint
 from engine.vcenter.inventory import get_inventory
-from engine.vcenter.models import DiskInfo, EntityInfo, Inventory, VMInfo
 from engine.vcenter.snapshots import (
     SnapshotResult,
     create_snapshot,

@@ -8,11 +8,15 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
+from engine.errors import SnapshotError, VCenterError
 from engine.vcenter.connection import VCenter
-from engine.vcenter.errors import FullBackupNeeded, SnapshotError, VCenterError
 from engine.vcenter.properties import read
 from engine.vcenter.snapshots import PREFIX, remove_snapshot, snapshot_disks, take
 from engine.vcenter.tasks import fault_message, wait
+
+
+class FullBackupNeeded(Exception):
+    """Not an error: the disk's change tracking restarted, so only a full copy is correct."""
 
 log = logging.getLogger(__name__)
 

@@ -19,22 +19,12 @@ from pyVim import connect as pyvim_connect
 from pyVmomi import vim
 from pyVmomi.Security import ThumbprintMismatchException
 
-from engine.vcenter.errors import LoginError, ThumbprintMismatch, VCenterError
+from engine.contract.fields import split_host
+from engine.errors import LoginError, ThumbprintMismatch, VCenterError
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 15.0
-
-
-def split_host(host: str, default_port: int = 443) -> tuple[str, int]:
-    """ "host", "host:port" or "[v6]:port" into (host, port)."""
-    if host.startswith("["):
-        name, _, rest = host[1:].partition("]")
-        return name, int(rest[1:]) if rest.startswith(":") else default_port
-    if host.count(":") == 1:
-        name, port = host.split(":")
-        return name, int(port)
-    return host, default_port
 
 
 def _unverified_context() -> ssl.SSLContext:

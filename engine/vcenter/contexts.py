@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine.contract.inventory import VMInfo
 from engine.db.models import VMDisk, VMReplicationContext
-from engine.vcenter.models import VMInfo
 
 
 def new_context_id(vm_name: str, now: datetime | None = None) -> str:

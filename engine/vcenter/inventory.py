@@ -6,8 +6,8 @@ from typing import Any
 
 from pyVmomi import vim
 
+from engine.contract.inventory import DiskInfo, EntityInfo, Inventory, VMInfo, datastore_of
 from engine.vcenter.connection import VCenter
-from engine.vcenter.models import DiskInfo, EntityInfo, Inventory, VMInfo, datastore_of
 from engine.vcenter.properties import container_filter, prop_spec, retrieve
 
 # Reading a VM's `snapshot` property when it has none crashes vcsim's session; the

@@ -10,10 +10,10 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
+from engine.contract.inventory import DiskInfo
+from engine.errors import SnapshotError
 from engine.vcenter.connection import VCenter
-from engine.vcenter.errors import SnapshotError
 from engine.vcenter.inventory import disks_from_devices
-from engine.vcenter.models import DiskInfo
 from engine.vcenter.properties import read
 from engine.vcenter.tasks import fault_message, wait
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from engine.credentials import VMwareCredentialService
+from engine.errors import VCenterError
 from engine.vcenter.connection import VCenter, connect
-from engine.vcenter.errors import VCenterError
 
 
 def connect_stored(session: Session, key_path: Path, credential_id: int) -> VCenter:

@@ -8,11 +8,10 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from engine.errors import BadInput
+from engine.contract.inventory import VMInfo
+from engine.errors import BadInput, VCenterError, VMNotFound
 from engine.vcenter.connection import VCenter
-from engine.vcenter.errors import VCenterError, VMNotFound
 from engine.vcenter.inventory import VM_PROPERTIES, vm_from_properties
-from engine.vcenter.models import VMInfo
 from engine.vcenter.properties import read
 
 MOREF = re.compile(r"^vm-\d+$")

@@ -26,7 +26,7 @@ from pathlib import Path
 import nbd
 
 from engine.config import VddkSettings
-from engine.errors import BadInput, SendenseError
+from engine.errors import BadInput, SendenseError, SourceError
 
 SOURCE_KINDS = ("auto", "datastore", "vddk")
 SPARSE_TYPES = {
@@ -38,12 +38,6 @@ SPARSE_TYPES = {
     "vsansparse",
 }
 FLAT_EXTENT_TYPES = {"FLAT", "VMFS"}
-
-
-class SourceError(SendenseError):
-    """nbdkit or VDDK could not serve the disk."""
-
-    exit_code = 6
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ written atomically to ``<run_dir>/tunnel.json`` on every change, so ``sendense t
 status`` and the node's health read it from any process with :func:`read_status`.
 
 One connection is one process's worth of crypto; ``tunnel.connections`` > 1 adds worker
-processes (:mod:`engine.tunnel_worker`), each with its own connection, sharing the local
+processes (:mod:`engine.node.tunnel_worker`), each with its own connection, sharing the local
 ports through ``SO_REUSEPORT``.
 """
 
@@ -372,7 +372,7 @@ class Tunnel:
         failures = 0
         while not self._stopping.is_set():
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "engine.tunnel_worker", str(worker)
+                sys.executable, "-m", "engine.node.tunnel_worker", str(worker)
             )
             try:
                 code = await proc.wait()

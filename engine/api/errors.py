@@ -6,13 +6,11 @@ services install the same handlers and every HTTP client reads answers the same 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from engine.errors import SendenseError
 
 if TYPE_CHECKING:
-    import httpx
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
 
@@ -23,12 +21,14 @@ def one_line_validation(exc: RequestValidationError) -> str:
         if err.get("type") == "json_invalid":
             return f"the request body is not valid JSON: {err.get('ctx', {}).get('error', '')}"
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
     return "; ".join(parts) or "invalid request"
 
 
-def install_error_handlers(app: FastAPI, status_for: Callable[[SendenseError], int]) -> None:
-    """Answer engine errors, validation errors and HTTP errors with one JSON line."""
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer engine errors (with their own ``http_status``), validation errors and HTTP
+    errors with one JSON line."""
     # FastAPI is imported here, not above: the CLI reads error answers without serving any.
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
@@ -37,7 +37,7 @@ def install_error_handlers(app: FastAPI, status_for: Callable[[SendenseError], i
 
     @app.exception_handler(SendenseError)
     async def _sendense_error(_: Request, exc: SendenseError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
+        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -48,12 +48,3 @@ def install_error_handlers(app: FastAPI, status_for: Callable[[SendenseError], i
         return JSONResponse(
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
-
-
-def response_detail(response: httpx.Response) -> str:
-    """The ``detail`` line of an error answer, or its text when it is not our JSON."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text
-    return str(body.get("detail", response.text)) if isinstance(body, dict) else response.text

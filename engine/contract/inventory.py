@@ -1,14 +1,15 @@
-"""Plain data about a vCenter's inventory: what the engine, the hub and the console share."""
+"""A vCenter's inventory as the engine reads it and the hub serves it to consoles.
+
+``GET /vcenters/{id}/inventory`` answers ``Inventory``; ``sendense inventory --json``
+prints the same. The engine's vCenter reader builds these models directly.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from pydantic import BaseModel, Field
 
 
-@dataclass
-class DiskInfo:
+class DiskInfo(BaseModel):
     key: int
     label: str
     capacity_bytes: int
@@ -18,12 +19,8 @@ class DiskInfo:
     unit_number: int
     change_id: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-
-@dataclass
-class VMInfo:
+class VMInfo(BaseModel):
     name: str
     path: str  # the seed's inventory path: /DC/vm/[folders/]NAME
     moref: str
@@ -33,18 +30,14 @@ class VMInfo:
     memory_mb: int
     cbt_enabled: bool
     has_snapshots: bool
-    disks: list[DiskInfo] = field(default_factory=list)
+    disks: list[DiskInfo] = Field(default_factory=list)
     datacenter: str = ""
     host: str | None = None  # moref
     resource_pool: str | None = None  # moref
     parent: str | None = None  # folder moref
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-
-@dataclass
-class EntityInfo:
+class EntityInfo(BaseModel):
     """A datacenter, folder, cluster, host or resource pool."""
 
     kind: str  # Datacenter | Folder | ClusterComputeResource | ComputeResource | HostSystem | ...
@@ -54,12 +47,8 @@ class EntityInfo:
     parent: str | None
     datacenter: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-
-@dataclass
-class Inventory:
+class Inventory(BaseModel):
     vcenter: str
     entities: list[EntityInfo]
     vms: list[VMInfo]
@@ -70,13 +59,6 @@ class Inventory:
     @property
     def datacenters(self) -> list[EntityInfo]:
         return self.of_kind("Datacenter")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "vcenter": self.vcenter,
-            "entities": [e.to_dict() for e in self.entities],
-            "vms": [v.to_dict() for v in self.vms],
-        }
 
 
 def datastore_of(file_name: str) -> str:

@@ -28,8 +28,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from engine.config import NbdSettings, Settings
-from engine.errors import BadInput, SendenseError
-from engine.nbd.export_process import (
+from engine.errors import BadInput, SendenseError, Unavailable
+from engine.hub.exports.process import (
     HANDSHAKE_TIMEOUT,
     describe_exit,
     handshake,
@@ -41,7 +41,7 @@ from engine.nbd.export_process import (
     signal_group,
     wait_gone,
 )
-from engine.nbd.export_state import RUNNING, STARTING, ExportRecord, StateStore
+from engine.hub.exports.state import RUNNING, STARTING, ExportRecord, StateStore
 from engine.processes import pid_alive
 
 QCOW2_MAGIC = b"QFI\xfb"
@@ -57,7 +57,7 @@ class ExportNameError(ExportError, BadInput):
     """An export name that cannot be used (exit code 2: bad input)."""
 
 
-class PortRangeExhausted(ExportError):
+class PortRangeExhausted(ExportError, Unavailable):
     """Every port of ``nbd.port_min``-``nbd.port_max`` is in use."""
 
 

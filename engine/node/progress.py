@@ -23,7 +23,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from engine.nbd.copier import Progress as CopyProgress
+from engine.node.copier import Progress as CopyProgress
 
 KINDS = ("json", "bar", "none")
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import nbd
 
-from engine.errors import SendenseError
+from engine.errors import Cancelled, CopyError
 
 if TYPE_CHECKING:  # the settings pull in pydantic: not needed to copy
     from engine.config import CopySettings
@@ -34,14 +34,8 @@ WORK_UNIT = 128 * 1024 * 1024
 LOOPS = 2
 
 
-class CopyError(SendenseError):
-    """A read, write, zero or flush failed; the message names the disk and the offset."""
-
-    exit_code = 5
-
-
-class CopyCancelled(SendenseError):
-    exit_code = 130
+class CopyCancelled(Cancelled):
+    """The copy stopped because it was asked to (its ``cancel`` event was set)."""
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,13 @@ from types import FrameType
 from typing import Any
 
 from engine import vcenter
-from engine.cli.vcenter import normalise_thumbprint
 from engine.config import Settings, ensure_dirs, get_settings
+from engine.contract.fields import normalise_thumbprint, split_host
+from engine.contract.targets import NbdTarget, match_disks, parse_targets
 from engine.errors import BadInput, SendenseError
-from engine.nbd.copier import CopyCancelled, CopyOptions, Progress, copy
-from engine.nbd.progress import KINDS, Reporter, make_reporter, progress_fields
-from engine.nbd.sources import (
+from engine.node.copier import CopyCancelled, CopyOptions, Progress, copy
+from engine.node.progress import KINDS, Reporter, make_reporter, progress_fields
+from engine.node.sources import (
     SOURCE_KINDS,
     NbdkitSource,
     VddkLogin,
@@ -36,8 +37,6 @@ from engine.nbd.sources import (
     open_source,
     vddk_source,
 )
-from engine.nbd.targets import NbdTarget, match_disks, parse_targets
-from engine.vcenter.connection import split_host
 from engine.vcenter.snapshots import SnapshotResult
 
 log = logging.getLogger("sendense.client")

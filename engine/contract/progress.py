@@ -1,0 +1,99 @@
+"""Progress lines: what ``sendense-backup-client migrate --progress json`` prints, one JSON
+object a line, and what the node relays to the hub (adding its own ``exit`` line).
+
+A union discriminated by ``type``: the client builds a line as a model, the node reads
+each line with ``parse_line`` and the hub takes a batch as ``ProgressBatch``; no side
+reads a line by key. ``job_id`` is the seed's name for the job on the node's side (the
+client's ``--job-id``); the hub calls the same id ``backup_id``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from engine.contract.fields import Count, JobId
+from engine.contract.status import ClientOutcome, SnapshotKind
+
+DiskKey = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Message = Annotated[str, Field(max_length=4096)]
+
+
+class _Line(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    job_id: JobId
+    ts: float = Field(default_factory=time.time, allow_inf_nan=False)
+
+
+class SnapshotTaken(_Line):
+    type: Literal["snapshot"] = "snapshot"
+    name: Annotated[str, Field(max_length=255)]
+    kind: SnapshotKind
+
+
+class DiskStarted(_Line):
+    type: Literal["disk_started"] = "disk_started"
+    disk_key: DiskKey
+    bytes_total: Count
+
+
+class DiskProgress(_Line):
+    """Several times a second per disk. ``bytes_done`` counts bytes settled (copied or
+    skipped as zero); ``bytes_zero`` is the part skipped or written as zero commands."""
+
+    type: Literal["progress"] = "progress"
+    disk_key: DiskKey
+    bytes_done: Count
+    bytes_total: Count
+    bytes_zero: Count = 0
+    rate_bps: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+
+class DiskDone(_Line):
+    type: Literal["disk_done"] = "disk_done"
+    disk_key: DiskKey
+    bytes_done: Count
+    bytes_zero: Count = 0
+    change_id: Annotated[str, Field(max_length=255)] | None = None
+
+
+class ClientError(_Line):
+    type: Literal["error"] = "error"
+    message: Message
+    disk_key: DiskKey | None = None
+
+
+class ClientDone(_Line):
+    type: Literal["done"] = "done"
+    status: ClientOutcome
+    message: Message | None = None
+
+
+class ClientExit(_Line):
+    """The node's own last line for a job: the client's exit code, and its last stderr
+    line when that code is not 0."""
+
+    type: Literal["exit"] = "exit"
+    exit_code: int
+    message: Message | None = None
+
+
+ProgressLine = Annotated[
+    SnapshotTaken | DiskStarted | DiskProgress | DiskDone | ClientError | ClientDone | ClientExit,
+    Field(discriminator="type"),
+]
+_LINE = TypeAdapter(ProgressLine)
+
+
+def parse_line(text: str | bytes) -> ProgressLine:
+    """One line of the client's output; ``pydantic.ValidationError`` when it is not one."""
+    return _LINE.validate_json(text)
+
+
+class ProgressBatch(BaseModel):
+    """What a node posts to ``/backups/{backup_id}/events``."""
+
+    events: Annotated[list[ProgressLine], Field(max_length=10_000)]

@@ -1,0 +1,214 @@
+"""The typed hub API client: every request the CLI and the console make, and the events.
+
+One async client over httpx, answers read into the contract's models. An error answer
+becomes the engine error its status stands for (``engine.errors.error_for_status``: a 404
+is ``NotFound``, exit code 7), carrying the hub's one-line ``detail``; a hub that does
+not answer is ``HubUnreachable``. The CLI runs it with ``asyncio.run``; the console in
+its workers. This module imports only the contract and the errors, so the console can
+load it without the engine behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import httpx
+from httpx_sse import aconnect_sse
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from engine.contract.hub import (
+    BackupRequest,
+    BackupStarted,
+    DiskEvent,
+    ErrorAnswer,
+    Health,
+    Job,
+    JobLog,
+    NodeInfo,
+    Probe,
+    Repository,
+    RepositoryIn,
+    VCenter,
+    VCenterIn,
+    VCenterTest,
+    VMContext,
+    VMIn,
+)
+from engine.contract.inventory import Inventory
+from engine.contract.status import JobStatus
+from engine.errors import SendenseError, Unavailable, error_for_status
+
+M = TypeVar("M", bound=BaseModel)
+HubEvent = Job | DiskEvent
+
+
+class HubUnreachable(Unavailable):
+    """The hub itself did not answer (not running, wrong URL, a network in between)."""
+
+
+def raise_for_answer(response: httpx.Response) -> None:
+    """The engine error an error answer stands for; nothing for a success."""
+    if response.status_code >= 400:
+        detail = ErrorAnswer.detail_of(response.content, response.reason_phrase)
+        raise error_for_status(response.status_code, detail)
+
+
+class HubClient:
+    """One instance per CLI command or console, sharing one connection pool."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=f"{self.base_url}/api/v1",
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            timeout=httpx.Timeout(timeout, connect=3.0),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> HubClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise HubUnreachable(f"the hub at {self.base_url} is not answering ({reason})") from None
+        raise_for_answer(response)
+        return response
+
+    async def _get(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        response = await self._request(method, path, **kwargs)
+        return _read(TypeAdapter(model), response)
+
+    async def _list(self, model: type[M], path: str, **kwargs: Any) -> list[M]:
+        response = await self._request("GET", path, **kwargs)
+        return _read(TypeAdapter(list[model]), response)  # type: ignore[valid-type]
+
+    # ---- the hub itself ------------------------------------------------------------
+
+    async def health(self) -> Health:
+        return await self._get(Health, "GET", "/health")
+
+    async def answers(self) -> bool:
+        """Whether a hub answers its health check now (for launchers, never raises)."""
+        try:
+            await self.health()
+        except SendenseError:
+            return False
+        return True
+
+    async def nodes(self) -> list[NodeInfo]:
+        return await self._list(NodeInfo, "/nodes")
+
+    # ---- vCenters, inventory, VMs ----------------------------------------------------
+
+    async def vcenters(self) -> list[VCenter]:
+        return await self._list(VCenter, "/vcenters")
+
+    async def probe_vcenter(self, host: str) -> Probe:
+        return await self._get(Probe, "GET", "/vcenters/probe", params={"host": host})
+
+    async def add_vcenter(self, request: VCenterIn) -> VCenter:
+        body = request.model_dump(mode="json", exclude_none=True)
+        body["password"] = request.password.get_secret_value()
+        return await self._get(VCenter, "POST", "/vcenters", json=body)
+
+    async def test_vcenter(self, vcenter_id: int) -> VCenterTest:
+        return await self._get(VCenterTest, "POST", f"/vcenters/{vcenter_id}/test")
+
+    async def inventory(self, vcenter_id: int, *, refresh: bool = False) -> Inventory:
+        """``refresh`` asks the hub to read vCenter again rather than answer from its cache."""
+        params = {"refresh": "true"} if refresh else {}
+        return await self._get(Inventory, "GET", f"/vcenters/{vcenter_id}/inventory", params=params)
+
+    async def vms(self) -> list[VMContext]:
+        return await self._list(VMContext, "/vms")
+
+    async def add_vm(self, request: VMIn) -> VMContext:
+        return await self._get(VMContext, "POST", "/vms", json=request.model_dump(mode="json"))
+
+    # ---- repositories -------------------------------------------------------------------
+
+    async def repositories(self) -> list[Repository]:
+        return await self._list(Repository, "/repositories")
+
+    async def add_repository(self, request: RepositoryIn) -> Repository:
+        body = request.model_dump(mode="json")
+        return await self._get(Repository, "POST", "/repositories", json=body)
+
+    # ---- backups ---------------------------------------------------------------------------
+
+    async def start_backup(self, request: BackupRequest) -> BackupStarted:
+        body = request.model_dump(mode="json", exclude_none=True)
+        return await self._get(BackupStarted, "POST", "/backups", json=body)
+
+    async def jobs(
+        self, *, vm_name: str | None = None, status: JobStatus | None = None, limit: int = 200
+    ) -> list[Job]:
+        params: dict[str, Any] = {"limit": limit}
+        if vm_name:
+            params["vm_name"] = vm_name
+        if status:
+            params["status"] = status.value
+        return await self._list(Job, "/backups", params=params)
+
+    async def job(self, backup_id: str) -> Job:
+        return await self._get(Job, "GET", f"/backups/{_segment(backup_id)}")
+
+    async def cancel_backup(self, backup_id: str) -> Job:
+        return await self._get(Job, "DELETE", f"/backups/{_segment(backup_id)}")
+
+    async def job_log(self, backup_id: str, lines: int = 200) -> list[str]:
+        path = f"/backups/{_segment(backup_id)}/log"
+        return (await self._get(JobLog, "GET", path, params={"lines": lines})).lines
+
+    async def events(self) -> AsyncIterator[HubEvent]:
+        """The hub's server-sent events, typed; ends when the stream does."""
+        try:
+            async with aconnect_sse(
+                self._http, "GET", "/events", timeout=httpx.Timeout(30.0, read=None)
+            ) as source:
+                if source.response.status_code >= 400:
+                    await source.response.aread()
+                    raise_for_answer(source.response)
+                async for event in source.aiter_sse():
+                    if not event.data:
+                        continue
+                    if event.event == "job":
+                        yield Job.model_validate_json(event.data)
+                    elif event.event == "disk":
+                        yield DiskEvent.model_validate_json(event.data)
+        except httpx.HTTPError as exc:
+            raise HubUnreachable(f"the hub's event stream broke ({exc})") from None
+
+
+def _segment(value: str) -> str:
+    """An id as one URL path segment, whatever it holds (old ids may hold spaces)."""
+    return httpx.URL(path=value).raw_path.decode().replace("/", "%2F")
+
+
+def _read(adapter: TypeAdapter[Any], response: httpx.Response) -> Any:
+    try:
+        return adapter.validate_json(response.content)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise SendenseError(
+            f"the hub's answer to {response.request.method} {response.request.url.path} "
+            f"does not match the contract ({where}: {first.get('msg')}): is it another version?"
+        ) from None
