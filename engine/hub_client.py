@@ -87,7 +87,9 @@ class HubClient:
             response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
-            raise HubUnreachable(f"the hub at {self.base_url} is not answering ({reason})") from None
+            raise HubUnreachable(
+                f"the hub at {self.base_url} is not answering ({reason})"
+            ) from None
         raise_for_answer(response)
         return response
 

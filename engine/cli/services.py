@@ -26,7 +26,7 @@ from rich.progress import TaskID
 from rich.table import Table
 
 from engine.api.auth import auth_headers, client_token, load_or_create_token, node_token
-from engine.api.errors import response_detail
+from engine.contract.hub import ErrorAnswer
 from engine.cli.common import console, db_session, err_console, settings
 from engine.config import Settings
 from engine.errors import SendenseError
@@ -161,7 +161,9 @@ def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
             f"the hub at {client.base_url} is not answering ({exc}): start it with `sendense hub`"
         ) from None
     if response.status_code >= 400:
-        raise HubRefused(f"{response_detail(response)} (HTTP {response.status_code})")
+        raise HubRefused(
+            f"{ErrorAnswer.detail_of(response.content, response.reason_phrase)} (HTTP {response.status_code})"
+        )
     return response.json()
 
 

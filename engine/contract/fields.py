@@ -94,20 +94,14 @@ def normalise_thumbprint(value: str) -> str:
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Count = Annotated[int, Field(ge=0)]
 # A name a person gave (VM, repository, vCenter, node): one line, no control characters.
-Name = Annotated[
-    str, StringConstraints(min_length=1, max_length=191), AfterValidator(_no_control)
-]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=191), AfterValidator(_no_control)]
 # Free text from a person or a server (a user name, an error): one line, bounded.
-Text = Annotated[
-    str, StringConstraints(min_length=1, max_length=255), AfterValidator(_no_control)
-]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_no_control)]
 # An inventory path (/DC/vm/folder/NAME), a moref, or a file system path.
 PathText = Annotated[
     str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_no_control)
 ]
-Host = Annotated[
-    str, StringConstraints(min_length=1, max_length=255), AfterValidator(_host)
-]
+Host = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_host)]
 Thumbprint = Annotated[
     str, StringConstraints(min_length=1, max_length=128), AfterValidator(normalise_thumbprint)
 ]

@@ -332,4 +332,3 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "the node is unreachable, or no NBD port is free",
     }
     return {s: {"model": ErrorAnswer, "description": words[s]} for s in statuses}
-

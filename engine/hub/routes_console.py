@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from engine.config import Settings
+from engine.contract.fields import normalise_thumbprint
 from engine.credentials import Credentials, VMwareCredentialService
 from engine.db.models import BackupJob, VMReplicationContext
 from engine.db.session import session_scope
@@ -141,9 +142,7 @@ def add_vcenter(body: VCenterIn, request: Request) -> dict[str, Any]:
     thumbprint = normalise_thumbprint(body.thumbprint) if body.thumbprint else None
     if thumbprint is None:
         if not body.trust:
-            raise BadInput(
-                "give the vCenter's thumbprint, or trust=true to pin the one it shows"
-            )
+            raise BadInput("give the vCenter's thumbprint, or trust=true to pin the one it shows")
         thumbprint = _probe(body.host)
     settings = _settings(request)
     with session_scope(settings.db_url) as s:

@@ -23,6 +23,7 @@ from engine.version import __version__
 
 log = logging.getLogger("sendense.node")
 
+
 class StartBody(BaseModel):
     """The seed's SNA request, plus the vCenter's pinned thumbprint."""
 

@@ -25,7 +25,7 @@ from typing import Any
 from engine import vcenter
 from engine.config import Settings, ensure_dirs, get_settings
 from engine.contract.fields import normalise_thumbprint, split_host
-from engine.contract.targets import NbdTarget, match_disks, parse_targets
+from engine.contract.targets import NbdTarget, NbdTargets
 from engine.errors import BadInput, SendenseError
 from engine.node.copier import CopyCancelled, CopyOptions, Progress, copy
 from engine.node.progress import KINDS, Reporter, make_reporter, progress_fields
@@ -192,7 +192,8 @@ class Migration:
         self.settings = settings
         self.reporter = reporter
         self.cancel = threading.Event()
-        self.targets = parse_targets(args.nbd_targets)
+        self.nbd_targets = NbdTargets.parse(args.nbd_targets)
+        self.targets = self.nbd_targets.by_key()
         tp = args.vmware_thumbprint
         self.thumbprint = normalise_thumbprint(tp) if tp else None
         # Errors already sent as an `error` line with their disk key.
@@ -214,7 +215,7 @@ class Migration:
         ) as vc:
             vm = vcenter.find_vm(vc, a.vmware_path)
             info = vcenter.vm_info(vc, vm)
-            match_disks(self.targets, [d.key for d in info.disks])
+            self.nbd_targets.match_disks(d.key for d in info.disks)
             removed = vcenter.remove_leftover_snapshots(vc, vm, keep_job_ids=[a.job_id])
             for name in removed:
                 log.info("removed leftover snapshot %s", name)

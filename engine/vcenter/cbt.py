@@ -18,6 +18,7 @@ from engine.vcenter.tasks import fault_message, wait
 class FullBackupNeeded(Exception):
     """Not an error: the disk's change tracking restarted, so only a full copy is correct."""
 
+
 log = logging.getLogger(__name__)
 
 
