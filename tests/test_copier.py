@@ -12,7 +12,8 @@ from pathlib import Path
 import nbd
 import pytest
 
-from engine.node.copier import CopyCancelled, CopyError, CopyOptions, Extent, Progress, copy
+from engine.errors import CopyError
+from engine.node.copier import CopyCancelled, CopyOptions, Extent, Progress, copy
 from tests.nbd_servers import nbdkit, qemu_nbd
 
 MiB = 1024 * 1024
