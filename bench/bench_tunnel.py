@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engine.config import Settings
-from engine.node.tunnel import read_status
+from engine.node.tunnel.status import read_status
 from tests.fixtures.sshd import SshServer
 
 NODE, HUB = "127.0.0.2", "127.0.0.1"
@@ -171,7 +171,7 @@ def measure(
                 update={"tunnel": settings.tunnel.model_copy(update={"connections": connections})}
             )
             with process(SENDENSE_TUNNEL, env) as proc:
-                wait(lambda: read_status(shared).get("connections_up") == connections, "tunnel")
+                wait(lambda: read_status(shared).connections_up == connections, "tunnel")
                 yield proc
 
         return tunnel

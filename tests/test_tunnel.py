@@ -25,7 +25,9 @@ from typer.testing import CliRunner
 
 from engine.cli.tunnel import tunnel_app
 from engine.config import Settings, get_settings
-from engine.node.tunnel import Tunnel, TunnelError, authorized_key_options, read_status
+from engine.node.tunnel.connection import Tunnel, TunnelError
+from engine.node.tunnel.forwards import authorized_key_options
+from engine.node.tunnel.status import read_status
 from tests.conftest import free_port, wait_for
 from tests.fixtures.sshd import SshServer, make_key
 
@@ -154,21 +156,21 @@ async def test_forwards_carry_data_with_restricted_key(
             assert await echoes(NODE_SIDE, port), f"local forward {port}"
         assert await echoes(HUB_SIDE, s.tunnel.remote_node_port), "remote forward"
 
-        await until(lambda: read_status(s)["rtt_ms"] is not None, "a measured round trip")
+        await until(lambda: read_status(s).rtt_ms is not None, "a measured round trip")
         status = read_status(s)
-        assert status["state"] == "up"
-        assert status["connects"] == 1
-        assert status["pid"] == os.getpid()
-        assert 0 < status["rtt_ms"] < 5000
-        assert status["since"].endswith("+00:00")
+        assert status.state == "up"
+        assert status.connects == 1
+        assert status.pid == os.getpid()
+        assert 0 < status.rtt_ms < 5000
+        assert status.since.endswith("+00:00")
         assert tunnel.status.state == "up"
     finally:
         for server in servers:
             server.close()
 
     await tunnel.stop()
-    assert read_status(s)["state"] == "stopped"
-    assert read_status(s)["rtt_ms"] is None
+    assert read_status(s).state == "stopped"
+    assert read_status(s).rtt_ms is None
     for port in hub_ports:
         assert bindable(NODE_SIDE, port), f"local listener {port} still open after stop()"
     # sshd closes the hub-side listener of the remote forward once the session ends.
@@ -210,21 +212,19 @@ async def test_reconnects_after_connection_killed_and_sshd_restart(
     hub = await echo_server(HUB_SIDE, s.nbd.port_min)
     try:
         await tunnel.wait_up(10)
-        first_since = read_status(s)["since"]
+        first_since = read_status(s).since
         assert sshd.drop_connections() > 0
         await until(lambda: tunnel.status.connects == 2, "a second connection")
         await tunnel.wait_up(10)
         status = read_status(s)
-        assert status["state"] == "up"
-        assert status["last_error"], "the drop left no reason in the status"
-        assert status["since"] >= first_since
+        assert status.state == "up"
+        assert status.last_error, "the drop left no reason in the status"
+        assert status.since >= first_since
         assert await echoes(NODE_SIDE, s.nbd.port_min)
 
         sshd.stop()
-        await until(lambda: read_status(s)["state"] != "up", "the status to go down")
-        await until(
-            lambda: "refused" in (read_status(s)["last_error"] or ""), "a refused reconnect"
-        )
+        await until(lambda: read_status(s).state != "up", "the status to go down")
+        await until(lambda: "refused" in (read_status(s).last_error or ""), "a refused reconnect")
         assert not await _connects(NODE_SIDE, s.nbd.port_min), "a listener outlived its link"
         sshd.start()
         await until(lambda: tunnel.status.connects == 3, "a connection after the restart")
@@ -255,7 +255,7 @@ async def test_busy_remote_port_is_retried_until_free(
         assert second.status.state == "down"
         await tunnel.stop()
         await second.wait_up(10)
-        assert read_status(second_settings)["state"] == "up"
+        assert read_status(second_settings).state == "up"
     finally:
         await second.stop()
         await task
@@ -269,10 +269,10 @@ async def test_a_second_tunnel_on_the_same_data_folder_is_refused(
     with pytest.raises(TunnelError, match=rf"another tunnel \(pid {os.getpid()}\) is running"):
         await Tunnel(tunnel_settings).run()
     after = read_status(tunnel_settings)
-    assert (after["state"], after["since"], after["pid"]) == (
-        before["state"],
-        before["since"],
-        before["pid"],
+    assert (after.state, after.since, after.pid) == (
+        before.state,
+        before.since,
+        before.pid,
     ), "the refused tunnel overwrote the running one's status"
 
 
@@ -287,7 +287,7 @@ async def test_two_connections_share_the_ports(
     task = asyncio.create_task(t.run())
     try:
         await t.wait_up(10)
-        await until(lambda: read_status(s)["connections_up"] == 2, "the worker's connection")
+        await until(lambda: read_status(s).connections_up == 2, "the worker's connection")
         assert len(sshd.connection_pids()) >= 2
         worker_pid = json.loads((s.run / "tunnel-worker-1.json").read_text())["pid"]
         assert worker_pid != os.getpid()
@@ -298,8 +298,8 @@ async def test_two_connections_share_the_ports(
         await t.stop()
         await task
     status = read_status(s)
-    assert status["state"] == "stopped"
-    assert status["connections_up"] == 0
+    assert status.state == "stopped"
+    assert status.connections_up == 0
     with pytest.raises(ProcessLookupError):
         os.kill(worker_pid, 0)
     assert bindable(NODE_SIDE, s.nbd.port_min)
@@ -323,8 +323,8 @@ async def test_unknown_host_key_is_refused(
     with pytest.raises(TunnelError, match=r"not trusted by .*known_hosts"):
         await asyncio.wait_for(t.run(), 10)
     status = read_status(tunnel_settings)
-    assert status["state"] == "down"
-    assert "not trusted" in status["last_error"]
+    assert status.state == "down"
+    assert "not trusted" in status.last_error
     assert t.status.connects == 0
     with pytest.raises(TunnelError, match="not trusted"):
         await t.wait_up(1)
@@ -359,9 +359,9 @@ async def test_missing_files_are_clear_errors(
 
 def test_read_status_without_a_tunnel(settings: Settings) -> None:
     status = read_status(settings)
-    assert status["state"] == "down"
-    assert "no tunnel has run" in status["last_error"]
-    assert status["connections_up"] == 0
+    assert status.state == "down"
+    assert "no tunnel has run" in status.last_error
+    assert status.connections_up == 0
 
 
 def test_read_status_of_a_dead_process(settings: Settings) -> None:
@@ -371,9 +371,9 @@ def test_read_status_of_a_dead_process(settings: Settings) -> None:
     status_file = settings.run / "tunnel.json"
     status_file.write_text(json.dumps({"state": "up", "pid": dead.pid, "rtt_ms": 1.0}))
     status = read_status(settings)
-    assert status["state"] == "down"
-    assert status["rtt_ms"] is None
-    assert f"process {dead.pid} has exited" in status["last_error"]
+    assert status.state == "down"
+    assert status.rtt_ms is None
+    assert f"process {dead.pid} has exited" in status.last_error
 
 
 @pytest.fixture
@@ -391,8 +391,8 @@ def test_cli_run_status_and_sigterm(
     cli_tunnel: subprocess.Popen[bytes], tunnel_settings: Settings
 ) -> None:
     s = tunnel_settings
-    wait_for(lambda: read_status(s)["state"] == "up", what="`sendense tunnel run` to come up")
-    wait_for(lambda: read_status(s)["rtt_ms"] is not None, what="a round trip")
+    wait_for(lambda: read_status(s).state == "up", what="`sendense tunnel run` to come up")
+    wait_for(lambda: read_status(s).rtt_ms is not None, what="a round trip")
     # `tunnel status` in-process (the CLI's import time is not what is under test here).
     out = CliRunner().invoke(tunnel_app, ["status", "--json"])
     assert out.exit_code == 0, out.output
@@ -404,7 +404,7 @@ def test_cli_run_status_and_sigterm(
 
     cli_tunnel.send_signal(signal.SIGTERM)
     assert cli_tunnel.wait(10) == 0
-    assert read_status(s)["state"] == "stopped"
+    assert read_status(s).state == "stopped"
     assert bindable(NODE_SIDE, s.hub.port)
     assert CliRunner().invoke(tunnel_app, ["status"]).exit_code == 1
 
@@ -426,17 +426,18 @@ def test_workers_do_not_outlive_a_killed_tunnel(
     # A bare Tunnel in its own process: the CLI's import time is not under test here.
     run_tunnel = (
         "import asyncio; from engine.config import get_settings; "
-        "from engine.node.tunnel import Tunnel; asyncio.run(Tunnel(get_settings()).run())"
+        "from engine.node.tunnel.connection import Tunnel; "
+        "asyncio.run(Tunnel(get_settings()).run())"
     )
     proc = subprocess.Popen([sys.executable, "-c", run_tunnel], stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: read_status(s).get("connections_up") == 2, what="two connections")
+        wait_for(lambda: read_status(s).connections_up == 2, what="two connections")
         worker = json.loads((s.run / "tunnel-worker-1.json").read_text())["pid"]
         proc.kill()
         proc.wait()
         wait_for(lambda: not running(worker), what=f"worker {worker} to stop after its parent")
         wait_for(lambda: bindable(NODE_SIDE, s.nbd.port_min), what="the ports to be free")
-        assert read_status(s)["connections_up"] == 0
+        assert read_status(s).connections_up == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 import typer
 
 from engine.cli.common import console, settings
+from engine.contract.status import TunnelState
 from engine.errors import BadInput
 
-# asyncssh (through engine.node.tunnel) is imported inside the commands: every other
+# asyncssh (through engine.node.tunnel.connection) is imported inside the commands: every other
 # `sendense` command would otherwise pay for loading it at start-up.
 
 tunnel_app = typer.Typer(help="The node's SSH tunnel to the hub.", no_args_is_help=True)
@@ -27,7 +27,8 @@ def tunnel_run(
     with one line when it cannot work without an operator (missing key or known_hosts,
     untrusted host key, refused key).
     """
-    from engine.node.tunnel import Tunnel, serve
+    from engine.node.tunnel.connection import Tunnel
+    from engine.node.tunnel.serve import serve
 
     serve(Tunnel(settings()), verbose=verbose)
 
@@ -38,25 +39,25 @@ def tunnel_status(as_json: bool = typer.Option(False, "--json", help="Print JSON
 
     Exit code 0 when up, 1 otherwise, so scripts and health checks can test it.
     """
-    from engine.node.tunnel import read_status
+    from engine.node.tunnel.status import read_status
 
     status = read_status(settings())
     if as_json:
-        console.print_json(json.dumps(status))
+        console.print_json(status.model_dump_json())
     else:
-        rtt = status.get("rtt_ms")
+        rtt = status.rtt_ms
         rows = [
-            ("state", status["state"]),
-            ("since", status.get("since") or "-"),
-            ("hub", status.get("hub", "-")),
-            ("connections", f"{status.get('connections_up', 0)}/{status.get('connections', 1)} up"),
+            ("state", status.state),
+            ("since", status.since or "-"),
+            ("hub", status.hub or "-"),
+            ("connections", f"{status.connections_up}/{status.connections} up"),
             ("rtt", f"{rtt:.1f} ms" if rtt is not None else "-"),
-            ("last error", status.get("last_error") or "-"),
-            *(("forward", line) for line in status.get("forwards", [])),
+            ("last error", status.last_error or "-"),
+            *(("forward", line) for line in status.forwards),
         ]
         for label, value in rows:
             console.print(f"{label + ':':13}{value}", highlight=False, soft_wrap=True)
-    raise typer.Exit(0 if status["state"] == "up" else 1)
+    raise typer.Exit(0 if status.state is TunnelState.UP else 1)
 
 
 @tunnel_app.command("authorized-key")
@@ -70,7 +71,7 @@ def tunnel_authorized_key(
     """
     import asyncssh
 
-    from engine.node.tunnel import authorized_key_options
+    from engine.node.tunnel.forwards import authorized_key_options
 
     try:
         key = public_key.read_text().strip()

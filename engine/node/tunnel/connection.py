@@ -1,20 +1,16 @@
 """The node's SSH tunnel to the hub (asyncssh): the seed's forwards, held up for good.
 
-The node dials the hub's sshd and keeps three kinds of forward open: the NBD export ports
-(``nbd.port_min..port_max``) and the hub API port from the node's ``tunnel.local_host`` to
-the hub's loopback, and ``tunnel.remote_node_port`` on the hub's loopback back to the node
-API. The hub's host key must be in ``tunnel.known_hosts`` (never trusted on first use) and
-only key authentication is tried, so the hub can hand the node a restricted key.
+The node dials the hub's sshd and keeps three kinds of forward open (``forwards``). The
+hub's host key must be in ``tunnel.known_hosts`` (never trusted on first use) and only
+key authentication is tried, so the hub can hand the node a restricted key.
 
 A dropped connection is retried with capped exponential backoff; a host key or key that
 the hub refuses is not (it needs an operator) and ends :meth:`Tunnel.run` with a
-:class:`TunnelError`. The state (up/down since when, round-trip time, last error) is
-written atomically to ``<run_dir>/tunnel.json`` on every change, so ``sendense tunnel
-status`` and the node's health read it from any process with :func:`read_status`.
+:class:`TunnelError`. Every change of state is written to the status file (``status``).
 
 One connection is one process's worth of crypto; ``tunnel.connections`` > 1 adds worker
-processes (:mod:`engine.node.tunnel_worker`), each with its own connection, sharing the local
-ports through ``SO_REUSEPORT``.
+processes (:mod:`engine.node.tunnel.worker`), each with its own connection, sharing the
+local ports through ``SO_REUSEPORT``.
 """
 
 from __future__ import annotations
@@ -22,30 +18,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import random
-import signal
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any, cast
 
 import asyncssh
 from asyncssh.forward import SSHLocalPortForwarder
 
 from engine.config import Settings
+from engine.contract.hub import TunnelStatus
+from engine.contract.status import TunnelState
 from engine.errors import SendenseError
-from engine.processes import pid_alive
+from engine.node.tunnel.forwards import Forward, describe_forwards, plan_forwards
+from engine.node.tunnel.status import now_iso, status_path, write_status
 
 log = logging.getLogger("sendense.tunnel")
-
-LOOPBACK = "127.0.0.1"
-STATUS_FILE = "tunnel.json"
 
 # asyncssh's defaults (chacha20, 2 MiB window, 32 KiB packets) moved about half what
 # ``ssh -L`` does (DESIGN.md); AES-GCM (AES-NI) with a large window and packets brings the
@@ -57,140 +47,12 @@ ENCRYPTION_ALGS = (
     "chacha20-poly1305@openssh.com",
     "aes128-ctr",
 )
-PARENT_CHECK_SECONDS = 1.0
 WINDOW = 8 * 1024 * 1024
 MAX_PACKET = 256 * 1024
 
 
 class TunnelError(SendenseError):
     """The tunnel cannot work without an operator: bad configuration, untrusted host."""
-
-
-@dataclass(frozen=True)
-class Forward:
-    """One forward: ``remote`` ones listen on the hub, the others on the node."""
-
-    remote: bool
-    listen_host: str
-    listen_port: int
-    dest_host: str
-    dest_port: int
-
-
-def plan_forwards(settings: Settings) -> list[Forward]:
-    """The seed's forwards, from the settings (tests shrink the NBD range to free ports)."""
-    tunnel = settings.tunnel
-    local_ports = [*range(settings.nbd.port_min, settings.nbd.port_max + 1), settings.hub.port]
-    local = [Forward(False, tunnel.local_host, p, LOOPBACK, p) for p in dict.fromkeys(local_ports)]
-    remote = Forward(
-        True, LOOPBACK, tunnel.remote_node_port, settings.node.host, settings.node.port
-    )
-    return [*local, remote]
-
-
-def describe_forwards(settings: Settings) -> list[str]:
-    """``ssh``-style one-liners (``-L``/``-R``) for status output; the NBD range as one."""
-    t, nbd = settings.tunnel, settings.nbd
-    span = f"{nbd.port_min}-{nbd.port_max}" if nbd.port_min != nbd.port_max else str(nbd.port_min)
-    return [
-        f"-L {t.local_host}:{span} -> hub {LOOPBACK}:{span}",
-        f"-L {t.local_host}:{settings.hub.port} -> hub {LOOPBACK}:{settings.hub.port}",
-        f"-R hub {LOOPBACK}:{t.remote_node_port} -> {settings.node.host}:{settings.node.port}",
-    ]
-
-
-def authorized_key_options(settings: Settings) -> str:
-    """The hub's ``authorized_keys`` options for a node key: these forwards, nothing else.
-
-    ``restrict`` takes away pty, agent, X11 and forwarding; ``port-forwarding`` gives
-    forwarding back, limited by ``permitopen``/``permitlisten`` to the seed's ports; the
-    forced command means a login can run nothing (the tunnel never opens a session).
-    """
-    forwards = plan_forwards(settings)
-    opens = [f'permitopen="{f.dest_host}:{f.dest_port}"' for f in forwards if not f.remote]
-    listens = [f'permitlisten="{f.listen_host}:{f.listen_port}"' for f in forwards if f.remote]
-    return ",".join(["restrict", "port-forwarding", *opens, *listens, 'command="/bin/false"'])
-
-
-def _now_iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
-
-
-@dataclass
-class TunnelStatus:
-    """What ``tunnel.json`` holds. ``state`` is connecting, up, down or stopped."""
-
-    hub: str
-    forwards: list[str]
-    state: str = "down"
-    since: float = field(default_factory=time.time)
-    rtt_ms: float | None = None
-    last_error: str | None = None
-    connects: int = 0
-    pid: int = field(default_factory=os.getpid)
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["since"] = _now_iso(self.since)
-        data["updated_at"] = _now_iso(time.time())
-        return data
-
-
-def status_path(settings: Settings, worker: int = 0) -> Path:
-    return settings.run / (f"tunnel-worker-{worker}.json" if worker else STATUS_FILE)
-
-
-def read_status(settings: Settings) -> dict[str, Any]:
-    """The last status a tunnel wrote, ``down`` when none ran or its process is gone."""
-    path = status_path(settings)
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {
-            "state": "down",
-            "since": None,
-            "rtt_ms": None,
-            "last_error": f"no tunnel has run here (no {path})",
-            "hub": f"{settings.tunnel.hub_ssh_host}:{settings.tunnel.hub_ssh_port}",
-            "forwards": describe_forwards(settings),
-            "connections": settings.tunnel.connections,
-            "connections_up": 0,
-        }
-    _check_alive(data)
-    connections = settings.tunnel.connections
-    workers = [_read_worker(settings, i) for i in range(1, connections)]
-    data["connections"] = connections
-    data["connections_up"] = sum(1 for d in (data, *workers) if d.get("state") == "up")
-    return data
-
-
-def _check_alive(data: dict[str, Any]) -> None:
-    """A status left behind by a process that is gone is ``down``, whatever it says."""
-    if data.get("state") != "stopped" and not pid_alive(int(data.get("pid", 0))):
-        last = data.get("last_error")
-        data["state"] = "down"
-        data["rtt_ms"] = None
-        data["last_error"] = f"the tunnel process {data.get('pid')} has exited" + (
-            f"; its last error: {last}" if last else ""
-        )
-
-
-def _read_worker(settings: Settings, worker: int) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(status_path(settings, worker).read_text())
-    except FileNotFoundError:
-        return {"state": "down"}
-    _check_alive(data)
-    return data
-
-
-def _write_atomically(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as tmp:
-        json.dump(data, tmp, indent=2)
-    os.replace(tmp.name, path)
 
 
 def _close_servers(servers: list[asyncio.Server]) -> None:
@@ -221,7 +83,13 @@ class Tunnel:
         self._shared_ports = settings.tunnel.connections > 1
         t = settings.tunnel
         self._target = f"{t.user}@{t.hub_ssh_host}:{t.hub_ssh_port}"
-        self._status = TunnelStatus(hub=self._target, forwards=describe_forwards(settings))
+        self._status = TunnelStatus(
+            state=TunnelState.DOWN,
+            since=now_iso(time.time()),
+            hub=self._target,
+            forwards=describe_forwards(settings),
+            pid=os.getpid(),
+        )
         self._stopping = asyncio.Event()
         self._up = asyncio.Event()
         self._ended = asyncio.Event()
@@ -232,22 +100,23 @@ class Tunnel:
 
     @property
     def status(self) -> TunnelStatus:
-        return TunnelStatus(**asdict(self._status))
+        """This connection's state now (``read_status`` adds the other connections')."""
+        return self._status.model_copy()
 
-    def _set(self, state: str, error: str | None = None) -> None:
+    def _set(self, state: TunnelState, error: str | None = None) -> None:
         if state != self._status.state:
             self._status.state = state
-            self._status.since = time.time()
+            self._status.since = now_iso(time.time())
             log.info("tunnel to %s: %s", self._target, state)
         if error is not None:
             log.warning("tunnel to %s: %s", self._target, error)
             self._status.last_error = error
-        if state != "up":
+        if state is not TunnelState.UP:
             self._status.rtt_ms = None
         self._write()
 
     def _write(self) -> None:
-        _write_atomically(self._status_file, self._status.as_dict())
+        write_status(self._status_file, self._status, time.time())
 
     def _options(self) -> asyncssh.SSHClientConnectionOptions:
         """Connection options; missing files are configuration errors, raised at once."""
@@ -303,13 +172,13 @@ class Tunnel:
             options = self._options()
             failures = 0
             while not self._stopping.is_set():
-                if self._status.state != "down":  # retries keep "down since" as it was
-                    self._set("connecting")
+                if self._status.state is not TunnelState.DOWN:  # retries keep "down since"
+                    self._set(TunnelState.CONNECTING)
                 try:
                     conn, client = await self._connect(options)
                 except (OSError, asyncssh.Error, asyncssh.ChannelListenError) as exc:
                     failures += 1
-                    self._set("down", self._explain(exc))
+                    self._set(TunnelState.DOWN, self._explain(exc))
                     await self._backoff(failures)
                     continue
                 failures = 0
@@ -318,7 +187,7 @@ class Tunnel:
                     await conn.wait_closed()
                     break
                 self._status.connects += 1
-                self._set("up")
+                self._set(TunnelState.UP)
                 self._up.set()
                 if not self._worker and not workers:  # once the hub has let us in
                     workers = [
@@ -328,12 +197,12 @@ class Tunnel:
                 await self._hold(conn)
                 self._up.clear()
                 if not self._stopping.is_set():
-                    self._set("down", self._explain(client.lost))
+                    self._set(TunnelState.DOWN, self._explain(client.lost))
                     await self._backoff(1)
         except TunnelError as exc:
             self._error = exc
             self._status.last_error = str(exc)  # not logged: the caller reports it once
-            self._set("down")
+            self._set(TunnelState.DOWN)
             raise
         finally:
             self._stopping.set()
@@ -342,7 +211,7 @@ class Tunnel:
             await asyncio.gather(*workers, return_exceptions=True)
             self._up.clear()
             if self._error is None:
-                self._set("stopped")
+                self._set(TunnelState.STOPPED)
             if lock is not None:
                 lock.close()
             self._running = False
@@ -372,7 +241,7 @@ class Tunnel:
         failures = 0
         while not self._stopping.is_set():
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "engine.node.tunnel_worker", str(worker)
+                sys.executable, "-m", "engine.node.tunnel.worker", str(worker)
             )
             try:
                 code = await proc.wait()
@@ -505,36 +374,3 @@ class Tunnel:
             self._conn.close()
         if self._running:
             await self._ended.wait()
-
-
-def serve(tunnel: Tunnel, *, verbose: bool = False, watch_parent: bool = False) -> None:
-    """Run ``tunnel`` as a service: log to stderr, stop cleanly on SIGTERM/SIGINT.
-
-    ``watch_parent`` (workers): stop too when the process that started this one is gone,
-    so a worker never holds the ports alone.
-    """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # asyncssh logs every forwarded connection at INFO: only worth it when asked for.
-    logging.getLogger("asyncssh").setLevel(logging.INFO if verbose else logging.WARNING)
-    asyncio.run(_serve(tunnel, watch_parent))
-
-
-async def _serve(tunnel: Tunnel, watch_parent: bool) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(tunnel.stop()))
-    parent = os.getppid()
-
-    async def watch() -> None:
-        while os.getppid() == parent:
-            await asyncio.sleep(PARENT_CHECK_SECONDS)
-        await tunnel.stop()
-
-    watcher = asyncio.create_task(watch()) if watch_parent else None
-    try:
-        await tunnel.run()
-    finally:
-        if watcher is not None:
-            watcher.cancel()
