@@ -261,22 +261,28 @@ def get_settings() -> Settings:
         raise ConfigError(f"config file {config_file()} is not valid TOML: {exc}") from None
 
 
-SECRET_FIELDS = {"database_url", "hub_token"}
+SECRET_FIELDS = {"database_url", "hub_token", "password", "vcenter_password"}
 
 
 def describe_validation_error(exc: ValidationError) -> str:
     """One line naming each bad setting, its problem and (unless secret) the value given."""
+    return "invalid settings: " + describe_errors(exc)
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Each refused field of a model, its problem and (unless secret) the value given, in
+    one line: what a setting or a command's input gets instead of pydantic's report."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
-        # Our own validators' messages already name the settings; drop pydantic's prefix.
+        # Our own validators' messages already name the field; drop pydantic's prefix.
         problem = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
         given = ""
         secret = SECRET_FIELDS & {str(p) for p in err["loc"]}
         if where and "input" in err and not secret and not isinstance(err["input"], dict):
             given = f" (got {err['input']!r})"
         parts.append(f"{where}: {problem}{given}" if where else problem)
-    return "invalid settings: " + "; ".join(parts)
+    return "; ".join(parts)
 
 
 def ensure_dirs(settings: Settings) -> None:

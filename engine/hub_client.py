@@ -11,10 +11,11 @@ load it without the engine behind it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
-from httpx_sse import aconnect_sse
+from httpx_sse import EventSource, aconnect_sse
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from engine.contract.hub import (
@@ -181,6 +182,14 @@ class HubClient:
 
     async def events(self) -> AsyncIterator[HubEvent]:
         """The hub's server-sent events, typed; ends when the stream does."""
+        async with self.subscribe() as events:
+            async for event in events:
+                yield event
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[AsyncIterator[HubEvent]]:
+        """The event stream, already subscribed when the block begins: a job read inside
+        the block cannot end unseen between that read and its first event."""
         try:
             async with aconnect_sse(
                 self._http, "GET", "/events", timeout=httpx.Timeout(30.0, read=None)
@@ -188,15 +197,19 @@ class HubClient:
                 if source.response.status_code >= 400:
                     await source.response.aread()
                     raise_for_answer(source.response)
-                async for event in source.aiter_sse():
-                    if not event.data:
-                        continue
-                    if event.event == "job":
-                        yield Job.model_validate_json(event.data)
-                    elif event.event == "disk":
-                        yield DiskEvent.model_validate_json(event.data)
+                yield _typed_events(source)
         except httpx.HTTPError as exc:
             raise HubUnreachable(f"the hub's event stream broke ({exc})") from None
+
+
+async def _typed_events(source: EventSource) -> AsyncIterator[HubEvent]:
+    async for event in source.aiter_sse():
+        if not event.data:
+            continue
+        if event.event == "job":
+            yield Job.model_validate_json(event.data)
+        elif event.event == "disk":
+            yield DiskEvent.model_validate_json(event.data)
 
 
 def _segment(value: str) -> str:

@@ -1,11 +1,13 @@
-"""What every command group shares: settings, a migrated database session, output."""
+"""What every command group shares: settings, a migrated database session, the hub
+client, output."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console
 
@@ -14,6 +16,10 @@ from engine.errors import BadInput
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+
+    from engine.hub_client import HubClient
+
+T = TypeVar("T")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,6 +45,27 @@ def db_session() -> Iterator[Session]:
         _upgraded.add(s.db_url)
     with session_scope(s.db_url) as session:
         yield session
+
+
+def hub_client(s: Settings | None = None) -> HubClient:
+    """The typed hub client on ``hub.public_url``, with the token the CLI presents."""
+    # Imported here: only the commands that talk to the hub pay for httpx.
+    from engine.api.auth import client_token
+    from engine.hub_client import HubClient
+
+    s = s or settings()
+    return HubClient(s.hub.public_url, client_token(s))
+
+
+def on_hub(call: Callable[[HubClient], Awaitable[T]], s: Settings | None = None) -> T:
+    """``call`` with a hub client, run to its end: how a (synchronous) command asks the
+    hub. Its errors are the engine's (a 404 is ``NotFound``, exit code 7)."""
+
+    async def run() -> T:
+        async with hub_client(s) as hub:
+            return await call(hub)
+
+    return asyncio.run(run())
 
 
 def read_secret_stdin(what: str) -> str:

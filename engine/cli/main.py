@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from engine.cli.common import err_console
-from engine.config import get_settings
-from engine.errors import SendenseError
+from engine.config import describe_errors, get_settings
+from engine.errors import BadInput, SendenseError
 
 # Every command, by name: (module, attribute). A Typer attribute is a group, anything
 # else a single command. Only the module of the command being run is imported, so that
@@ -27,18 +28,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("engine.cli.lab", "lab_app"),
     "vm": ("engine.cli.vm", "vm_app"),
     "inventory": ("engine.cli.inventory", "inventory_command"),
-    "token": ("engine.cli.services", "token_app"),
-    "nodes": ("engine.cli.services", "nodes_app"),
-    "backup": ("engine.cli.services", "backup_app"),
-    "hub": ("engine.cli.services", "hub_command"),
-    "node": ("engine.cli.services", "node_command"),
-    "run": ("engine.cli.services", "run_command"),
-    "stop": ("engine.cli.services", "stop_command"),
+    "token": ("engine.cli.token", "token_app"),
+    "nodes": ("engine.cli.nodes", "nodes_app"),
+    "backup": ("engine.cli.backup", "backup_app"),
+    "hub": ("engine.cli.serve", "hub_command"),
+    "node": ("engine.cli.serve", "node_command"),
+    "run": ("engine.cli.launcher", "run_command"),
+    "stop": ("engine.cli.launcher", "stop_command"),
     "tunnel": ("engine.cli.tunnel", "tunnel_app"),
 }
 
+# The exit codes are a contract for scripts: engine/errors.py, docs/contracts.md.
+EXIT_CODES = (
+    "Exit codes: 0 done, 1 internal error, 2 bad input, 3 vCenter error, 4 snapshot error, "
+    "5 copy error, 6 disk source error, 7 not found, 8 conflict, 9 token refused, "
+    "10 a service unreachable, 11 refused by the service behind the hub, 130 cancelled. "
+    "backup start --wait: 0 completed, 1 failed, 130 cancelled."
+)
+
 app = typer.Typer(
     help="Sendense: back up vSphere VMs into qcow2 restore points.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -89,6 +99,9 @@ def main() -> None:
     except SendenseError as exc:
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except ValidationError as exc:  # a contract model refused the command's input
+        err_console.print(f"error: {describe_errors(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(BadInput.exit_code)
     except FileNotFoundError as exc:
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)

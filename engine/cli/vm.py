@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import typer
+from pydantic import TypeAdapter
 from rich.table import Table
 from sqlalchemy import select
 
 from engine.cli.common import console, db_session, settings
+from engine.contract.hub import VMContext
 from engine.db.models import VMReplicationContext
 
 vm_app = typer.Typer(help="VMs to back up.", no_args_is_help=True)
@@ -38,47 +37,28 @@ def vm_add(
 
 @vm_app.command("list")
 def vm_list(as_json: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
-    """The VMs Sendense knows, with their disks."""
+    """The VMs Sendense knows, with their disks (as the hub's GET /vms tells them)."""
+    from engine.hub.views import context_view
+
     with db_session() as session:
-        rows = list(
-            session.scalars(select(VMReplicationContext).order_by(VMReplicationContext.vm_name))
-        )
-        data: list[dict[str, Any]] = [
-            {
-                "context_id": r.context_id,
-                "vm_name": r.vm_name,
-                "vm_path": r.vm_path,
-                "vmware_vm_id": r.vmware_vm_id,
-                "vcenter_host": r.vcenter_host,
-                "credential_id": r.credential_id,
-                "power_state": r.power_state,
-                "cbt_enabled": r.cbt_enabled,
-                "disks": [
-                    {
-                        "disk_key": d.disk_key,
-                        "capacity_bytes": d.capacity_bytes,
-                        "vmdk_path": d.vmdk_path,
-                        "change_id": d.change_id,
-                    }
-                    for d in r.disks
-                ],
-            }
-            for r in rows
-        ]
+        rows = session.scalars(select(VMReplicationContext).order_by(VMReplicationContext.vm_name))
+        vms = [VMContext.model_validate(context_view(r, [])) for r in rows]
     if as_json:
-        print(json.dumps(data, indent=2))
+        print(_VM_LIST.dump_json(vms, indent=2).decode())
         return
     table = Table("context", "vm", "path", "vCenter", "cred", "power", "CBT", "disks")
-    for r in data:
-        disks = " ".join(f"{d['disk_key']}:{d['capacity_bytes'] // MiB}M" for d in r["disks"])
+    for vm in vms:
         table.add_row(
-            str(r["context_id"]),
-            str(r["vm_name"]),
-            str(r["vm_path"]),
-            str(r["vcenter_host"]),
-            str(r["credential_id"] or "-"),
-            str(r["power_state"] or "-"),
-            "on" if r["cbt_enabled"] else "off",
-            disks,
+            vm.context_id,
+            vm.vm_name,
+            vm.vm_path,
+            vm.vcenter_host,
+            str(vm.credential_id or "-"),
+            vm.power_state or "-",
+            "on" if vm.cbt_enabled else "off",
+            " ".join(f"{d.disk_key}:{d.capacity_bytes // MiB}M" for d in vm.disks),
         )
     console.print(table)
+
+
+_VM_LIST = TypeAdapter(list[VMContext])

@@ -1,0 +1,174 @@
+"""``sendense backup``: start and follow backups through the hub API, like the console.
+
+A job belongs to the hub, so ``--wait`` can be interrupted without stopping the backup.
+The request is built as the contract's ``BackupRequest`` here, so bad input (a rate of
+0, two ways of naming the VM) is refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from engine.cli.common import console, err_console, on_hub
+from engine.contract.hub import BackupRequest, DiskEvent, Job, JobDisk
+from engine.contract.status import BackupType, JobStatus
+from engine.hub_client import HubClient, HubUnreachable
+
+backup_app = typer.Typer(help="Start and follow backups through the hub.", no_args_is_help=True)
+
+# What `backup start --wait` exits with once the job ended.
+EXIT_FOR = {JobStatus.COMPLETED: 0, JobStatus.FAILED: 1, JobStatus.CANCELLED: 130}
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def print_job(job: Job) -> None:
+    console.print(
+        f"[bold]{job.backup_id}[/]  {job.vm_name}  {job.backup_type}  "
+        f"status: [bold]{job.status}[/]",
+        highlight=False,
+    )
+    if job.error_message:
+        console.print(f"reason: {job.error_message}", highlight=False)
+    table = Table("disk", "export", "port", "status", "done", "total", "zero", "qcow2")
+    for d in job.disks:
+        table.add_row(
+            str(d.disk_key),
+            d.nbd_export_name,
+            str(d.nbd_port or "-"),
+            d.status,
+            _mib(d.bytes_done),
+            _mib(d.bytes_total),
+            _mib(d.bytes_zero),
+            d.qcow2_path,
+        )
+    console.print(table)
+
+
+@backup_app.command("start")
+def backup_start(
+    vm: str | None = typer.Argument(None, help="The VM's name (one VM only may have it)."),
+    context: str | None = typer.Option(
+        None, "--context", help="Or the VM's context id (sendense vm list)."
+    ),
+    path: str | None = typer.Option(
+        None, "--path", help="Or the VM's inventory path, /DC/vm/.../NAME."
+    ),
+    repo: int = typer.Option(..., "--repo", help="Repository id (sendense repo list)."),
+    backup_type: BackupType = typer.Option(BackupType.FULL, "--type", help="The kind of backup."),
+    max_rate: float | None = typer.Option(
+        None, "--max-rate", help="Limit each disk's copy to this many MiB/s (0.1 at least)."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Show per-disk progress until the end."),
+) -> None:
+    """Start a backup of one VM, named by name, --context or --path; with --wait, follow it
+    and exit 0 if it completed, 1 if it failed, 130 if it was cancelled."""
+    request = BackupRequest(
+        vm_name=vm,
+        vm_context_id=context,
+        vm_path=path,
+        repository_id=repo,
+        backup_type=backup_type,
+        max_rate_mib=max_rate,
+    )
+
+    async def start(hub: HubClient) -> Job | None:
+        started = await hub.start_backup(request)
+        console.print(
+            f"started {started.backup_id}: {started.nbd_targets_string}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return await follow(hub, started.backup_id) if wait else None
+
+    job = on_hub(start)
+    if job is not None:
+        print_job(job)
+        raise typer.Exit(EXIT_FOR[job.status])
+
+
+async def follow(hub: HubClient, backup_id: str) -> Job:
+    """Per-disk bars from the hub's event stream until the job ends; its final state."""
+    # engine.node.progress holds the one per-disk display (the client's bars too).
+    from engine.node.progress import disk_bars
+
+    with disk_bars(err_console) as progress:
+        bars = _Bars(progress)
+        async with hub.subscribe() as events:
+            # Read after subscribing: an end between this read and the stream is not lost.
+            job = await hub.job(backup_id)
+            bars.show_job(job)
+            while not job.finished:
+                event = await anext(events, None)
+                if event is None:
+                    raise HubUnreachable(f"the hub's event stream ended before {backup_id} did")
+                if event.backup_id != backup_id:
+                    continue
+                if isinstance(event, Job):
+                    job = event
+                    bars.show_job(job)
+                else:
+                    bars.show(event)
+    return job
+
+
+class _Bars:
+    """One bar per disk, made when the disk is first heard of."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[int, TaskID] = {}
+
+    def show(self, disk: JobDisk | DiskEvent) -> None:
+        total = disk.bytes_total or None
+        if disk.disk_key not in self.tasks:
+            self.tasks[disk.disk_key] = self.progress.add_task(
+                f"disk {disk.disk_key}", total=total, note=disk.status
+            )
+        self.progress.update(
+            self.tasks[disk.disk_key], completed=disk.bytes_done, total=total, note=disk.status
+        )
+
+    def show_job(self, job: Job) -> None:
+        for disk in job.disks:
+            self.show(disk)
+
+
+@backup_app.command("list")
+def backup_list(
+    vm: str | None = typer.Option(None, "--vm", help="Only this VM."),
+    status: JobStatus | None = typer.Option(None, "--status", help="Only this status."),
+    limit: int = typer.Option(50, "--limit", min=1, max=1000),
+) -> None:
+    """Show backups, newest first."""
+    jobs = on_hub(lambda hub: hub.jobs(vm_name=vm, status=status, limit=limit))
+    table = Table("backup", "vm", "type", "status", "disks", "done", "total", "created", "reason")
+    for j in jobs:
+        table.add_row(
+            j.backup_id,
+            j.vm_name,
+            j.backup_type,
+            j.status,
+            str(len(j.disks)),
+            _mib(j.bytes_done),
+            _mib(j.bytes_total),
+            f"{j.created_at:%Y-%m-%d %H:%M:%S}" if j.created_at else "",
+            j.error_message or "",
+        )
+    console.print(table)
+
+
+@backup_app.command("show")
+def backup_show(backup_id: str = typer.Argument(...)) -> None:
+    """One backup with its disks."""
+    print_job(on_hub(lambda hub: hub.job(backup_id)))
+
+
+@backup_app.command("cancel")
+def backup_cancel(backup_id: str = typer.Argument(...)) -> None:
+    """Cancel a running backup (its node removes the VMware snapshot)."""
+    print_job(on_hub(lambda hub: hub.cancel_backup(backup_id)))
