@@ -100,8 +100,9 @@ def test_db_upgrade_is_idempotent(settings: Settings) -> None:
 
 
 def test_every_command_is_listed_and_one_command_loads_only_its_module() -> None:
-    """`sendense --help` lists every command; `sendense nbd ...` does not load the database,
-    the hub or the tunnel (start-up time counts in every scripted copy)."""
+    """`sendense --help` lists every command and the exit codes; `sendense nbd ...` does
+    not load the database, the hub or the tunnel (start-up time counts in every scripted
+    copy)."""
     import subprocess
     import sys
 
@@ -114,6 +115,7 @@ def test_every_command_is_listed_and_one_command_loads_only_its_module() -> None
         check=True,
     ).stdout
     assert all(name in listing for name in COMMANDS)
+    assert "Exit codes: 0 done" in listing and "130 cancelled" in listing
     probe = (
         "import sys; sys.argv = ['sendense', 'nbd', '--help']\n"
         "from engine.cli import main\n"

@@ -175,3 +175,19 @@ def test_backup_start_refuses_bad_input_before_asking_the_hub(
     done = sendense("backup", "start", "--repo", "1", *args)
     assert done.returncode == 2
     assert message in _one_error_line(done)
+
+
+def test_nodes_list_asks_each_node(services_factory: Callable[..., Services]) -> None:
+    """With none registered, the node a hub would register first; each row says whether
+    that node answers now."""
+    svc = services_factory(hub=False)
+    listed = svc.sendense("nodes", "list")
+    assert listed.returncode == 0, listed.stderr
+    local = next(line for line in listed.stdout.splitlines() if " local " in line)
+    assert svc.node.url in local and " up" in local
+    added = svc.sendense("nodes", "add", "--name", "far", "--url", "http://127.0.0.1:9")
+    assert added.returncode == 0, added.stderr
+    listed = svc.sendense("nodes", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert " local " not in listed.stdout  # registered nodes replace the default
+    assert "down: node far at http://127.0.0.1:9 is unreachable" in listed.stdout
