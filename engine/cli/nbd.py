@@ -9,9 +9,14 @@ from types import FrameType
 import typer
 
 from engine.cli.common import settings
+from engine.contract.progress import DiskStarted
 from engine.errors import BadInput
 from engine.node.copier import CopyOptions, Progress, copy
-from engine.node.progress import KINDS, make_reporter, progress_fields
+from engine.node.progress import KINDS, disk_done, disk_progress, make_reporter
+
+# What the progress lines of a lone copy say: it is no backup job, and its one disk key 0.
+JOB_ID = "nbd-copy"
+DISK_KEY = 0
 
 nbd_app = typer.Typer(help="NBD tools: copy one export into another.", no_args_is_help=True)
 
@@ -52,7 +57,7 @@ def nbd_copy(
         target_is_zero=target_is_zero,
         max_rate_bps=max_rate * 2**20 if max_rate else None,
     )
-    reporter = make_reporter(progress, "nbd-copy")
+    reporter = make_reporter(progress)
     cancel = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -65,19 +70,14 @@ def nbd_copy(
         def on_progress(p: Progress) -> None:
             nonlocal started
             if not started:
-                reporter.emit("disk_started", disk_key=p.disk, bytes_total=p.bytes_total)
+                reporter.emit(
+                    DiskStarted(job_id=JOB_ID, disk_key=DISK_KEY, bytes_total=p.bytes_total)
+                )
                 started = True
-            reporter.emit("progress", **progress_fields(p.disk, p))
+            reporter.emit(disk_progress(JOB_ID, DISK_KEY, p))
 
         final = copy(source, target, disk="copy", options=opts, progress=on_progress, cancel=cancel)
-        reporter.emit(
-            "disk_done",
-            disk_key=final.disk,
-            bytes_done=final.bytes_done,
-            bytes_zero=final.bytes_zero,
-            rate_bps=round(final.rate_bps),
-            change_id=None,
-        )
+        reporter.emit(disk_done(JOB_ID, DISK_KEY, final, change_id=None))
     finally:
         reporter.close()
         for s, h in old.items():

@@ -12,13 +12,25 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from engine.contract.fields import Count, JobId
 from engine.contract.status import ClientOutcome, SnapshotKind
 
+MESSAGE_MAX = 4096
+
+
+def _clip(value: object) -> object:
+    """A message longer than a line takes is cut, not refused: the text of an error must
+    never be what fails its report."""
+    if isinstance(value, str) and len(value) > MESSAGE_MAX:
+        return value[: MESSAGE_MAX - 1] + "…"
+    return value
+
+
 DiskKey = Annotated[int, Field(ge=0, le=2**31 - 1)]
-Message = Annotated[str, Field(max_length=4096)]
+Message = Annotated[str, BeforeValidator(_clip), Field(max_length=MESSAGE_MAX)]
+Rate = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class _Line(BaseModel):
@@ -49,14 +61,17 @@ class DiskProgress(_Line):
     bytes_done: Count
     bytes_total: Count
     bytes_zero: Count = 0
-    rate_bps: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    rate_bps: Rate = 0.0
 
 
 class DiskDone(_Line):
+    """A disk copied and flushed; ``rate_bps`` is its average over the whole copy."""
+
     type: Literal["disk_done"] = "disk_done"
     disk_key: DiskKey
     bytes_done: Count
     bytes_zero: Count = 0
+    rate_bps: Rate = 0.0
     change_id: Annotated[str, Field(max_length=255)] | None = None
 
 

@@ -1,16 +1,14 @@
-"""Progress of a backup as it happens: JSON lines (the node relays them), rich bars, or nothing.
+"""Progress of a copy as it happens: JSON lines (the node relays them), rich bars, or nothing.
 
-Every reporter takes the same events (see docs/contracts.md, "Progress lines") so the
-client emits each event once and the chosen reporter decides how it looks.
+Every reporter takes the same lines, the contract's progress models, so the client
+builds each line once and the chosen reporter decides how it looks.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
-import time
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -23,6 +21,15 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from engine.contract.progress import (
+    ClientDone,
+    ClientError,
+    DiskDone,
+    DiskProgress,
+    DiskStarted,
+    ProgressLine,
+    SnapshotTaken,
+)
 from engine.node.copier import Progress as CopyProgress
 
 KINDS = ("json", "bar", "none")
@@ -43,7 +50,7 @@ def disk_bars(console: Console | None = None) -> Progress:
 
 
 class Reporter(Protocol):
-    def emit(self, type_: str, **fields: Any) -> None: ...
+    def emit(self, line: ProgressLine) -> None: ...
 
     def close(self) -> None: ...
 
@@ -51,15 +58,14 @@ class Reporter(Protocol):
 class JsonReporter:
     """One JSON object per line, flushed at once: the node reads them as they come."""
 
-    def __init__(self, job_id: str, out: IO[str] | None = None) -> None:
-        self.job_id = job_id
+    def __init__(self, out: IO[str] | None = None) -> None:
         self.out = out or sys.stdout
         self.lock = threading.Lock()
 
-    def emit(self, type_: str, **fields: Any) -> None:
-        line = json.dumps({"type": type_, "job_id": self.job_id, "ts": time.time(), **fields})
+    def emit(self, line: ProgressLine) -> None:
+        text = line.model_dump_json()
         with self.lock:
-            self.out.write(line + "\n")
+            self.out.write(text + "\n")
             self.out.flush()
 
     def close(self) -> None:
@@ -69,62 +75,79 @@ class JsonReporter:
 class BarReporter:
     """One rich bar per disk, for an operator watching a terminal."""
 
-    def __init__(self, job_id: str, console: Console | None = None) -> None:
-        self.job_id = job_id
+    def __init__(self, console: Console | None = None) -> None:
         self.bars = disk_bars(console)
-        self.tasks: dict[Any, TaskID] = {}
+        self.tasks: dict[int, TaskID] = {}
         self.lock = threading.Lock()
         self.bars.start()
 
-    def emit(self, type_: str, **fields: Any) -> None:
+    def emit(self, line: ProgressLine) -> None:
         with self.lock:
-            key = fields.get("disk_key")
-            if type_ == "disk_started":
-                self.tasks[key] = self.bars.add_task(
-                    f"disk {key}", total=fields["bytes_total"], note=""
+            self._show(line)
+
+    def _show(self, line: ProgressLine) -> None:
+        print_ = self.bars.console.print
+        match line:
+            case DiskStarted():
+                self.tasks[line.disk_key] = self.bars.add_task(
+                    f"disk {line.disk_key}", total=line.bytes_total, note=""
                 )
-            elif type_ in ("progress", "disk_done") and key in self.tasks:
-                zero = fields.get("bytes_zero", 0) / 2**20
+            case DiskProgress() | DiskDone() if line.disk_key in self.tasks:
                 self.bars.update(
-                    self.tasks[key], completed=fields["bytes_done"], note=f"{zero:.0f} MiB zero"
+                    self.tasks[line.disk_key],
+                    completed=line.bytes_done,
+                    note=f"{line.bytes_zero / 2**20:.0f} MiB zero",
                 )
-            elif type_ == "snapshot":
-                self.bars.console.print(f"snapshot {fields['name']} ({fields['kind']})")
-            elif type_ == "error":
-                where = f"disk {key}: " if key is not None else ""
-                self.bars.console.print(f"[red]error[/]: {where}{fields['message']}")
-            elif type_ == "done":
-                self.bars.console.print(f"{fields['status']} {fields.get('message') or ''}")
+            case SnapshotTaken():
+                print_(f"snapshot {line.name} ({line.kind})")
+            case ClientError():
+                where = f"disk {line.disk_key}: " if line.disk_key is not None else ""
+                print_(f"[red]error[/]: {where}{line.message}")
+            case ClientDone():
+                print_(f"{line.status} {line.message or ''}")
 
     def close(self) -> None:
         self.bars.stop()
 
 
 class NullReporter:
-    def emit(self, type_: str, **fields: Any) -> None:
+    def emit(self, line: ProgressLine) -> None:
         pass
 
     def close(self) -> None:
         pass
 
 
-def make_reporter(kind: str | None, job_id: str) -> Reporter:
+def make_reporter(kind: str | None) -> Reporter:
     """``None`` means: bars on a terminal, JSON lines otherwise (a pipe to the node)."""
     if kind is None:
         kind = "bar" if sys.stdout.isatty() else "json"
     if kind == "json":
-        return JsonReporter(job_id)
+        return JsonReporter()
     if kind == "bar":
-        return BarReporter(job_id)
+        return BarReporter()
     return NullReporter()
 
 
-def progress_fields(disk_key: int | str, p: CopyProgress) -> dict[str, Any]:
-    """The fields of a ``progress`` line for one disk."""
-    return {
-        "disk_key": disk_key,
-        "bytes_done": p.bytes_done,
-        "bytes_total": p.bytes_total,
-        "bytes_zero": p.bytes_zero,
-        "rate_bps": round(p.rate_bps),
-    }
+def disk_progress(job_id: str, disk_key: int, p: CopyProgress) -> DiskProgress:
+    """The ``progress`` line of one disk's copy."""
+    return DiskProgress(
+        job_id=job_id,
+        disk_key=disk_key,
+        bytes_done=p.bytes_done,
+        bytes_total=p.bytes_total,
+        bytes_zero=p.bytes_zero,
+        rate_bps=round(p.rate_bps),
+    )
+
+
+def disk_done(job_id: str, disk_key: int, p: CopyProgress, change_id: str | None) -> DiskDone:
+    """The ``disk_done`` line of a finished copy."""
+    return DiskDone(
+        job_id=job_id,
+        disk_key=disk_key,
+        bytes_done=p.bytes_done,
+        bytes_zero=p.bytes_zero,
+        rate_bps=round(p.rate_bps),
+        change_id=change_id,
+    )

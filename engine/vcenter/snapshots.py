@@ -11,6 +11,7 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from engine.contract.inventory import DiskInfo
+from engine.contract.status import SnapshotKind
 from engine.errors import SnapshotError
 from engine.vcenter.connection import VCenter
 from engine.vcenter.inventory import disks_from_devices
@@ -37,8 +38,8 @@ class SnapshotResult:
     quiesced: bool
 
     @property
-    def kind(self) -> str:
-        return "quiesced" if self.quiesced else "crash-consistent"
+    def kind(self) -> SnapshotKind:
+        return SnapshotKind.QUIESCED if self.quiesced else SnapshotKind.CRASH_CONSISTENT
 
 
 def take(vm: Any, name: str, *, quiesce: bool, description: str = "") -> Any:

@@ -1,0 +1,3 @@
+from engine.node.client.cli import main
+
+main()
