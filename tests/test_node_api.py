@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from engine.contract.node import NodeHealth, NodeJob, StartRequest
+from engine.contract.progress import ClientExit, DiskDone, DiskProgress, DiskStarted
+from engine.node.relay import coalesce
+from engine.node.runner import client_argv
 from tests.conftest import wait_for
 from tests.fixtures.services import Services, free_port
 
@@ -34,7 +38,9 @@ def test_start_runs_the_client_and_reports_its_exit(
 ) -> None:
     svc = services_factory(hub=False)
     with svc.node_client() as node:
-        assert node.get("/api/v1/health").json()["service"] == "node"
+        health = NodeHealth.model_validate_json(node.get("/api/v1/health").content)
+        assert health.service == "node"
+        assert health.tunnel is not None and health.tunnel.state == "down"  # none runs here
         assert node.get("/api/v1/backups", headers={"Authorization": ""}).status_code == 401
 
         r = node.post("/api/v1/backup/start", json=seed_request("backup-pgtest1-1"))
@@ -65,6 +71,21 @@ def test_start_runs_the_client_and_reports_its_exit(
         assert bad.status_code == 422
         assert isinstance(bad.json()["detail"], str)
         assert node.post("/api/v1/backup/start", content=b"{").status_code == 422
+        twice = "2000:nbd://127.0.0.1:1/a,2000:nbd://127.0.0.1:2/b"
+        bad = node.post("/api/v1/backup/start", json={**seed_request("y"), "nbd_targets": twice})
+        assert bad.status_code == 422
+        assert "disk key 2000 is given twice" in bad.json()["detail"]
+
+        listed = [NodeJob.model_validate(j) for j in node.get("/api/v1/backups").json()]
+        assert [(j.job_id, j.log_tail) for j in listed] == [("backup-pgtest1-1", [])]
+        paths = node.get("/openapi.json").json()["paths"]
+        for path, operations in paths.items():
+            for method, operation in operations.items():
+                answers = operation["responses"]
+                assert any(s.startswith("2") for s in answers), (method, path)
+                if path != "/api/v1/health":
+                    assert "401" in answers, (method, path)
+        assert {"404", "409"} <= set(paths["/api/v1/backup/{job_id}"]["delete"]["responses"])
 
     logs = svc.home / "logs"
     for path in logs.rglob("*"):
@@ -74,10 +95,8 @@ def test_start_runs_the_client_and_reports_its_exit(
 
 
 def test_client_command_line_carries_no_password_and_uses_the_tunnel_host(tmp_path) -> None:
-    from engine.node.runner import StartRequest, client_argv
-
-    body = {k: v for k, v in seed_request("backup-pgtest1-2").items()}
-    req = StartRequest(**body)  # type: ignore[arg-type]
+    body = seed_request("backup-pgtest1-2")
+    req = StartRequest.model_validate(body)
     argv = client_argv(req, tmp_path / "x.log", "127.0.0.2")
     assert PASSWORD not in " ".join(argv)
     assert argv[argv.index("--vmware-password-file") + 1] == "-"
@@ -85,3 +104,16 @@ def test_client_command_line_carries_no_password_and_uses_the_tunnel_host(tmp_pa
     assert PASSWORD not in repr(req)
     embedded = client_argv(req, tmp_path / "x.log", "127.0.0.1")
     assert embedded[embedded.index("--nbd-targets") + 1] == body["nbd_targets"]
+
+
+def test_relay_coalesce_keeps_last_progress_per_disk_and_every_other_line() -> None:
+    job = "backup-vm-1"
+    lines = [
+        DiskStarted(job_id=job, disk_key=2000, bytes_total=2),
+        DiskProgress(job_id=job, disk_key=2000, bytes_done=1, bytes_total=2),
+        DiskProgress(job_id=job, disk_key=2001, bytes_done=1, bytes_total=2),
+        DiskProgress(job_id=job, disk_key=2000, bytes_done=2, bytes_total=2),
+        DiskDone(job_id=job, disk_key=2001, bytes_done=2),
+        ClientExit(job_id=job, exit_code=0),
+    ]
+    assert coalesce(lines) == [lines[0], lines[2], lines[3], lines[4], lines[5]]
