@@ -7,7 +7,6 @@ import stat
 from engine.api.auth import load_or_create_token
 from engine.hub.jobs import export_name
 from engine.hub.progress import DiskState, JobState
-from engine.node.runner import coalesce
 
 
 def job(*keys: int) -> JobState:
@@ -113,18 +112,6 @@ def test_bad_values_in_lines_are_ignored_not_fatal() -> None:
         {"type": "whatever"},
     )
     assert state.disks[2000].bytes_done == 0
-
-
-def test_relay_coalesce_keeps_last_progress_per_disk_and_every_other_line() -> None:
-    lines = [
-        {"type": "disk_started", "disk_key": 2000},
-        {"type": "progress", "disk_key": 2000, "bytes_done": 1},
-        {"type": "progress", "disk_key": 2001, "bytes_done": 1},
-        {"type": "progress", "disk_key": 2000, "bytes_done": 2},
-        {"type": "disk_done", "disk_key": 2001},
-        {"type": "exit", "exit_code": 0},
-    ]
-    assert coalesce(lines) == [lines[0], lines[2], lines[3], lines[4], lines[5]]
 
 
 def test_export_names_are_distinct_per_job_and_safe_in_a_uri() -> None:
