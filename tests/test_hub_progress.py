@@ -1,4 +1,4 @@
-"""When a job may count as completed, and what a node's relay keeps when the hub is away."""
+"""When a job may count as completed, and what the hub makes of the lines it is sent."""
 
 from __future__ import annotations
 
