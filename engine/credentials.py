@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.db.models import VMwareCredential
-from engine.errors import BadInput, SendenseError
+from engine.errors import BadInput, NotFound, SendenseError
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -34,6 +34,10 @@ class CredentialError(SendenseError):
 
 class CredentialInputError(CredentialError, BadInput):
     """A credential refused as given (empty password, name taken): exit code 2."""
+
+
+class CredentialNotFound(NotFound, CredentialError):
+    """No credential with that id: exit code 7, HTTP 404."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,7 @@ class VMwareCredentialService:
     def get_row(self, credential_id: int) -> VMwareCredential:
         row = self.session.get(VMwareCredential, credential_id)
         if row is None:
-            raise CredentialError(f"credential {credential_id} does not exist")
+            raise CredentialNotFound(f"credential {credential_id} does not exist")
         return row
 
     def get_credentials(self, credential_id: int) -> Credentials:

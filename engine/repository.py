@@ -16,10 +16,36 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine.config import Settings, get_settings
 from engine.db.models import BackupRepository
 from engine.errors import BadInput
 
 MAX_COMPONENT_BYTES = 200
+# The system's own trees: restore points must never mix into them, nor into a folder inside.
+SYSTEM_TREES = tuple(
+    map(
+        Path,
+        [
+            "/etc",
+            "/usr",
+            "/bin",
+            "/sbin",
+            "/lib",
+            "/lib32",
+            "/lib64",
+            "/libx32",
+            "/boot",
+            "/dev",
+            "/proc",
+            "/sys",
+            "/run",
+        ],
+    )
+)
+# Folders of folders: a folder inside one is a fine repository, the folder itself is not.
+SYSTEM_FOLDERS = tuple(
+    map(Path, ["/", "/var", "/var/lib", "/root", "/home", "/srv", "/opt", "/mnt", "/media", "/tmp"])
+)
 
 
 class RepositoryError(BadInput):
@@ -80,9 +106,25 @@ def _is_within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def check_path(path: Path, existing: list[BackupRepository]) -> Path:
-    """The resolved folder, made if need be, writable and not nested in or around another."""
+def _refuse_place(path: Path, settings: Settings) -> None:
+    """A system folder, or the data folder (but for its own default repository), is no
+    place for restore points: one line that says which."""
+    for tree in SYSTEM_TREES:
+        if _is_within(path, tree) or _is_within(path, tree.resolve()):
+            raise RepositoryError(f"{path} is a system folder ({tree}): choose another")
+    if path in SYSTEM_FOLDERS:
+        raise RepositoryError(f"{path} is a system folder: choose a folder inside it")
+    home = settings.home.expanduser().resolve()
+    default = settings.repository_default.expanduser().resolve()
+    if _is_within(path, home) and path != default:
+        raise RepositoryError(f"{path} is in Sendense's data folder {home}: choose another")
+
+
+def check_path(path: Path, existing: list[BackupRepository], settings: Settings) -> Path:
+    """The resolved folder, made if need be, writable, in no system or data folder, and
+    not nested in or around another repository."""
     path = path.expanduser().resolve()
+    _refuse_place(path, settings)
     for repo in existing:
         other = Path(repo.path).resolve()
         if _is_within(path, other) or _is_within(other, path):
@@ -102,24 +144,21 @@ def check_path(path: Path, existing: list[BackupRepository]) -> Path:
     return path
 
 
-def add_repository(session: Session, name: str, path: Path) -> BackupRepository:
+def add_repository(
+    session: Session, name: str, path: Path, settings: Settings | None = None
+) -> BackupRepository:
+    """Register ``path`` (checked by ``check_path``); ``settings`` name the data folder,
+    the process's own settings when not given."""
     name = name.strip()
     if not name:
         raise RepositoryError("the repository name is empty")
     existing = list(session.scalars(select(BackupRepository)))
     if any(r.name == name for r in existing):
         raise RepositoryError(f"a repository named {name!r} already exists")
-    resolved = check_path(path, existing)
+    resolved = check_path(path, existing, settings or get_settings())
     repo = BackupRepository(name=name, path=str(resolved))
     session.add(repo)
     session.flush()
-    return repo
-
-
-def get_repository(session: Session, repo_id: int) -> BackupRepository:
-    repo = session.get(BackupRepository, repo_id)
-    if repo is None:
-        raise RepositoryError(f"repository {repo_id} does not exist")
     return repo
 
 
@@ -127,7 +166,9 @@ def list_repositories(session: Session) -> list[BackupRepository]:
     return list(session.scalars(select(BackupRepository).order_by(BackupRepository.id)))
 
 
-def ensure_default_repository(session: Session, path: Path) -> BackupRepository:
+def ensure_default_repository(
+    session: Session, path: Path, settings: Settings | None = None
+) -> BackupRepository:
     """The embedded default repository (``default``), registered on first use."""
     repo = session.scalar(select(BackupRepository).where(BackupRepository.name == "default"))
-    return repo or add_repository(session, "default", path)
+    return repo or add_repository(session, "default", path, settings)

@@ -122,8 +122,13 @@ def test_other_bad_inputs_are_4xx(shared_hub: Services) -> None:
         assert api.delete("/api/v1/backups/backup-nope-1").status_code == 404
         assert api.get("/api/v1/backups", params={"limit": "many"}).status_code == 422
         r = api.post("/api/v1/backups/backup-nope-1/events", json={"events": "x"})
-        assert r.status_code == 400
-        r = api.post("/api/v1/backups/backup-nope-1/events", json={"type": "progress"})
+        assert r.status_code == 422
+        line = {"type": "progress", "job_id": "backup-nope-1", "disk_key": 2000}
+        r = api.post("/api/v1/backups/backup-nope-1/events", json={**line, "bytes_done": 0})
+        assert r.status_code == 422  # a progress line without its bytes_total
+        r = api.post(
+            "/api/v1/backups/backup-nope-1/events", json={**line, "bytes_done": 0, "bytes_total": 1}
+        )
         assert r.status_code == 404
         assert api.get("/api/v1/vcenters/999/inventory").status_code == 404
         assert api.post("/api/v1/vms", json={"vcenter_id": "x"}).status_code == 422

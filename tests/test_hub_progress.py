@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import stat
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
 
 from engine.api.auth import load_or_create_token
+from engine.contract.progress import parse_line
+from engine.contract.status import DiskStatus, JobStatus
+from engine.db.models import BackupJob, BackupRepository, VMReplicationContext
+from engine.db.session import session_scope, upgrade
 from engine.hub.jobs import export_name
+from engine.hub.jobs.plan import unique_backup_id
 from engine.hub.progress import DiskState, JobState
 
 
@@ -13,7 +24,7 @@ def job(*keys: int) -> JobState:
     return JobState(
         backup_id="backup-vm-1",
         vm_name="vm",
-        node_url="http://n",
+        context_id="ctx-vm-20251006-203401",
         disks={
             k: DiskState(k, f"vm-disk{k}-1", 10100 + i, f"/r/{k}.qcow2") for i, k in enumerate(keys)
         },
@@ -22,7 +33,7 @@ def job(*keys: int) -> JobState:
 
 def feed(state: JobState, *lines: dict) -> None:
     for line in lines:
-        state.apply({"job_id": state.backup_id, "ts": 0.0, **line})
+        state.apply(parse_line(json.dumps({"job_id": state.backup_id, "ts": 0.0, **line})))
 
 
 def test_completed_needs_every_disk_done_and_exit_zero() -> None:
@@ -43,7 +54,8 @@ def test_completed_needs_every_disk_done_and_exit_zero() -> None:
     assert status == "failed"
     assert "2001" in (reason or "")
     feed(state, {"type": "disk_done", "disk_key": 2001, "bytes_done": 10, "change_id": "b"})
-    assert state.outcome() == ("completed", None)
+    assert state.outcome() == (JobStatus.COMPLETED, None)
+    assert {d.status for d in state.disks.values()} == {DiskStatus.COPIED}
 
 
 def test_nonzero_exit_fails_even_after_done_completed() -> None:
@@ -98,27 +110,73 @@ def test_progress_marks_disks_for_subscribers_once() -> None:
         {"type": "progress", "disk_key": 2000, "bytes_done": 7, "bytes_total": 10, "rate_bps": 2.0},
     )
     events = state.take_sse()
-    assert [(e["disk_key"], e["bytes_done"], e["status"]) for e in events] == [(2000, 7, "copying")]
+    assert [(e.disk_key, e.bytes_done, e.status) for e in events] == [(2000, 7, "copying")]
+    assert events[0].backup_id == state.backup_id
     assert state.take_sse() == []
     assert [d.disk_key for d in state.take_db()] == [2000]
 
 
-def test_bad_values_in_lines_are_ignored_not_fatal() -> None:
-    state = job(2000)
-    feed(
-        state,
-        {"type": "progress", "disk_key": "nope", "bytes_done": 1},
+@pytest.mark.parametrize(
+    "line",
+    [
+        {"type": "progress", "disk_key": "nope", "bytes_done": 1, "bytes_total": 10},
         {"type": "progress", "disk_key": 2000, "bytes_done": -4, "bytes_total": "x"},
         {"type": "whatever"},
-    )
+    ],
+)
+def test_bad_lines_are_refused_before_they_reach_a_job(line: dict) -> None:
+    state = job(2000)
+    with pytest.raises(ValidationError):
+        feed(state, line)
     assert state.disks[2000].bytes_done == 0
 
 
+def test_a_line_for_a_disk_the_job_lacks_changes_nothing() -> None:
+    state = job(2000)
+    feed(state, {"type": "progress", "disk_key": 9999, "bytes_done": 5, "bytes_total": 10})
+    assert state.disks[2000].bytes_done == 0
+    assert state.take_sse() == []
+
+
 def test_export_names_are_distinct_per_job_and_safe_in_a_uri() -> None:
-    a = export_name("pg test,1", 2000, "backup-pg test,1-1759855798")
-    b = export_name("pg test,1", 2000, "backup-pg test,1-1759855798-2")
+    a = export_name("pg test,1", 2000, "backup-pg_test_1-1759855798")
+    b = export_name("pg test,1", 2000, "backup-pg_test_1-1759855798-2")
     assert a == "pg_test_1-disk2000-1759855798"
     assert a != b
+
+
+def test_backup_ids_are_safe_in_a_url_and_a_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ids.db'}"
+    upgrade(url)
+    monkeypatch.setattr(time, "time", lambda: 1796160170.5)
+    with session_scope(url) as s:
+        first = unique_backup_id(s, "fs vm 03")
+        assert first == "backup-fs_vm_03-1796160170"
+        assert export_name("fs vm 03", 2000, first) == "fs_vm_03-disk2000-1796160170"
+        s.add(
+            VMReplicationContext(
+                context_id="ctx-fs_vm_03",
+                vm_name="fs vm 03",
+                vmware_vm_id="vm-3",
+                vm_path="/DC/vm/fs vm 03",
+                vcenter_host="vc",
+                datacenter="DC",
+            )
+        )
+        repo = BackupRepository(name="r", path=str(tmp_path))
+        s.add(repo)
+        s.flush()
+        s.add(
+            BackupJob(
+                id=first, vm_context_id="ctx-fs_vm_03", vm_name="fs vm 03", repository_id=repo.id
+            )
+        )
+        s.flush()
+        second = unique_backup_id(s, "fs vm 03")
+    assert second == "backup-fs_vm_03-1796160170-2"
+    assert export_name("fs vm 03", 2000, second) == "fs_vm_03-disk2000-1796160170-2"
 
 
 def test_token_file_is_private_and_stable(tmp_path) -> None:

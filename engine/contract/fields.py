@@ -69,7 +69,8 @@ def split_host(value: str, default_port: int = 443) -> tuple[str, int]:
     else:
         name, _, port_text_raw = text.partition(":")
         port_text = port_text_raw if ":" in text else None
-        if not _HOST_NAME.match(name):
+        # Each dot-separated label 1-63 characters: what a resolver takes (RFC 1035).
+        if not _HOST_NAME.match(name) or any(not 0 < len(p) < 64 for p in name.split(".")):
             raise FieldError(f"host {value!r}: {name!r} is not a host name or IPv4 address")
     if port_text is None:
         return name, default_port

@@ -20,8 +20,9 @@ from fastapi import APIRouter, Depends, FastAPI
 from engine.api.auth import load_or_create_token, require_bearer
 from engine.api.errors import install_error_handlers
 from engine.config import Settings, ensure_dirs, get_settings
+from engine.contract.hub import Health, errors
 from engine.db.session import session_scope, upgrade
-from engine.hub import routes_backups, routes_console
+from engine.hub import routes_backups, routes_console, routes_vcenters
 from engine.hub.events import EventBus
 from engine.hub.exports.manager import ExportManager
 from engine.hub.jobs import JobManager
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def publish_disks() -> None:
         for event in jobs.disk_events():
-            bus.publish("disk", event)
+            bus.publish(event)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,16 +95,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.exports = exports
     app.state.token = token
 
-    install_error_handlers(app)
+    install_error_handlers(app, service="hub")
 
     public = APIRouter(prefix="/api/v1")
 
     @public.get("/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "service": "hub"}
+    def health() -> Health:
+        return Health(version=__version__)
 
     app.include_router(public)
     guarded = [Depends(require_bearer(token))]
-    app.include_router(routes_backups.router, dependencies=guarded)
-    app.include_router(routes_console.router, dependencies=guarded)
+    for routes in (routes_backups, routes_vcenters, routes_console):
+        app.include_router(routes.router, dependencies=guarded, responses=errors(401))
     return app

@@ -12,15 +12,21 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
+
+from engine.contract.hub import DiskEvent, Job
 
 QUEUE_LIMIT = 1000
 
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # "job" or "disk"
-    data: dict[str, Any]
+    data: Job | DiskEvent
+
+    @property
+    def kind(self) -> Literal["job", "disk"]:
+        """The SSE ``event:`` name."""
+        return "job" if isinstance(self.data, Job) else "disk"
 
 
 class EventBus:
@@ -33,11 +39,11 @@ class EventBus:
         """The loop subscribers run on; events published before this are dropped."""
         self._loop = loop
 
-    def publish(self, kind: str, data: dict[str, Any]) -> None:
+    def publish(self, data: Job | DiskEvent) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        event = Event(kind, data)
+        event = Event(data)
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -66,8 +72,3 @@ class EventBus:
         finally:
             with self._lock:
                 self._subscribers.discard(queue)
-
-    @property
-    def subscriber_count(self) -> int:
-        with self._lock:
-            return len(self._subscribers)

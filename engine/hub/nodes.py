@@ -8,17 +8,21 @@ on one data folder work together with no set-up.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.api.auth import auth_headers
 from engine.config import Settings
 from engine.contract.hub import ErrorAnswer
+from engine.contract.node import NodeHealth, NodeJob, StartAnswer, StartRequest
 from engine.db.models import Node, utcnow
 from engine.errors import BadInput, Refused, Unavailable
+
+M = TypeVar("M", bound=BaseModel)
 
 # Generous reads: a busy node still answers; an absent one fails fast on connect.
 TIMEOUT = httpx.Timeout(30.0, connect=3.0)
@@ -103,27 +107,36 @@ class NodeClient:
                 f"node {self.node.name} at {self.node.url} is unreachable: {reason}"
             ) from None
         if response.status_code >= 400:
-            raise NodeRefused(
-                f"node {self.node.name} refused: {ErrorAnswer.detail_of(response.content, response.reason_phrase)}".strip(),
-                response.status_code,
-            )
+            detail = ErrorAnswer.detail_of(response.content, response.reason_phrase)
+            raise NodeRefused(f"node {self.node.name} refused: {detail}", response.status_code)
         return response
 
-    def start(self, request: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._call("POST", "/api/v1/backup/start", json=request).json())
+    def _answer(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        response = self._call(method, path, **kwargs)
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError:
+            raise NodeRefused(
+                f"node {self.node.name} answered {method} {path} in a shape the hub does not "
+                "know: is it another version?",
+                response.status_code,
+            ) from None
 
-    def status(self, job_id: str) -> dict[str, Any] | None:
+    def start(self, request: StartRequest) -> StartAnswer:
+        return self._answer(StartAnswer, "POST", "/api/v1/backup/start", json=request.wire())
+
+    def status(self, job_id: str) -> NodeJob | None:
         """The node's view of a job, or None when it does not know the job."""
         try:
-            return dict(self._call("GET", f"/api/v1/backup/{job_id}").json())
+            return self._answer(NodeJob, "GET", f"/api/v1/backup/{job_id}")
         except NodeRefused as exc:
             if exc.node_status == 404:
                 return None
             raise
 
     def log(self, job_id: str, lines: int) -> list[str]:
-        data = self._call("GET", f"/api/v1/backup/{job_id}", params={"lines": lines}).json()
-        return list(data.get("log_tail") or [])
+        path = f"/api/v1/backup/{job_id}"
+        return self._answer(NodeJob, "GET", path, params={"lines": lines}).log_tail
 
     def cancel(self, job_id: str) -> None:
         try:
@@ -132,5 +145,5 @@ class NodeClient:
             if exc.node_status not in (404, 409):  # already gone or finished: nothing to stop
                 raise
 
-    def health(self) -> dict[str, Any]:
-        return dict(self._call("GET", "/api/v1/health").json())
+    def health(self) -> NodeHealth:
+        return self._answer(NodeHealth, "GET", "/api/v1/health")

@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-# Progress-line types a client prints (docs/contracts.md) plus the node's own ``exit``.
-KNOWN_TYPES = {"snapshot", "disk_started", "progress", "disk_done", "error", "done", "exit"}
+from engine.contract.hub import DiskEvent
+from engine.contract.progress import (
+    ClientDone,
+    ClientError,
+    ClientExit,
+    DiskDone,
+    DiskProgress,
+    DiskStarted,
+    ProgressLine,
+    SnapshotTaken,
+)
+from engine.contract.status import ClientOutcome, DiskStatus, JobStatus, SnapshotKind
 
 
 @dataclass
@@ -22,7 +31,7 @@ class DiskState:
     export_name: str
     port: int | None
     qcow2_path: str
-    status: str = "qemu_started"
+    status: DiskStatus = DiskStatus.QEMU_STARTED
     bytes_done: int = 0
     bytes_total: int = 0
     bytes_zero: int = 0
@@ -32,26 +41,31 @@ class DiskState:
     sse_dirty: bool = False
     db_dirty: bool = False
 
-    def to_event(self, job_id: str) -> dict[str, Any]:
-        return {
-            "job_id": job_id,
-            "disk_key": self.disk_key,
-            "bytes_done": self.bytes_done,
-            "bytes_total": self.bytes_total,
-            "bytes_zero": self.bytes_zero,
-            "rate_bps": self.rate_bps,
-            "status": self.status,
-        }
+    def to_event(self, backup_id: str) -> DiskEvent:
+        return DiskEvent(
+            backup_id=backup_id,
+            disk_key=self.disk_key,
+            bytes_done=self.bytes_done,
+            bytes_total=self.bytes_total,
+            bytes_zero=self.bytes_zero,
+            rate_bps=self.rate_bps,
+            status=self.status,
+        )
+
+    def take_bytes(self, line: DiskProgress | DiskDone) -> None:
+        self.bytes_done, self.bytes_zero = line.bytes_done, line.bytes_zero
+        if isinstance(line, DiskProgress):
+            self.bytes_total = line.bytes_total
 
 
 @dataclass
 class JobState:
     backup_id: str
     vm_name: str
-    node_url: str
+    context_id: str
     disks: dict[int, DiskState]
-    snapshot_kind: str | None = None
-    client_status: str | None = None  # the client's ``done`` status
+    snapshot_kind: SnapshotKind | None = None
+    client_status: ClientOutcome | None = None  # the client's ``done`` status
     client_message: str | None = None
     errors: list[str] = field(default_factory=list)
     exit_code: int | None = None
@@ -61,61 +75,55 @@ class JobState:
     failure: str | None = None
     finalizing: bool = False
     last_event: float = field(default_factory=time.monotonic)
-    job_dirty: bool = False
 
     @property
     def exited(self) -> bool:
         return self.exit_code is not None
 
-    def apply(self, line: dict[str, Any]) -> bool:
-        """Take one progress line; True when it changed the job's state (not just bytes)."""
+    def apply(self, line: ProgressLine) -> bool:
+        """Take one progress line; True when it changed the job's state (not just bytes).
+
+        A line naming a disk the job does not have changes nothing.
+        """
         self.last_event = time.monotonic()
-        kind = line.get("type")
-        disk = self._disk(line.get("disk_key"))
-        if kind == "progress" and disk is not None:
-            _take_bytes(disk, line)
-            disk.rate_bps = float(line.get("rate_bps") or 0.0)
-            if disk.status == "qemu_started":
-                disk.status = "copying"
-            disk.sse_dirty = disk.db_dirty = True
-            return False
-        if kind == "disk_started" and disk is not None:
-            disk.status = "copying"
-            disk.bytes_total = int(line.get("bytes_total") or disk.bytes_total)
-        elif kind == "disk_done" and disk is not None:
-            _take_bytes(disk, line)
-            disk.bytes_done = max(disk.bytes_done, disk.bytes_total)
-            disk.status = "copied"
-            disk.rate_bps = 0.0
-            disk.change_id = line.get("change_id")
-        elif kind == "snapshot":
-            self.snapshot_kind = line.get("kind")
-        elif kind == "error":
-            message = str(line.get("message") or "unknown error")
-            if disk is not None:
-                disk.error = message
-                message = f"disk {disk.disk_key}: {message}"
-            self.errors.append(message)
-        elif kind == "done":
-            self.client_status = str(line.get("status") or "")
-            self.client_message = line.get("message")
-        elif kind == "exit":
-            self.exit_code = int(line.get("exit_code", -1))
-            self.exit_message = line.get("message")
-        else:
-            return False
+        key = getattr(line, "disk_key", None)
+        disk = self.disks.get(key) if key is not None else None
+        match line:
+            case DiskProgress() if disk is not None:
+                disk.take_bytes(line)
+                disk.rate_bps = line.rate_bps
+                if disk.status == DiskStatus.QEMU_STARTED:
+                    disk.status = DiskStatus.COPYING
+                disk.sse_dirty = disk.db_dirty = True
+                return False
+            case DiskStarted() if disk is not None:
+                disk.status = DiskStatus.COPYING
+                disk.bytes_total = line.bytes_total or disk.bytes_total
+            case DiskDone() if disk is not None:
+                disk.take_bytes(line)
+                disk.bytes_done = max(disk.bytes_done, disk.bytes_total)
+                disk.status = DiskStatus.COPIED
+                disk.rate_bps = 0.0
+                disk.change_id = line.change_id
+            case SnapshotTaken():
+                self.snapshot_kind = line.kind
+            case ClientError():
+                message = line.message or "unknown error"
+                if disk is not None:
+                    disk.error = message
+                    message = f"disk {disk.disk_key}: {message}"
+                self.errors.append(message)
+            case ClientDone():
+                self.client_status, self.client_message = line.status, line.message
+            case ClientExit():
+                self.exit_code, self.exit_message = line.exit_code, line.message
+            case _:
+                return False
         if disk is not None:
             disk.sse_dirty = disk.db_dirty = True
-        self.job_dirty = True
         return True
 
-    def _disk(self, key: Any) -> DiskState | None:
-        try:
-            return self.disks.get(int(key))
-        except (TypeError, ValueError):
-            return None
-
-    def take_sse(self) -> list[dict[str, Any]]:
+    def take_sse(self) -> list[DiskEvent]:
         """Disk events changed since the last call."""
         out = []
         for disk in self.disks.values():
@@ -131,21 +139,22 @@ class JobState:
             disk.db_dirty = False
         return out
 
-    def outcome(self) -> tuple[str, str | None]:
+    def outcome(self) -> tuple[JobStatus, str | None]:
         """(status, reason) once the node reported the client's exit, or the hub saw a fault.
 
         Completed needs all of: the client's own ``done completed``, exit code 0, and a
         ``disk_done`` for every disk. Anything less is a failure with the reason.
         """
-        if self.cancel_requested and (self.exit_code == 130 or self.client_status == "cancelled"):
-            return "cancelled", "cancelled by request"
+        cancelled_by_client = self.exit_code == 130 or self.client_status == ClientOutcome.CANCELLED
+        if self.cancel_requested and cancelled_by_client:
+            return JobStatus.CANCELLED, "cancelled by request"
         if self.failure:
-            return "failed", self.failure
-        unfinished = [k for k, d in sorted(self.disks.items()) if d.status != "copied"]
-        if self.exit_code == 0 and self.client_status == "completed" and not unfinished:
-            return "completed", None
+            return JobStatus.FAILED, self.failure
+        unfinished = [k for k, d in sorted(self.disks.items()) if d.status != DiskStatus.COPIED]
+        if self.exit_code == 0 and self.client_status == ClientOutcome.COMPLETED and not unfinished:
+            return JobStatus.COMPLETED, None
         if self.cancel_requested:
-            return "cancelled", "cancelled by request"
+            return JobStatus.CANCELLED, "cancelled by request"
         reason = self.client_message or (self.errors[-1] if self.errors else None)
         if reason is None and self.exit_code not in (0, None):
             reason = f"sendense-backup-client exited with code {self.exit_code}"
@@ -155,11 +164,4 @@ class JobState:
             reason = "the client ended without finishing disk(s) " + ", ".join(map(str, unfinished))
         if reason is None:
             reason = "the client ended without reporting completion"
-        return "failed", reason
-
-
-def _take_bytes(disk: DiskState, line: dict[str, Any]) -> None:
-    for name in ("bytes_done", "bytes_total", "bytes_zero"):
-        value = line.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            setattr(disk, name, value)
+        return JobStatus.FAILED, reason

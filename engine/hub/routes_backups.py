@@ -3,48 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import BaseModel, Field
-from sqlalchemy import select
 
-from engine.db.models import BackupJob
-from engine.errors import BadInput, NotFound
+from engine.contract.fields import JobId
+from engine.contract.hub import BackupQuery, BackupRequest, BackupStarted, Job, JobLog, errors
+from engine.contract.progress import ProgressBatch, ProgressLine
+from engine.errors import NotFound
 from engine.hub.events import EventBus
 from engine.hub.jobs import JobManager
 
 router = APIRouter(prefix="/api/v1")
 
-
-class BackupRequest(BaseModel):
-    """The seed's request; ``repository_id`` may be a number or a numeric string ("1")."""
-
-    vm_name: str = Field(min_length=1, max_length=255)
-    repository_id: int = Field(ge=1)
-    backup_type: str = Field("full", min_length=1, max_length=32)
-    # Addition to the seed: limit each disk's copy to this many MiB/s.
-    max_rate_mib: float | None = Field(None, gt=0)
-
-
-class DiskResult(BaseModel):
-    disk_id: int
-    nbd_port: int
-    nbd_export_name: str
-    qcow2_path: str
-    qemu_nbd_pid: int
-    status: str
-
-
-class BackupResponse(BaseModel):
-    backup_id: str
-    vm_context_id: str
-    vm_name: str
-    disk_results: list[DiskResult]
-    nbd_targets_string: str
-    status: str
+BackupId = Annotated[JobId, Path(description="the job's backup_id")]
 
 
 def jobs(request: Request) -> JobManager:
@@ -52,57 +26,44 @@ def jobs(request: Request) -> JobManager:
     return manager
 
 
-@router.post("/backups", response_model=BackupResponse, status_code=200)
-def start_backup(body: BackupRequest, request: Request) -> dict[str, Any]:
-    return jobs(request).start(
-        body.vm_name, body.repository_id, body.backup_type, max_rate_mib=body.max_rate_mib
-    )
+@router.post("/backups", responses=errors(404, 409, 422, 502, 503))
+def start_backup(body: BackupRequest, request: Request) -> BackupStarted:
+    return jobs(request).start(body)
 
 
-@router.get("/backups")
-def list_backups(
-    request: Request,
-    vm_name: str | None = None,
-    status: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[dict[str, Any]]:
-    manager = jobs(request)
-    with manager.session() as s:
-        query = select(BackupJob).order_by(BackupJob.created_at.desc(), BackupJob.id.desc())
-        if vm_name:
-            query = query.where(BackupJob.vm_name == vm_name)
-        if status:
-            query = query.where(BackupJob.status == status)
-        return [manager.view(s, row) for row in s.scalars(query.limit(limit))]
+@router.get("/backups", responses=errors(422))
+def list_backups(request: Request, query: Annotated[BackupQuery, Query()]) -> list[Job]:
+    return jobs(request).list_jobs(query)
 
 
-@router.get("/backups/{backup_id}")
-def get_backup(backup_id: str, request: Request) -> dict[str, Any]:
+@router.get("/backups/{backup_id}", responses=errors(404, 422))
+def get_backup(backup_id: BackupId, request: Request) -> Job:
     return jobs(request).get(backup_id)
 
 
-@router.delete("/backups/{backup_id}")
-def cancel_backup(backup_id: str, request: Request) -> dict[str, Any]:
+@router.delete("/backups/{backup_id}", responses=errors(404, 409, 422, 502, 503))
+def cancel_backup(backup_id: BackupId, request: Request) -> Job:
     return jobs(request).cancel(backup_id)
 
 
-@router.get("/backups/{backup_id}/log")
+@router.get("/backups/{backup_id}/log", responses=errors(404, 422, 502, 503))
 def backup_log(
-    backup_id: str, request: Request, lines: Annotated[int, Query(ge=1, le=5000)] = 100
-) -> dict[str, list[str]]:
-    return {"lines": jobs(request).node_log(backup_id, lines)}
+    backup_id: BackupId, request: Request, lines: Annotated[int, Query(ge=1, le=5000)] = 100
+) -> JobLog:
+    return JobLog(lines=jobs(request).node_log(backup_id, lines))
 
 
-@router.post("/backups/{backup_id}/events", status_code=204)
+@router.post(
+    "/backups/{backup_id}/events",
+    status_code=204,
+    response_class=Response,
+    responses=errors(404, 422),
+)
 def node_events(
-    backup_id: str,
-    request: Request,
-    body: Annotated[dict[str, Any], Body()],
+    backup_id: BackupId, request: Request, body: ProgressBatch | ProgressLine
 ) -> Response:
     """A node's report: one progress line, or ``{"events": [...]}``."""
-    lines = body.get("events", [body])
-    if not isinstance(lines, list) or not all(isinstance(x, dict) for x in lines):
-        raise BadInput("events must be a list of progress-line objects")
+    lines = body.events if isinstance(body, ProgressBatch) else [body]
     jobs(request).ingest(backup_id, lines)
     return Response(status_code=204)
 

@@ -1,4 +1,4 @@
-"""The JSON shapes of docs/contracts.md (``Job``, ``VMContext``) built from rows.
+"""The contract's answers (``Job``, ``VMContext``, ``Repository``, ``VCenter``) built from rows.
 
 A running job's numbers live in memory (progress.JobState) and reach the database only
 every few seconds, so a view overlays the in-memory state on the row when there is one.
@@ -7,94 +7,135 @@ every few seconds, so a view overlays the in-memory state on the row when there 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
 
-from engine.db.models import BackupJob, VMReplicationContext
+from engine.contract.hub import (
+    Job,
+    JobDisk,
+    JobSummary,
+    Repository,
+    VCenter,
+    VMContext,
+    VMContextDisk,
+)
+from engine.contract.status import BackupType, DiskStatus, JobStatus, SnapshotKind
+from engine.db.models import BackupJob, BackupRepository, VMReplicationContext, VMwareCredential
 from engine.hub.progress import JobState
+from engine.repository import usage
 
 
-def iso(value: datetime | None) -> str | None:
-    return value.replace(tzinfo=UTC).isoformat() if value else None
+def _utc(value: datetime | None) -> datetime | None:
+    """The database keeps naive UTC; the wire says it is UTC."""
+    return value.replace(tzinfo=UTC) if value else None
 
 
-def job_view(row: BackupJob, state: JobState | None = None) -> dict[str, Any]:
+def job_view(row: BackupJob, state: JobState | None = None) -> Job:
     disks = []
     for d in row.disks:
         live = state.disks.get(d.disk_key) if state else None
         disks.append(
-            {
-                "disk_key": d.disk_key,
-                "nbd_port": d.nbd_port,
-                "nbd_export_name": d.nbd_export_name,
-                "qcow2_path": d.qcow2_path,
-                "status": live.status if live else d.status,
-                "bytes_done": live.bytes_done if live else d.bytes_done,
-                "bytes_total": live.bytes_total if live else d.bytes_total,
-                "bytes_zero": live.bytes_zero if live else d.bytes_zero,
-                "rate_bps": live.rate_bps if live else 0.0,
-                "change_id": live.change_id if live else d.change_id,
-                "qcow2_size_bytes": d.qcow2_size_bytes,
-                "error_message": (live.error if live else None) or d.error_message,
-            }
+            JobDisk(
+                disk_key=d.disk_key,
+                nbd_port=d.nbd_port,
+                nbd_export_name=d.nbd_export_name,
+                qcow2_path=d.qcow2_path,
+                status=live.status if live else DiskStatus(d.status),
+                bytes_done=live.bytes_done if live else d.bytes_done,
+                bytes_total=live.bytes_total if live else d.bytes_total,
+                bytes_zero=live.bytes_zero if live else d.bytes_zero,
+                rate_bps=live.rate_bps if live else 0.0,
+                change_id=live.change_id if live else d.change_id,
+                qcow2_size_bytes=d.qcow2_size_bytes,
+                error_message=(live.error if live else None) or d.error_message,
+            )
         )
-    return {
-        "backup_id": row.id,
-        "vm_name": row.vm_name,
-        "vm_context_id": row.vm_context_id,
-        "repository_id": row.repository_id,
-        "node_id": row.node_id,
-        "backup_type": row.backup_type,
-        "status": row.status,
-        "created_at": iso(row.created_at),
-        "started_at": iso(row.started_at),
-        "completed_at": iso(row.completed_at),
-        "bytes_done": sum(d["bytes_done"] for d in disks),
-        "bytes_total": sum(d["bytes_total"] for d in disks),
-        "bytes_zero": sum(d["bytes_zero"] for d in disks),
-        "rate_bps": sum(d["rate_bps"] for d in disks),
-        "error_message": row.error_message,
-        "snapshot_kind": (state.snapshot_kind if state else None) or row.snapshot_kind,
-        "disks": disks,
-    }
+    snapshot_kind = (state.snapshot_kind if state else None) or row.snapshot_kind
+    return Job(
+        backup_id=row.id,
+        vm_name=row.vm_name,
+        vm_context_id=row.vm_context_id,
+        repository_id=row.repository_id,
+        node_id=row.node_id,
+        backup_type=BackupType(row.backup_type),
+        status=JobStatus(row.status),
+        created_at=_utc(row.created_at),
+        started_at=_utc(row.started_at),
+        completed_at=_utc(row.completed_at),
+        bytes_done=sum(d.bytes_done for d in disks),
+        bytes_total=sum(d.bytes_total for d in disks),
+        bytes_zero=sum(d.bytes_zero for d in disks),
+        rate_bps=sum(d.rate_bps for d in disks),
+        error_message=row.error_message,
+        snapshot_kind=SnapshotKind(snapshot_kind) if snapshot_kind else None,
+        disks=disks,
+    )
 
 
-def job_summary(row: BackupJob) -> dict[str, Any]:
-    return {
-        "backup_id": row.id,
-        "status": row.status,
-        "backup_type": row.backup_type,
-        "repository_id": row.repository_id,
-        "created_at": iso(row.created_at),
-        "completed_at": iso(row.completed_at),
-        "bytes_total": row.total_bytes,
-        "error_message": row.error_message,
-    }
+def job_summary(row: BackupJob) -> JobSummary:
+    return JobSummary(
+        backup_id=row.id,
+        status=JobStatus(row.status),
+        backup_type=BackupType(row.backup_type),
+        repository_id=row.repository_id,
+        created_at=_utc(row.created_at),
+        completed_at=_utc(row.completed_at),
+        bytes_total=row.total_bytes,
+        error_message=row.error_message,
+    )
 
 
-def context_view(ctx: VMReplicationContext, last_backups: list[BackupJob]) -> dict[str, Any]:
-    return {
-        "context_id": ctx.context_id,
-        "vm_name": ctx.vm_name,
-        "vm_path": ctx.vm_path,
-        "vmware_vm_id": ctx.vmware_vm_id,
-        "vcenter_host": ctx.vcenter_host,
-        "datacenter": ctx.datacenter,
-        "credential_id": ctx.credential_id,
-        "power_state": ctx.power_state,
-        "cpu_count": ctx.cpu_count,
-        "memory_mb": ctx.memory_mb,
-        "guest_os": ctx.guest_os,
-        "cbt_enabled": ctx.cbt_enabled,
-        "disks": [
-            {
-                "disk_key": d.disk_key,
-                "label": d.label,
-                "capacity_bytes": d.capacity_bytes,
-                "datastore": d.datastore,
-                "vmdk_path": d.vmdk_path,
-                "change_id": d.change_id,
-            }
+def context_view(ctx: VMReplicationContext, last_backups: list[BackupJob]) -> VMContext:
+    return VMContext(
+        context_id=ctx.context_id,
+        vm_name=ctx.vm_name,
+        vm_path=ctx.vm_path,
+        vmware_vm_id=ctx.vmware_vm_id,
+        vcenter_host=ctx.vcenter_host,
+        datacenter=ctx.datacenter,
+        credential_id=ctx.credential_id,
+        power_state=ctx.power_state,
+        cpu_count=ctx.cpu_count,
+        memory_mb=ctx.memory_mb,
+        guest_os=ctx.guest_os,
+        cbt_enabled=ctx.cbt_enabled,
+        disks=[
+            VMContextDisk(
+                disk_key=d.disk_key,
+                label=d.label,
+                capacity_bytes=d.capacity_bytes,
+                datastore=d.datastore,
+                vmdk_path=d.vmdk_path,
+                change_id=d.change_id,
+            )
             for d in ctx.disks
         ],
-        "last_backups": [job_summary(j) for j in last_backups],
-    }
+        last_backups=[job_summary(j) for j in last_backups],
+    )
+
+
+def repository_view(repo: BackupRepository) -> Repository:
+    space, error = None, None
+    try:
+        space = usage(Path(repo.path))
+    except OSError as exc:
+        error = str(exc)
+    return Repository(
+        id=repo.id,
+        name=repo.name,
+        path=repo.path,
+        enabled=repo.enabled,
+        used_bytes=space.used_bytes if space else None,
+        free_bytes=space.free_bytes if space else None,
+        total_bytes=space.total_bytes if space else None,
+        error=error,
+    )
+
+
+def vcenter_view(row: VMwareCredential) -> VCenter:
+    return VCenter(
+        id=row.id,
+        name=row.credential_name,
+        host=row.vcenter_host,
+        username=row.username,
+        thumbprint=row.thumbprint,
+    )

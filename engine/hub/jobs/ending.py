@@ -1,0 +1,149 @@
+"""Ending a backup: its outcome, the checks on its files, the rows, and cancelling it.
+
+A job completes only when every disk reported ``disk_done``, the client said ``done
+completed`` and the node saw it exit 0; the qcow2 files must then pass ``qemu-img
+check``. Anything else fails it with the reason, and the files of a failed restore point
+are removed, so a bad restore point is never there to be used.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine.contract.hub import Job
+from engine.contract.status import DiskStatus, JobStatus
+from engine.db.models import BackupJob, VMDisk, utcnow
+from engine.errors import Conflict
+from engine.hub.jobs.live import JobContext, log
+from engine.hub.nodes import NodeUnreachable
+from engine.hub.progress import JobState
+
+CANCEL_WAIT_SECONDS = 20.0
+
+
+def finalize_soon(ctx: JobContext, state: JobState) -> None:
+    """End the job in a thread of its own (its exports stop, its files are checked)."""
+    if ctx.live.begin_end(state):
+        threading.Thread(
+            target=finalize, args=(ctx, state), name=f"finalize-{state.backup_id}", daemon=True
+        ).start()
+
+
+def finalize_now(ctx: JobContext, state: JobState) -> None:
+    """End the job here and now, unless it is already ending."""
+    if ctx.live.begin_end(state):
+        finalize(ctx, state)
+
+
+def finalize(ctx: JobContext, state: JobState) -> None:
+    """End a job whose client exited (or that the hub gave up on); the caller marked it
+    as ending (``LiveJobs.begin_end``)."""
+    with ctx.live.lock:
+        status, reason = state.outcome()
+    for disk in state.disks.values():
+        ctx.stop_export(disk.export_name)
+    sizes: dict[int, int] = {}
+    if status == JobStatus.COMPLETED:
+        for disk in state.disks.values():
+            problem = qcow2_check(ctx.settings.nbd.qemu_img, Path(disk.qcow2_path))
+            if problem:
+                status, reason = JobStatus.FAILED, f"disk {disk.disk_key}: {problem}"
+                break
+            sizes[disk.disk_key] = Path(disk.qcow2_path).stat().st_size
+    if status != JobStatus.COMPLETED:
+        for disk in state.disks.values():
+            remove_restore_point(Path(disk.qcow2_path))
+    with ctx.db_lock, ctx.session() as s:
+        row = s.get(BackupJob, state.backup_id)
+        if row is not None:
+            _record_end(s, row, state, status, reason, sizes)
+    log.info("backup %s %s%s", state.backup_id, status, f": {reason}" if reason else "")
+    for disk in state.disks.values():
+        ctx.bus.publish(disk.to_event(state.backup_id))
+    ctx.live.forget(state.backup_id)
+    ctx.publish_job(state.backup_id)
+
+
+def _record_end(
+    s: Session,
+    row: BackupJob,
+    state: JobState,
+    status: JobStatus,
+    reason: str | None,
+    sizes: dict[int, int],
+) -> None:
+    row.status = status
+    row.error_message = reason
+    row.completed_at = utcnow()
+    row.snapshot_kind = state.snapshot_kind or row.snapshot_kind
+    completed = status == JobStatus.COMPLETED
+    for d in row.disks:
+        live = state.disks.get(d.disk_key)
+        if live is None:
+            continue
+        d.bytes_done, d.bytes_zero, d.bytes_total = (
+            live.bytes_done,
+            live.bytes_zero,
+            live.bytes_total,
+        )
+        d.error_message = live.error
+        # On a failed or cancelled job every disk takes its status: its restore point is
+        # deleted with the job's.
+        live.status = DiskStatus.COMPLETED if completed else DiskStatus(status)
+        d.status = live.status
+        if completed:
+            d.change_id = live.change_id
+            d.qcow2_size_bytes = sizes.get(d.disk_key)
+    row.bytes_transferred = sum(d.bytes_done for d in row.disks)
+    if completed:
+        by_key = {d.disk_key: d.change_id for d in row.disks}
+        for vd in s.scalars(select(VMDisk).where(VMDisk.vm_context_id == row.vm_context_id)):
+            if vd.disk_key in by_key:
+                vd.change_id = by_key[vd.disk_key]
+
+
+def cancel(ctx: JobContext, backup_id: str) -> Job:
+    """Ask the node to stop the job's client; answers once it ended (or after a while)."""
+    state, done = ctx.live.get(backup_id), ctx.live.done_event(backup_id)
+    if state is None or done is None:
+        current = ctx.job(backup_id)  # 404 when unknown
+        raise Conflict(f"backup {backup_id} is not running (status {current.status})")
+    state.cancel_requested = True
+    node = ctx.node_of(backup_id)
+    try:
+        if node is not None:
+            ctx.node(node).cancel(backup_id)
+    except NodeUnreachable:
+        state.cancel_requested = False
+        raise
+    done.wait(CANCEL_WAIT_SECONDS)
+    return ctx.job(backup_id)
+
+
+def remove_restore_point(path: Path) -> None:
+    """Delete a qcow2 that is not a good restore point, and its folders if now empty."""
+    path.unlink(missing_ok=True)
+    for folder in (path.parent, path.parent.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def qcow2_check(qemu_img: str, path: Path) -> str | None:
+    """None when ``qemu-img check`` finds the image sound, else what it found.
+
+    Leaked clusters (exit 3) waste space but lose no data, so they pass.
+    """
+    proc = subprocess.run(
+        [qemu_img, "check", "-f", "qcow2", str(path)], capture_output=True, text=True
+    )
+    if proc.returncode in (0, 3):
+        return None
+    text = (proc.stderr or proc.stdout).strip().splitlines()
+    return f"qemu-img check failed (exit {proc.returncode}): {text[-1] if text else 'no output'}"

@@ -1,0 +1,142 @@
+"""The jobs this hub follows now, in memory, and everything a phase of a job shares.
+
+Requests, the watch round and the finalize threads all touch the same running jobs, so
+their states live here behind one lock; ``JobContext`` carries that and the hub's parts
+(settings, exports, event bus, node token) to the modules that start, follow and end jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from engine.config import Settings
+from engine.contract.hub import Job
+from engine.db.models import BackupJob
+from engine.db.session import session_scope
+from engine.errors import Conflict, NotFound
+from engine.hub.events import EventBus
+from engine.hub.exports.manager import ExportError, ExportManager
+from engine.hub.nodes import NodeClient, NodeRef, node_ref
+from engine.hub.progress import JobState
+from engine.hub.views import job_view
+
+log = logging.getLogger("sendense.hub.jobs")
+
+
+class LiveJobs:
+    """Running jobs by backup id, the VM contexts being started, and an event per job
+    that is set when it ends (a cancel waits on it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._jobs: dict[str, JobState] = {}
+        self._starting: set[str] = set()
+        self._done: dict[str, threading.Event] = {}
+        # When a node stopped answering about a job, to fail it once that lasts too long.
+        self.node_lost_since: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def claim(self, context_id: str, vm_name: str) -> Iterator[None]:
+        """The right to start a job on this VM: one start at a time, none while one runs."""
+        with self.lock:
+            if context_id in self._starting or any(
+                j.context_id == context_id for j in self._jobs.values()
+            ):
+                raise Conflict(f"VM {vm_name} already has a backup running")
+            self._starting.add(context_id)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._starting.discard(context_id)
+
+    def register(self, state: JobState) -> None:
+        with self.lock:
+            self._jobs[state.backup_id] = state
+            self._done[state.backup_id] = threading.Event()
+
+    def forget(self, backup_id: str) -> None:
+        with self.lock:
+            self._jobs.pop(backup_id, None)
+            self.node_lost_since.pop(backup_id, None)
+            done = self._done.pop(backup_id, None)
+        if done is not None:
+            done.set()
+
+    def get(self, backup_id: str) -> JobState | None:
+        with self.lock:
+            return self._jobs.get(backup_id)
+
+    def done_event(self, backup_id: str) -> threading.Event | None:
+        with self.lock:
+            return self._done.get(backup_id)
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return list(self._jobs)
+
+    def states(self) -> list[JobState]:
+        with self.lock:
+            return list(self._jobs.values())
+
+    def begin_end(self, state: JobState) -> bool:
+        """Mark the job as ending; False when something else already does."""
+        with self.lock:
+            if state.finalizing:
+                return False
+            state.finalizing = True
+            return True
+
+    def clear(self) -> None:
+        with self.lock:
+            self._jobs.clear()
+
+
+@dataclass
+class JobContext:
+    settings: Settings
+    exports: ExportManager
+    bus: EventBus
+    token: str
+    live: LiveJobs = field(default_factory=LiveJobs)
+    # Serialises progress flushes with finalize's write, so a late flush never
+    # overwrites a job's final numbers.
+    db_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def session(self) -> contextlib.AbstractContextManager[Session]:
+        return session_scope(self.settings.db_url)
+
+    def node(self, ref: NodeRef) -> NodeClient:
+        return NodeClient(ref, self.token)
+
+    def node_of(self, backup_id: str) -> NodeRef | None:
+        with self.session() as s:
+            row = s.get(BackupJob, backup_id)
+            return node_ref(s, row.node_id) if row else None
+
+    def view(self, row: BackupJob) -> Job:
+        with self.live.lock:  # not while a line is being applied
+            return job_view(row, self.live.get(row.id))
+
+    def job(self, backup_id: str) -> Job:
+        with self.session() as s:
+            row = s.get(BackupJob, backup_id)
+            if row is None:
+                raise NotFound(f"backup {backup_id} does not exist")
+            return self.view(row)
+
+    def publish_job(self, backup_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.bus.publish(self.job(backup_id))
+
+    def stop_export(self, name: str) -> None:
+        try:
+            self.exports.stop(name)
+        except ExportError as exc:
+            log.warning("stopping export %s: %s", name, exc)

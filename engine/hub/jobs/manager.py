@@ -1,0 +1,75 @@
+"""``JobManager``: the one object the hub's routes and rounds call for jobs.
+
+Its methods are synchronous (database, qemu-nbd, HTTP to nodes) and run in worker
+threads; each hands the shared ``JobContext`` to the module of its phase.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from engine.config import Settings
+from engine.contract.hub import BackupQuery, BackupRequest, BackupStarted, DiskEvent, Job
+from engine.contract.progress import ProgressLine
+from engine.db.models import BackupJob
+from engine.errors import NotFound
+from engine.hub.events import EventBus
+from engine.hub.exports.manager import ExportManager
+from engine.hub.jobs import ending, following, restart, starting
+from engine.hub.jobs.live import JobContext
+
+
+class JobManager:
+    def __init__(
+        self, settings: Settings, exports: ExportManager, bus: EventBus, token: str
+    ) -> None:
+        self.ctx = JobContext(settings, exports, bus, token)
+
+    def start(self, request: BackupRequest) -> BackupStarted:
+        return starting.start_job(self.ctx, request)
+
+    def get(self, backup_id: str) -> Job:
+        return self.ctx.job(backup_id)
+
+    def list_jobs(self, query: BackupQuery) -> list[Job]:
+        """Jobs newest first, filtered by VM name and status."""
+        with self.ctx.session() as s:
+            select_jobs = select(BackupJob).order_by(
+                BackupJob.created_at.desc(), BackupJob.id.desc()
+            )
+            if query.vm_name:
+                select_jobs = select_jobs.where(BackupJob.vm_name == query.vm_name)
+            if query.status:
+                select_jobs = select_jobs.where(BackupJob.status == query.status)
+            return [self.ctx.view(row) for row in s.scalars(select_jobs.limit(query.limit))]
+
+    def active_ids(self) -> list[str]:
+        return self.ctx.live.ids()
+
+    def cancel(self, backup_id: str) -> Job:
+        return ending.cancel(self.ctx, backup_id)
+
+    def node_log(self, backup_id: str, lines: int) -> list[str]:
+        node = self.ctx.node_of(backup_id)
+        if node is None:
+            raise NotFound(f"backup {backup_id} does not exist")
+        return self.ctx.node(node).log(backup_id, lines)
+
+    def ingest(self, backup_id: str, lines: list[ProgressLine]) -> None:
+        following.ingest(self.ctx, backup_id, lines)
+
+    def flush_progress(self) -> None:
+        following.flush_progress(self.ctx)
+
+    def disk_events(self) -> list[DiskEvent]:
+        return following.disk_events(self.ctx)
+
+    def watch(self) -> None:
+        following.watch(self.ctx)
+
+    def reconcile(self) -> list[str]:
+        return restart.reconcile(self.ctx)
+
+    def shutdown(self) -> None:
+        """Hub stopping: jobs go on in the node; exports stay up for the next hub to adopt."""
+        self.ctx.live.clear()

@@ -1,0 +1,150 @@
+"""Starting a backup: the plan's qcow2 files and exports, then the node's client.
+
+The promise: ``start`` either answers with every export running and the node holding
+the job, or leaves nothing behind (exports stopped, new qcow2 files deleted, rows
+deleted) before its error goes out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from engine.contract.hub import BackupRequest, BackupStarted, DiskResult
+from engine.contract.node import StartRequest
+from engine.contract.status import BackupType, DiskStatus, JobStatus
+from engine.contract.targets import NbdTarget, NbdTargets
+from engine.db.models import BackupDisk, BackupJob, utcnow
+from engine.errors import BadInput
+from engine.hub.jobs.ending import remove_restore_point
+from engine.hub.jobs.live import JobContext, log
+from engine.hub.jobs.plan import JobPlan, find_context, make_plan
+from engine.hub.nodes import mark_seen
+from engine.hub.progress import DiskState, JobState
+
+
+def nbd_host(bind: str) -> str:
+    """The exports' address as a targets string and the node name it: ``nbd.bind``, an
+    IPv6 address in brackets."""
+    return f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind
+
+
+def start_job(ctx: JobContext, request: BackupRequest) -> BackupStarted:
+    if request.backup_type != BackupType.FULL:
+        raise BadInput(
+            f'backup_type {request.backup_type.value!r} is not supported yet; use "full"'
+        )
+    with ctx.session() as s:
+        vm = find_context(s, request)
+        context_id, vm_name = vm.context_id, vm.vm_name
+    with ctx.live.claim(context_id, vm_name):
+        with ctx.session() as s:
+            vm = find_context(s, request)
+            plan = make_plan(s, ctx.settings, vm, request)
+        return _run(ctx, plan)
+
+
+def _run(ctx: JobContext, plan: JobPlan) -> BackupStarted:
+    state = JobState(
+        backup_id=plan.backup_id, vm_name=plan.vm_name, context_id=plan.context_id, disks={}
+    )
+    created: list[Path] = []
+    try:
+        results = []
+        for disk in plan.disks:
+            disk.qcow2_path.parent.mkdir(parents=True, exist_ok=True)
+            ctx.exports.create_image(disk.qcow2_path, disk.capacity_bytes)
+            created.append(disk.qcow2_path)
+            export = ctx.exports.start(disk.export_name, disk.qcow2_path)
+            state.disks[disk.disk_key] = DiskState(
+                disk_key=disk.disk_key,
+                export_name=disk.export_name,
+                port=export.port,
+                qcow2_path=str(disk.qcow2_path),
+                bytes_total=disk.capacity_bytes,
+            )
+            results.append(
+                DiskResult(
+                    disk_id=disk.disk_key,
+                    nbd_port=export.port,
+                    nbd_export_name=disk.export_name,
+                    qcow2_path=str(disk.qcow2_path),
+                    qemu_nbd_pid=export.pid,
+                )
+            )
+        host = nbd_host(ctx.settings.nbd.bind)
+        targets = NbdTargets(
+            targets=tuple(
+                NbdTarget(disk_key=r.disk_id, host=host, port=r.nbd_port, export=r.nbd_export_name)
+                for r in results
+            )
+        )
+        _record_exports(ctx, plan.backup_id, results)
+        ctx.live.register(state)
+        ctx.node(plan.node).start(_start_request(plan, host, targets))
+        with ctx.session() as s:
+            row = s.get(BackupJob, plan.backup_id)
+            assert row is not None
+            if row.status == JobStatus.PENDING:  # a client that ended at once is already final
+                row.status, row.started_at = JobStatus.RUNNING, utcnow()
+            mark_seen(s, plan.node.id)
+    except BaseException:
+        _undo(ctx, state, created)
+        raise
+    log.info(
+        "backup %s of %s started on node %s: %s",
+        plan.backup_id,
+        plan.vm_name,
+        plan.node.name,
+        targets,
+    )
+    ctx.publish_job(plan.backup_id)
+    return BackupStarted(
+        backup_id=plan.backup_id,
+        vm_context_id=plan.context_id,
+        vm_name=plan.vm_name,
+        disk_results=results,
+        nbd_targets_string=str(targets),
+    )
+
+
+def _record_exports(ctx: JobContext, backup_id: str, results: list[DiskResult]) -> None:
+    by_key = {r.disk_id: r for r in results}
+    with ctx.session() as s:
+        for d in s.scalars(select(BackupDisk).where(BackupDisk.backup_job_id == backup_id)):
+            d.nbd_port, d.qemu_nbd_pid = (
+                by_key[d.disk_key].nbd_port,
+                by_key[d.disk_key].qemu_nbd_pid,
+            )
+            d.status = DiskStatus.QEMU_STARTED
+
+
+def _start_request(plan: JobPlan, host: str, targets: NbdTargets) -> StartRequest:
+    creds = plan.credentials
+    return StartRequest(
+        vm_name=plan.vm_name,
+        vcenter_host=creds.vcenter_host,
+        vcenter_user=creds.username,
+        vcenter_password=SecretStr(creds.password),
+        vcenter_thumbprint=creds.thumbprint,
+        vm_path=plan.vm_path,
+        nbd_host=host,
+        nbd_targets=targets,
+        job_id=plan.backup_id,
+        backup_type=plan.backup_type,
+        max_rate_mib=plan.max_rate_mib,
+    )
+
+
+def _undo(ctx: JobContext, state: JobState, created: list[Path]) -> None:
+    ctx.live.forget(state.backup_id)
+    for disk in state.disks.values():
+        ctx.stop_export(disk.export_name)
+    for path in created:
+        remove_restore_point(path)
+    with ctx.session() as s:
+        row = s.get(BackupJob, state.backup_id)
+        if row is not None:
+            s.delete(row)
