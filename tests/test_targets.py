@@ -39,6 +39,7 @@ def test_with_host_points_every_export_elsewhere():
     moved = targets.with_host("127.0.0.2")
     assert str(moved) == "2000:nbd://127.0.0.2:10110/a,2001:nbd://127.0.0.2:10111/b"
     assert str(targets).count("127.0.0.1") == 2  # the original is unchanged
+    assert str(targets.with_host("::1")) == "2000:nbd://[::1]:10110/a,2001:nbd://[::1]:10111/b"
 
 
 def test_on_the_wire_it_is_the_seed_string():

@@ -30,7 +30,7 @@ from engine.errors import BadInput
 _ENTRY = re.compile(
     r"^(?P<key>\d+):nbd://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d+)/(?P<export>[^,\s]+)$"
 )
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 
 
 class BadTargets(BadInput):
@@ -124,7 +124,10 @@ class NbdTargets(BaseModel):
 
     def with_host(self, host: str) -> NbdTargets:
         """The same exports reached at ``host``: how a tunnelled node sees the hub's
-        loopback exports (its local forwards listen on ``tunnel.local_host``)."""
+        loopback exports (its local forwards listen on ``tunnel.local_host``). A bare IPv6
+        address is bracketed, as in a URI."""
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
         return NbdTargets(targets=tuple(t.model_copy(update={"host": host}) for t in self.targets))
 
     def keys(self) -> list[int]:
