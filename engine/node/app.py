@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Sendense node", version=__version__, lifespan=lifespan)
     app.state.runner = runner
 
-    install_error_handlers(app)
+    install_error_handlers(app, service="node")
 
     public = APIRouter(prefix="/api/v1")
 
