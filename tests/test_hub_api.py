@@ -7,17 +7,24 @@ the failure paths under test end before anything would talk to vCenter.
 
 from __future__ import annotations
 
+import http.client
+import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from engine.api.errors import install_error_handlers
 from engine.config import Settings
 from engine.credentials import VMwareCredentialService
 from engine.db.models import BackupJob, VMDisk, VMReplicationContext
 from engine.db.session import session_scope, upgrade
 from engine.repository import ensure_default_repository
+from tests.conftest import free_port, wait_for
 from tests.fixtures.services import Services, make_services, ports_free, processes_mentioning
 
 MiB = 1024 * 1024
@@ -195,3 +202,131 @@ def test_repositories_report_space(settings: Settings, hub: Services) -> None:
     assert repos[0]["name"] == "default"
     assert repos[0]["free_bytes"] > 0 and repos[0]["total_bytes"] >= repos[0]["free_bytes"]
     assert vcenters == []
+
+
+def test_an_unforeseen_error_is_one_json_line_and_the_connection_lives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Starlette's own 500 re-raises, and the server then dropped the keep-alive
+    connection; the handlers answer JSON, log the traceback, and keep it."""
+    app = FastAPI()
+    install_error_handlers(app, service="hub")
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("a secret the answer must not carry")
+
+    @app.get("/fine")
+    def fine() -> dict[str, bool]:
+        return {"ok": True}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, what="uvicorn to start")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/boom")
+        answer = conn.getresponse()
+        body = answer.read()
+        sock = conn.sock
+        assert answer.status == 500
+        assert json.loads(body) == {"detail": "internal error (see the hub log)"}
+        conn.request("GET", "/fine")  # the same connection, not a new one
+        again = conn.getresponse()
+        assert again.status == 200 and json.loads(again.read()) == {"ok": True}
+        assert conn.sock is sock
+        conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert "a secret the answer must not carry" in caplog.text  # the traceback is logged
+
+
+def test_inputs_are_validated_at_the_edge(shared_hub: Services) -> None:
+    """What the issue's fuzzing found answering 500: huge ids, bad hosts, NUL in paths,
+    a throttle that never ends. Each is a 422 with one line now."""
+    huge = 2**63
+    with shared_hub.client() as api:
+        calls = [
+            api.post(f"/api/v1/vcenters/{huge}/test"),
+            api.get(f"/api/v1/vcenters/{huge}/inventory"),
+            api.post("/api/v1/vms", json={"vcenter_id": huge, "path": "/DC/vm/x"}),
+            api.post("/api/v1/vms", json={"vcenter_id": 1, "path": "/DC/vm/\x00x"}),
+            api.post("/api/v1/repositories", json={"name": "r", "path": "/srv/\x00r"}),
+            api.post("/api/v1/repositories", json={"name": "r", "path": "relative/r"}),
+            api.post(
+                "/api/v1/backups",
+                json={"vm_name": "pgtest1", "repository_id": 1, "max_rate_mib": 5e-324},
+            ),
+            api.post("/api/v1/backups", json={"vm_name": "a", "vm_path": "/a", "repository_id": 1}),
+            api.post("/api/v1/backups", json={"repository_id": huge, "vm_name": "pgtest1"}),
+            api.get("/api/v1/backups", params={"status": "sleeping"}),
+            api.get("/api/v1/backups/a%00b"),
+        ]
+        for host in ("x:abc", "[::1]:", "h" * 300, "a..b", "x\x01y"):
+            calls.append(api.get("/api/v1/vcenters/probe", params={"host": host}))
+            body = {"host": host, "username": "u", "password": "test-only", "thumbprint": "ab" * 32}
+            calls.append(api.post("/api/v1/vcenters", json=body))
+    for r in calls:
+        assert r.status_code == 422, (r.request.url, r.text)
+        detail = r.json()["detail"]
+        assert isinstance(detail, str) and "\n" not in detail
+        assert "test-only" not in r.text
+
+
+def test_the_probe_tells_nothing_but_a_certificate(shared_hub: Services) -> None:
+    """A closed port, a plain-HTTP server (the hub itself) and a name that does not
+    resolve answer alike: the hub is no port scanner."""
+    plain = shared_hub.hub.url.removeprefix("http://")
+    with shared_hub.client() as api:
+        for host in (f"127.0.0.1:{free_port()}", plain, "no-such-host.invalid"):
+            r = api.get("/api/v1/vcenters/probe", params={"host": host})
+            assert r.status_code == 502
+            assert r.json() == {"detail": f"no vCenter with a certificate answers at {host}"}
+
+
+def test_repositories_refuse_system_and_data_folders(shared_hub: Services) -> None:
+    home = shared_hub.home
+    with shared_hub.client() as api:
+        for path in ("/", "/etc", "/usr/local/backups", "/var", str(home), str(home / "logs")):
+            r = api.post("/api/v1/repositories", json={"name": "r", "path": path})
+            assert r.status_code == 422, (path, r.text)
+            assert "\n" not in r.json()["detail"]
+        assert "data folder" in r.json()["detail"]
+        assert api.get("/api/v1/repositories").json() == []
+
+
+def test_a_vm_name_two_contexts_share_is_409_naming_both(settings: Settings, hub: Services) -> None:
+    """Two vCenters with a VM of the same name: the hub asks which, never takes one."""
+    repo_id = seed_vm(settings, credential=True)
+    with session_scope(settings.db_url) as s:
+        twin = VMReplicationContext(
+            context_id="ctx-pgtest1-20251007-101010",
+            vm_name="pgtest1",
+            vmware_vm_id="vm-9",
+            vm_path="/OtherDC/vm/pgtest1",
+            vcenter_host="vc2.example:443",
+            datacenter="OtherDC",
+            credential_id=None,
+        )
+        s.add(twin)
+    with hub.client() as api:
+        r = api.post("/api/v1/backups", json={"vm_name": "pgtest1", "repository_id": repo_id})
+        assert r.status_code == 409, r.text
+        detail = r.json()["detail"]
+        for needle in ("ctx-pgtest1-20251006-203401", "127.0.0.1:9"):
+            assert needle in detail
+        for needle in ("ctx-pgtest1-20251007-101010", "vc2.example:443", "vm_context_id"):
+            assert needle in detail
+        # Named by its context (or its path) it is one VM again.
+        by_id = {"vm_context_id": "ctx-pgtest1-20251007-101010", "repository_id": repo_id}
+        r = api.post("/api/v1/backups", json=by_id)
+        assert r.json() == {"detail": "VM context missing credential_id"}
+        by_path = {"vm_path": "/DatabanxDC/vm/pgtest1", "repository_id": repo_id}
+        r = api.post("/api/v1/backups", json=by_path)
+        assert r.status_code == 503 and "unreachable" in r.json()["detail"]
+        r = api.post("/api/v1/backups", json={"vm_context_id": "ctx-nope", "repository_id": 1})
+        assert r.status_code == 404
+    assert_nothing_left(settings, hub)

@@ -61,3 +61,30 @@ def test_adding_a_vcenter_needs_a_thumbprint_or_trust(
         assert trusted.status_code == 201, trusted.text
         assert trusted.json()["thumbprint"] == lab.thumbprint
         assert "password" not in trusted.json()
+
+
+def test_adding_a_vcenter_checks_the_login_unless_told_not_to(
+    services_factory: Callable[..., Services], lab_registered: LabRegistration
+) -> None:
+    """A given thumbprint pins the certificate; the login is still tried before the
+    password is stored, so a typo is said now rather than at the first backup."""
+    svc = services_factory(node=False)
+    lab = lab_registered.lab
+    wrong = {"host": lab.host, "username": lab.user, "password": "not-the-password"}
+    with svc.client() as api:
+        for body in ({**wrong, "thumbprint": lab.thumbprint}, {**wrong, "trust": True}):
+            refused = api.post("/api/v1/vcenters", json=body)
+            assert refused.status_code == 502, refused.text
+            assert "refused the login" in refused.json()["detail"]
+            assert "not-the-password" not in refused.text
+        other = {**wrong, "thumbprint": "cd" * 32, "password": lab.password}
+        mismatch = api.post("/api/v1/vcenters", json=other)
+        assert mismatch.status_code == 502 and lab.password not in mismatch.text
+        stored = {**wrong, "thumbprint": lab.thumbprint, "verify": False, "name": "untried"}
+        untried = api.post("/api/v1/vcenters", json=stored)
+        assert untried.status_code == 201, untried.text
+        assert untried.json()["thumbprint"] == lab.thumbprint
+        test = api.post(f"/api/v1/vcenters/{untried.json()['id']}/test").json()
+        assert test["ok"] is False and "not-the-password" not in test["message"]
+        names = [v["name"] for v in api.get("/api/v1/vcenters").json()]
+    assert names.count("untried") == 1 and len(names) == 2

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
+from engine.config import Settings
 from engine.db.session import session_scope, upgrade
 from engine.repository import (
     RepositoryError,
@@ -153,3 +154,23 @@ def test_default_repository_is_registered_once(session: Session, tmp_path: Path)
     first = ensure_default_repository(session, tmp_path / "default")
     again = ensure_default_repository(session, tmp_path / "default")
     assert first.id == again.id and len(list_repositories(session)) == 1
+
+
+@pytest.mark.parametrize("place", ["/", "/etc", "/etc/sendense", "/usr/lib/x", "/proc", "/var"])
+def test_system_folders_are_refused(session: Session, settings: Settings, place: str) -> None:
+    with pytest.raises(RepositoryError, match="is a system folder"):
+        add_repository(session, "main", Path(place), settings)
+    assert list_repositories(session) == []
+
+
+def test_the_data_folder_is_refused_but_its_default_repository(
+    session: Session, settings: Settings
+) -> None:
+    for inside in (settings.home, settings.home / "logs", settings.home / "repository-2"):
+        with pytest.raises(RepositoryError, match="data folder"):
+            add_repository(session, "main", inside, settings)
+    default = ensure_default_repository(session, settings.repository_default, settings)
+    assert Path(default.path) == settings.repository_default.resolve()
+    # Without settings given, the process's own (this test's data folder) are used.
+    with pytest.raises(RepositoryError, match="data folder"):
+        add_repository(session, "other", settings.home / "other")
