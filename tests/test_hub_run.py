@@ -184,7 +184,7 @@ def test_nodes_list_asks_each_node(services_factory: Callable[..., Services]) ->
     listed = svc.sendense("nodes", "list")
     assert listed.returncode == 0, listed.stderr
     local = next(line for line in listed.stdout.splitlines() if " local " in line)
-    assert svc.node.url in local and " up" in local
+    assert svc.node.url in local and " up: version " in local
     added = svc.sendense("nodes", "add", "--name", "far", "--url", "http://127.0.0.1:9")
     assert added.returncode == 0, added.stderr
     listed = svc.sendense("nodes", "list")

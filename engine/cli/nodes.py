@@ -37,8 +37,8 @@ def nodes_list() -> None:
     table = Table("id", "name", "url", "enabled", "state")
     for ref, enabled in refs:
         try:
-            NodeClient(ref, token).health()
-            state = "up"
+            health = NodeClient(ref, token).health()
+            state = f"up: version {health.version}, {health.jobs_running} job(s) running"
         except SendenseError as exc:
             state = f"down: {exc}"
         table.add_row(str(ref.id), ref.name, ref.url, "yes" if enabled else "no", state)

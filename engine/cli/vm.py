@@ -37,12 +37,13 @@ def vm_add(
 
 @vm_app.command("list")
 def vm_list(as_json: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
-    """The VMs Sendense knows, with their disks (as the hub's GET /vms tells them)."""
+    """The VMs Sendense knows, with their disks: GET /vms's shape, without last backups
+    (see `sendense backup list`)."""
     from engine.hub.views import context_view
 
     with db_session() as session:
         rows = session.scalars(select(VMReplicationContext).order_by(VMReplicationContext.vm_name))
-        vms = [VMContext.model_validate(context_view(r, [])) for r in rows]
+        vms = [context_view(r, []) for r in rows]
     if as_json:
         print(_VM_LIST.dump_json(vms, indent=2).decode())
         return
