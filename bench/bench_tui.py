@@ -9,9 +9,10 @@ opening to a full inventory tree on a 5,000-VM lab.
    Goal: under 15 % of one core while streaming.
 2. Tree: ``sendense lab up --vms N``, a real hub and node on a private data folder and
    free ports; time from opening the console to every node of the tree built. Reference,
-   same run: the hub's own answer to GET /vcenters/1/inventory (what the console must at
-   least wait for). Measured with the hub's inventory cache cold (the hub reads vCenter:
-   the engine's inventory speed, see bench_inventory) and warm. Goal: under 3 s.
+   same run: the hub's own answer to GET /vcenters/1/inventory, read into the contract's
+   model by the hub client (what the console must at least wait for). Measured with the
+   hub's inventory cache cold (the hub reads vCenter: the engine's inventory speed, see
+   bench_inventory) and warm. Goal: under 3 s.
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
+from engine.hub_client import HubClient
 from sendense_tui.app import SendenseApp
 from sendense_tui.config import ConsoleConfig
 from sendense_tui.launcher import hub_answers
 from sendense_tui.screens.inventory import InventoryScreen
-from sendense_tui.screenshots import console_for, lab_services
+from sendense_tui.screenshots import console_config, console_for, lab_services
 from tests.tui_standin_hub import TOKEN
 
 CPU_GOAL, TREE_GOAL = 15.0, 3.0
@@ -56,14 +56,15 @@ async def console_cpu(url: str, seconds: float) -> tuple[float, int]:
     app = SendenseApp(config)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("2")
-        while "backup-bench-1" not in app.store.jobs:
+        store = app.state.store
+        while "backup-bench-1" not in store.jobs:
             await asyncio.sleep(0.05)
         await asyncio.sleep(2.0)  # the stream is up and the screen drawn once
-        version, cpu, wall = app.store.version, time.process_time(), time.monotonic()
+        version, cpu, wall = store.version, time.process_time(), time.monotonic()
         await asyncio.sleep(seconds)
         used = time.process_time() - cpu
         elapsed = time.monotonic() - wall
-        return 100.0 * used / elapsed, app.store.version - version
+        return 100.0 * used / elapsed, store.version - version
 
 
 def measure_cpu(hz: float, seconds: float) -> tuple[float, int]:
@@ -91,7 +92,7 @@ async def open_full_tree(app: SendenseApp) -> tuple[float, float]:
     nodes shown), and to every node built (``e``: open all)."""
     started = time.monotonic()
     async with app.run_test(size=(120, 40)) as pilot:
-        while not app.inventories:
+        while not app.state.inventories:
             await asyncio.sleep(0.01)
         await pilot.pause()
         first = time.monotonic() - started
@@ -101,7 +102,7 @@ async def open_full_tree(app: SendenseApp) -> tuple[float, float]:
         await pilot.pause()
         full = time.monotonic() - started
         lines = screen.vm_tree.last_line + 1
-    vms = sum(len(inv.vms) for inv in app.inventories.values())
+    vms = sum(len(inv.vms) for inv in app.state.inventories.values())
     print(f"  tree: {lines} lines, {vms} VMs; first level after {first:.2f} s")
     return first, full
 
@@ -115,11 +116,15 @@ def measure_tree(vms: int) -> tuple[float, float, float]:
     ):
         _, cold = asyncio.run(open_full_tree(console_for(env)))
         _, warm = asyncio.run(open_full_tree(console_for(env)))
-        token = (Path(tmp) / "api-token").read_text().strip()
-        hub = f"http://127.0.0.1:{env['SENDENSE_HUB__PORT']}/api/v1/vcenters/1/inventory"
+        return cold, warm, asyncio.run(inventory_seconds(console_config(env)))
+
+
+async def inventory_seconds(config: ConsoleConfig) -> float:
+    """Seconds for the hub client alone to get vCenter 1's (warm) inventory."""
+    async with HubClient(config.hub_url, config.token, timeout=300) as hub:
         started = time.monotonic()
-        httpx.get(hub, headers={"Authorization": f"Bearer {token}"}, timeout=300).raise_for_status()
-        return cold, warm, time.monotonic() - started
+        await hub.inventory(1)
+        return time.monotonic() - started
 
 
 def main() -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-if TYPE_CHECKING:
-    from sendense_tui.app import SendenseApp
+from sendense_tui.messages import OpenJob, OpenVM
+from sendense_tui.screens.base import SendenseScreen
 
 SCREENS = {
     "inventory": "Inventory: vCenters, datacenters, VMs",
@@ -22,30 +21,36 @@ MAX_VMS = 2000
 
 
 class SendenseCommands(Provider):
-    @property
-    def sendense(self) -> SendenseApp:
-        return self.app  # type: ignore[return-value]
-
     def _targets(self) -> list[tuple[str, Callable[[], object], str]]:
-        app = self.sendense
+        app = self.app
         targets: list[tuple[str, Callable[[], object], str]] = [
             (f"screen {name}", partial(app.switch_mode, name), help_text)
             for name, help_text in SCREENS.items()
         ]
-        for job in app.store.ordered():
+        screen = self.screen  # the one the palette was opened on
+        if not isinstance(screen, SendenseScreen):
+            return targets
+        state = screen.state
+        for job in state.store.ordered():
             targets.append(
                 (
-                    f"job {job['vm_name']} {job['backup_id']}",
-                    partial(app.open_job, job["backup_id"]),
-                    f"{job.get('status')} backup of {job['vm_name']}",
+                    f"job {job.vm_name} {job.backup_id}",
+                    partial(self._open_job, job.backup_id),
+                    f"{job.status} backup of {job.vm_name}",
                 )
             )
-        for vcenter_id, inventory in app.inventories.items():
+        for vcenter_id, inventory in state.inventories.items():
             for vm in inventory.vms[:MAX_VMS]:
                 targets.append(
-                    (f"vm {vm.name}", partial(app.open_vm, vcenter_id, vm.path), vm.path)
+                    (f"vm {vm.name}", partial(self._open_vm, vcenter_id, vm.path), vm.path)
                 )
         return targets
+
+    def _open_job(self, backup_id: str) -> None:
+        self.app.post_message(OpenJob(backup_id))
+
+    def _open_vm(self, vcenter_id: int, path: str) -> None:
+        self.app.post_message(OpenVM(vcenter_id, path))
 
     async def discover(self) -> Hits:
         for text, callback, help_text in self._targets()[: len(SCREENS)]:

@@ -1,8 +1,9 @@
 """The console's own few settings: where the hub is and how to prove who we are.
 
-The console must not import ``engine`` (it is a hub client that may run on another
-machine), so it reads the same TOML file and ``SENDENSE_*`` variables itself, keeping
-only the keys it needs: the hub URL, the API token file and the data folder.
+The console must not import the engine's settings (it is a hub client that may run on
+another machine, without the engine's services beside it), so it reads the same TOML
+file and ``SENDENSE_*`` variables itself, keeping only the keys it needs: the hub URL,
+the API token file and the data folder.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 
 SYSTEM_CONFIG = Path("/etc/sendense/sendense.toml")
 USER_CONFIG_DIR = Path("~/.config/sendense")
-DEFAULT_HUB_URL = "http://127.0.0.1:8082"
 
 
 @dataclass(frozen=True)

@@ -1,71 +1,81 @@
-"""Find the hub, or (with no configuration) start one and a node in the background.
+"""Find the hub, or (with none named) start what is missing the way ``sendense run`` does.
 
-The started processes are detached (own session, output to the data folder's logs) so
-that quitting the console, or losing the SSH session, stops no backup.
+``sendense run --no-console --no-lab`` starts hub and node detached (their own session,
+output to the data folder's ``logs/<service>.log``, pids in ``run/<service>.pid``), so
+quitting the console, or losing the SSH session, stops no backup, and ``sendense stop``
+stops what was started, however it was started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from engine.hub_client import HubClient
 from sendense_tui.config import ConsoleConfig
 
-
-def hub_answers(url: str, timeout: float = 1.0) -> bool:
-    try:
-        return httpx.get(f"{url}/api/v1/health", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
+RUN_SECONDS = 120.0  # `sendense run` waits up to 30 s for each service to answer
 
 
-def _sendense_executable() -> str:
+@dataclass(frozen=True)
+class LaunchNote:
+    """What the console says when it opens about the services it started (or could not)."""
+
+    text: str
+    failed: bool = False
+
+
+def hub_answers(url: str) -> bool:
+    """Whether a hub answers its health check at ``url`` now (asked before any loop runs)."""
+
+    async def ask() -> bool:
+        async with HubClient(url, "", timeout=1.0) as client:
+            return await client.answers()
+
+    return asyncio.run(ask())
+
+
+def sendense_executable() -> str:
     """The ``sendense`` installed next to this Python, whichever venv it is."""
     candidate = Path(sys.executable).parent / "sendense"
     return str(candidate) if candidate.exists() else "sendense"
 
 
-def pid_file(config: ConsoleConfig, service: str) -> Path:
-    """Where the pid of a service this console started is kept, to stop it by id later."""
-    return config.home / "run" / f"console-{service}.pid"
-
-
-def start_services(config: ConsoleConfig) -> None:
-    config.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for service in ("hub", "node"):
-        log = (config.log_dir / f"{service}.log").open("ab")
-        proc = subprocess.Popen(
-            [_sendense_executable(), service],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-        log.close()
-        pid = pid_file(config, service)
-        pid.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pid.write_text(f"{proc.pid}\n")
-
-
-def ensure_hub(config: ConsoleConfig, wait: float = 30.0) -> str | None:
-    """A note for the operator when the console started the services, else None."""
-    if hub_answers(config.hub_url) or config.explicit:
+def ensure_hub(config: ConsoleConfig) -> LaunchNote | None:
+    """None when a hub answers or one was named (that may be another machine's: never
+    started here); else start the missing services and say what happened."""
+    if config.explicit or hub_answers(config.hub_url):
         return None
-    start_services(config)
-    deadline = time.monotonic() + wait
-    while not hub_answers(config.hub_url):
-        if time.monotonic() > deadline:
-            return (
-                "no hub was running: started `sendense hub` and `sendense node`, but the hub "
-                f"does not answer yet; see {config.log_dir / 'hub.log'}"
-            )
-        time.sleep(0.2)
-    return (
-        "no hub was running: started `sendense hub` and `sendense node` in the background "
-        f"(logs in {config.log_dir}); they keep running after you quit"
+    command = [sendense_executable(), "run", "--no-console", "--no-lab"]
+    shown = " ".join(["sendense", *command[1:]])
+    try:
+        done = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=RUN_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return LaunchNote(f"no hub was running, and `{shown}` did not finish: {exc}", failed=True)
+    said = f"{done.stdout}{done.stderr}".strip()
+    if done.returncode != 0:
+        return LaunchNote(
+            f"no hub was running, and `{shown}` failed (exit {done.returncode}): "
+            f"{said or 'it said nothing'}",
+            failed=True,
+        )
+    if not hub_answers(config.hub_url):
+        return LaunchNote(
+            f"no hub was running: `{shown}` started one, but nothing answers at "
+            f"{config.hub_url}; see {config.log_dir / 'hub.log'}",
+            failed=True,
+        )
+    return LaunchNote(
+        f"no hub was running: `{shown}` started what was missing in the background; it "
+        f"keeps running after you quit (`sendense stop` stops it)\n{said}"
     )

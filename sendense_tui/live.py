@@ -1,6 +1,6 @@
 """What the console knows about jobs, kept current from the hub's event stream.
 
-Events only change this store (cheap dict updates, however fast they come); screens
+Events only change this store (cheap field updates, however fast they come); screens
 read it on a steady frame timer. Rate history is sampled on a clock, not per event, so
 a sparkline shows time and not event density.
 """
@@ -9,91 +9,89 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-# Anything else (pending, running, copying, verifying…) is still going: the hub may add
-# intermediate states, but these three are the contract's ends.
-FINISHED = frozenset({"completed", "failed", "cancelled"})
+from engine.contract.hub import DiskEvent, Job, JobDisk
+from engine.contract.status import DiskStatus
+
 HISTORY_SECONDS = 60
 JOB_HISTORY_POINTS = 3600  # an hour of the whole job's throughput, then the oldest go
+DISK_ENDS = frozenset({DiskStatus.COMPLETED, DiskStatus.FAILED, DiskStatus.CANCELLED})
 
 
-def is_running(job: dict[str, Any]) -> bool:
-    return str(job.get("status", "")).lower() not in FINISHED
+def disk_running(disk: JobDisk) -> bool:
+    return disk.status not in DISK_ENDS
 
 
 class LiveStore:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
-        self.jobs: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, Job] = {}
         self.disk_history: dict[tuple[str, int], deque[float]] = {}
         # The whole job's throughput as (seconds since first sample, bytes/s).
         self.job_history: dict[str, list[tuple[float, float]]] = {}
         self._job_t0: dict[str, float] = {}
         self.version = 0  # bumped on every change; screens redraw when it moved
 
-    def load(self, jobs: list[dict[str, Any]]) -> None:
+    def load(self, jobs: list[Job]) -> None:
         """Replace the job list with the hub's (on start and after the stream reconnects)."""
-        self.jobs = {job["backup_id"]: job for job in jobs}
+        self.jobs = {job.backup_id: job for job in jobs}
         self.sample()
         self.version += 1
 
-    def apply(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "job":
-            old = self.jobs.get(data["backup_id"])
-            if old is not None and not is_running(old) and is_running(data):
-                return  # a stale event overtaken by the end: a finished job stays finished
-            self.jobs[data["backup_id"]] = data
-            if old is None:
-                self._record(data)
-        elif kind == "disk":
-            self._apply_disk(data)
+    def apply(self, event: Job | DiskEvent) -> None:
+        if isinstance(event, DiskEvent):
+            if not self._apply_disk(event):
+                return
         else:
-            return
+            old = self.jobs.get(event.backup_id)
+            if old is not None and old.finished and not event.finished:
+                return  # a stale event overtaken by the end: a finished job stays finished
+            self.jobs[event.backup_id] = event
+            if old is None:
+                self._record(event)
         self.version += 1
 
-    def _apply_disk(self, data: dict[str, Any]) -> None:
-        job = self.jobs.get(data.get("job_id", ""))
+    def _apply_disk(self, event: DiskEvent) -> bool:
+        """The event's numbers into its job's disk; False for a job this store lacks."""
+        job = self.jobs.get(event.backup_id)
         if job is None:
-            return
-        disks = job.setdefault("disks", [])
-        disk = next((d for d in disks if d.get("disk_key") == data.get("disk_key")), None)
-        if disk is None:
-            disk = {"disk_key": data.get("disk_key")}
-            disks.append(disk)
-        for field in ("bytes_done", "bytes_total", "bytes_zero", "rate_bps", "status"):
-            if field in data and data[field] is not None:
-                disk[field] = data[field]
-        job["bytes_done"] = sum(int(d.get("bytes_done") or 0) for d in disks)
-        job["bytes_zero"] = sum(int(d.get("bytes_zero") or 0) for d in disks)
-        job["rate_bps"] = sum(
-            float(d.get("rate_bps") or 0) for d in disks if d.get("status") != "completed"
-        )
+            return False
+        numbers = event.model_dump(exclude={"backup_id"})
+        at = next((i for i, d in enumerate(job.disks) if d.disk_key == event.disk_key), None)
+        if at is None:  # not in the job as it was listed: shown all the same
+            job.disks.append(JobDisk(nbd_port=None, nbd_export_name="", qcow2_path="", **numbers))
+        else:
+            job.disks[at] = job.disks[at].model_copy(update=numbers)
+        job.bytes_done = sum(d.bytes_done for d in job.disks)
+        job.bytes_zero = sum(d.bytes_zero for d in job.disks)
+        job.rate_bps = sum(d.rate_bps for d in job.disks if d.status is not DiskStatus.COMPLETED)
+        return True
 
     def sample(self) -> None:
         """Record one rate sample per running job and disk (called once a second)."""
         for job in self.jobs.values():
-            if is_running(job):
+            if not job.finished:
                 self._record(job)
 
-    def _record(self, job: dict[str, Any]) -> None:
-        job_id = job["backup_id"]
+    def _record(self, job: Job) -> None:
         now = self.clock()
-        t0 = self._job_t0.setdefault(job_id, now)
-        points = self.job_history.setdefault(job_id, [])
-        points.append((now - t0, float(job.get("rate_bps") or 0)))
+        t0 = self._job_t0.setdefault(job.backup_id, now)
+        points = self.job_history.setdefault(job.backup_id, [])
+        points.append((now - t0, job.rate_bps))
         del points[:-JOB_HISTORY_POINTS]
-        for disk in job.get("disks") or []:
-            key = (job_id, int(disk.get("disk_key") or 0))
+        for disk in job.disks:
+            key = (job.backup_id, disk.disk_key)
             history = self.disk_history.setdefault(key, deque(maxlen=HISTORY_SECONDS))
-            history.append(float(disk.get("rate_bps") or 0))
+            history.append(disk.rate_bps)
 
-    def ordered(self) -> list[dict[str, Any]]:
+    def ordered(self) -> list[Job]:
         """Running jobs first, then history, newest first within each."""
-        jobs = sorted(
-            self.jobs.values(), key=lambda j: str(j.get("created_at") or ""), reverse=True
-        )
-        return [j for j in jobs if is_running(j)] + [j for j in jobs if not is_running(j)]
+        jobs = sorted(self.jobs.values(), key=_created, reverse=True)
+        return [j for j in jobs if not j.finished] + [j for j in jobs if j.finished]
 
     def running_count(self) -> int:
-        return sum(1 for job in self.jobs.values() if is_running(job))
+        return sum(1 for job in self.jobs.values() if not job.finished)
+
+
+def _created(job: Job) -> float:
+    return job.created_at.timestamp() if job.created_at else 0.0

@@ -1,10 +1,11 @@
 """Make the console's SVG screenshots from the lab: ``python -m sendense_tui.screenshots``.
 
 Everything runs on a private data folder and free ports: ``sendense lab up`` (which
-registers the lab's vCenter, a repository and pgtest1), ``sendense hub`` and
-``sendense node``; the console is driven headless with Textual's pilot. A backup is
-throttled (the hub's ``max_rate_mib``) so that it is still running, with some history,
-when its picture is taken. All started processes are stopped at the end.
+registers the lab's vCenter, a repository and pgtest1), then hub and node as the console
+itself starts them (``sendense run --no-console --no-lab``); the console is driven
+headless with Textual's pilot. A backup is throttled (the hub's ``max_rate_mib``) so
+that it is still running, with some history, when its picture is taken. Everything
+started is stopped at the end (``sendense stop``, ``sendense lab down``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,12 +23,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from textual.pilot import Pilot
 
+from engine.contract.hub import BackupRequest, VMIn
+from engine.contract.status import JobStatus
+from engine.hub_client import HubClient
 from sendense_tui.app import SendenseApp
 from sendense_tui.config import ConsoleConfig
-from sendense_tui.launcher import hub_answers
+from sendense_tui.messages import OpenJob
 
 SENDENSE = str(Path(sys.executable).parent / "sendense")
 WIDE, SMALL = (120, 40), (80, 24)
@@ -59,54 +61,34 @@ def lab_env(home: Path) -> dict[str, str]:
 
 @contextmanager
 def lab_services(home: Path, disk_mib: int, vms: int = 4) -> Iterator[dict[str, str]]:
-    """Lab, hub and node on ``home``; stopped (by their pids) whatever happens."""
+    """Lab, hub and node on ``home``; stopped whatever happens."""
     env = lab_env(home)
-    logs = home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    procs: list[subprocess.Popen[bytes]] = []
-    subprocess.run(
-        [SENDENSE, "lab", "up", "--disk-mib", str(disk_mib), "--vms", str(vms)],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+
+    def sendense(*args: str, check: bool = True) -> None:
+        subprocess.run([SENDENSE, *args], env=env, check=check, stdout=subprocess.DEVNULL)
+
+    sendense("lab", "up", "--disk-mib", str(disk_mib), "--vms", str(vms))
     try:
-        for service in ("hub", "node"):
-            with (logs / f"{service}.log").open("ab") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [SENDENSE, service],
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
-        hub_url = f"http://127.0.0.1:{env['SENDENSE_HUB__PORT']}"
-        deadline = time.monotonic() + 60
-        while not hub_answers(hub_url):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the hub did not start; see {logs / 'hub.log'}")
-            time.sleep(0.1)
+        sendense("run", "--no-console", "--no-lab")
         yield env
     finally:
-        for proc in reversed(procs):
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-        subprocess.run([SENDENSE, "lab", "down"], env=env, check=False, stdout=subprocess.DEVNULL)
+        sendense("stop", "--force", check=False)
+        sendense("lab", "down", check=False)
 
 
-def console_for(env: dict[str, str]) -> SendenseApp:
+def console_config(env: dict[str, str]) -> ConsoleConfig:
     home = Path(env["SENDENSE_HOME"])
-    config = ConsoleConfig(
+    return ConsoleConfig(
         hub_url=f"http://127.0.0.1:{env['SENDENSE_HUB__PORT']}",
         token=(home / "api-token").read_text().strip(),
         home=home,
         explicit=True,
         keymap_file=home / "keymap.toml",
     )
-    return SendenseApp(config)
+
+
+def console_for(env: dict[str, str]) -> SendenseApp:
+    return SendenseApp(console_config(env))
 
 
 async def until(pilot: Pilot[None], check: Callable[[], Any], timeout: float = 120.0) -> None:
@@ -117,34 +99,25 @@ async def until(pilot: Pilot[None], check: Callable[[], Any], timeout: float = 1
         await pilot.pause(0.1)
 
 
-def hub_post(env: dict[str, str], path: str, body: dict[str, Any]) -> dict[str, Any]:
-    token = (Path(env["SENDENSE_HOME"]) / "api-token").read_text().strip()
-    answer = httpx.post(
-        f"http://127.0.0.1:{env['SENDENSE_HUB__PORT']}/api/v1{path}",
-        json=body,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=60,
-    )
-    answer.raise_for_status()
-    result: dict[str, Any] = answer.json()
-    return result
-
-
-def start_backup(env: dict[str, str], vm: str, max_rate_mib: float | None = None) -> str:
-    body: dict[str, Any] = {"vm_name": vm, "repository_id": 1, "backup_type": "full"}
-    if max_rate_mib:
-        body["max_rate_mib"] = max_rate_mib
-    return str(hub_post(env, "/backups", body)["backup_id"])
+async def start_backup(hub: HubClient, vm: str, max_rate_mib: float | None = None) -> str:
+    request = BackupRequest(vm_name=vm, repository_id=1, max_rate_mib=max_rate_mib)
+    return (await hub.start_backup(request)).backup_id
 
 
 async def shoot(env: dict[str, str], out: Path) -> list[Path]:
+    config = console_config(env)
+    async with HubClient(config.hub_url, config.token) as hub:
+        return await _shoot(env, hub, out)
+
+
+async def _shoot(env: dict[str, str], hub: HubClient, out: Path) -> list[Path]:
     made: list[Path] = []
 
     def save(app: SendenseApp, name: str) -> None:
         made.append(Path(app.save_screenshot(filename=f"{name}.svg", path=str(out))))
 
     async def inventory(app: SendenseApp, pilot: Pilot[None]) -> None:
-        await until(pilot, lambda: app.inventories)
+        await until(pilot, lambda: app.state.inventories)
         await pilot.press("j", "enter", "j", "j")  # DatabanxDC, open it, Prod, pgtest1
         await pilot.pause(0.3)
 
@@ -166,16 +139,17 @@ async def shoot(env: dict[str, str], out: Path) -> list[Path]:
         save(app, "help")
         await pilot.press("escape")
 
-        backup_id = start_backup(env, "pgtest1", max_rate_mib=4)
-        app.open_job(backup_id)
+        jobs = app.state.store.jobs
+        backup_id = await start_backup(hub, "pgtest1", max_rate_mib=4)
+        app.post_message(OpenJob(backup_id))
         started = time.monotonic()
-        await until(pilot, lambda: backup_id in app.store.jobs)
+        await until(pilot, lambda: backup_id in jobs)
         await until(pilot, lambda: time.monotonic() - started > RUNNING_SECONDS)
         save(app, "job-running")
-        await until(pilot, lambda: app.store.jobs[backup_id]["status"] != "running")
-        hub_post(env, "/vms", {"vcenter_id": 1, "path": "/DatabanxDC/vm/Prod/Web Tier/web 01"})
-        second = start_backup(env, "web 01")
-        await until(pilot, lambda: app.store.jobs.get(second, {}).get("status") == "completed")
+        await until(pilot, lambda: jobs[backup_id].status is not JobStatus.RUNNING)
+        await hub.add_vm(VMIn(vcenter_id=1, path="/DatabanxDC/vm/Prod/Web Tier/web 01"))
+        second = await start_backup(hub, "web 01")
+        await until(pilot, lambda: second in jobs and jobs[second].status is JobStatus.COMPLETED)
         await pilot.pause(1.0)
         save(app, "job-history")
     return made

@@ -10,6 +10,9 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
+from engine.contract.hub import BackupRequest
+from engine.contract.status import JobStatus
+from engine.hub_client import HubClient
 from sendense_tui.app import SendenseApp
 from sendense_tui.config import ConsoleConfig
 from sendense_tui.screens.backup import BackupModal
@@ -20,6 +23,11 @@ from sendense_tui.screens.modals import AddVCenterModal, ConfirmModal
 from tests.fixtures.services import Services
 
 SIZE = (120, 40)
+
+
+def hub(services: Services) -> HubClient:
+    """The typed hub client on the test's hub, to check what the console did."""
+    return HubClient(services.hub.url, services.token)
 
 
 def console(services: Services, tmp_path: Path) -> SendenseApp:
@@ -55,26 +63,17 @@ def disk_cells(app: SendenseApp, column: str) -> list[str]:
     return [str(table.get_cell(row, column)) for row in table.rows]
 
 
-def slow_backup(services: Services, vm: str = "pgtest1", max_rate_mib: float = 0.25) -> str:
+async def slow_backup(services: Services, vm: str = "pgtest1", max_rate_mib: float = 0.25) -> str:
     """A backup throttled by the hub's max_rate_mib, so it is still running when we act."""
-    with services.client() as api:
-        answer = api.post(
-            "/api/v1/backups",
-            json={
-                "vm_name": vm,
-                "repository_id": 1,
-                "backup_type": "full",
-                "max_rate_mib": max_rate_mib,
-            },
-        )
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["backup_id"])
+    request = BackupRequest(vm_name=vm, repository_id=1, max_rate_mib=max_rate_mib)
+    async with hub(services) as api:
+        return (await api.start_backup(request)).backup_id
 
 
 async def test_browse_filter_mark_two_and_back_up(services: Services, tmp_path: Path) -> None:
     app = console(services, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.inventories)
+        await until(pilot, lambda: app.state.inventories)
         # The tree: vCenter (expanded on its own) → DatabanxDC → Prod folder, pgtest1.
         await pilot.press("j")
         assert app.screen.vm_tree.cursor_node.data.group.name == "DatabanxDC"
@@ -89,7 +88,7 @@ async def test_browse_filter_mark_two_and_back_up(services: Services, tmp_path: 
         await pilot.press("j")
         assert cursor_vm(app) == "web 01"
         await pilot.press("space", "escape")
-        assert {path for _, path in app.marks} == {
+        assert {path for _, path in app.state.marks} == {
             "/DatabanxDC/vm/pgtest1",
             "/DatabanxDC/vm/Prod/Web Tier/web 01",
         }
@@ -99,8 +98,9 @@ async def test_browse_filter_mark_two_and_back_up(services: Services, tmp_path: 
         assert modal_disks.row_count == 3  # pgtest1's two disks and web 01's one
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, JobsScreen))
-        await until(pilot, lambda: len(app.store.jobs) == 2)
-        await until(pilot, lambda: all(j["status"] == "completed" for j in app.store.jobs.values()))
+        jobs = app.state.store.jobs
+        await until(pilot, lambda: len(jobs) == 2)
+        await until(pilot, lambda: all(j.status is JobStatus.COMPLETED for j in jobs.values()))
         await until(
             pilot,
             lambda: disk_cells(app, "state") and set(disk_cells(app, "state")) == {"completed"},
@@ -114,17 +114,17 @@ async def test_browse_filter_mark_two_and_back_up(services: Services, tmp_path: 
                 == ["completed", "completed"]
             ),
         )
-        assert not app.marks
-    with services.client() as api:
-        jobs = api.get("/api/v1/backups").json()
-    assert sorted(j["vm_name"] for j in jobs) == ["pgtest1", "web 01"]
-    assert {j["status"] for j in jobs} == {"completed"}
+        assert not app.state.marks
+    async with hub(services) as api:
+        jobs = await api.jobs()
+    assert sorted(j.vm_name for j in jobs) == ["pgtest1", "web 01"]
+    assert {j.status for j in jobs} == {JobStatus.COMPLETED}
 
 
 async def test_live_rows_busy_error_and_cancel_with_confirmation(
     services: Services, tmp_path: Path
 ) -> None:
-    backup_id = slow_backup(services)
+    backup_id = await slow_backup(services)
     app = console(services, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
@@ -134,7 +134,7 @@ async def test_live_rows_busy_error_and_cancel_with_confirmation(
         await until(pilot, lambda: disk_cells(app, "progress") != first)  # rows update live
         # A second backup of the running VM: the hub's 409, in the modal, in plain words.
         await pilot.press("1")
-        await until(pilot, lambda: app.inventories)
+        await until(pilot, lambda: app.state.inventories)
         await pilot.press("slash", *"pgtest1", "enter", "j", "b")
         await until(pilot, lambda: isinstance(app.screen, BackupModal))
         await pilot.press("enter")
@@ -147,11 +147,11 @@ async def test_live_rows_busy_error_and_cancel_with_confirmation(
         await until(pilot, lambda: isinstance(app.screen, ConfirmModal))
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, JobsScreen))
-        assert app.store.jobs[backup_id]["status"] == "running"
+        assert app.state.store.jobs[backup_id].status is JobStatus.RUNNING
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, ConfirmModal))
         await pilot.press("tab", "enter")
-        await until(pilot, lambda: app.store.jobs[backup_id]["status"] == "cancelled")
+        await until(pilot, lambda: app.state.store.jobs[backup_id].status is JobStatus.CANCELLED)
     assert services.wait_job(backup_id)["status"] == "cancelled"
 
 
@@ -161,23 +161,23 @@ async def test_node_down_shows_the_hubs_503_in_the_modal(
     services = services_factory(node=False)
     app = console(services, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.inventories)
+        await until(pilot, lambda: app.state.inventories)
         await pilot.press("slash", *"pgtest1", "enter", "j", "b")
         await until(pilot, lambda: isinstance(app.screen, BackupModal))
         await pilot.press("enter")
         error = app.screen.query_one("#backup-error", Static)
         await until(pilot, lambda: "node is not reachable" in str(error.render()))
         assert isinstance(app.screen, BackupModal)  # the choice stays for another try
-    with services.client() as api:
-        assert api.get("/api/v1/backups").json() == []
+    async with hub(services) as api:
+        assert await api.jobs() == []
 
 
 async def test_list_screens_show_what_the_hub_says(services: Services, tmp_path: Path) -> None:
-    with services.client() as api:
+    async with hub(services) as api:
         expected = {
-            "3": api.get("/api/v1/repositories").json()[0]["path"],
-            "4": api.get("/api/v1/vcenters").json()[0]["host"],
-            "5": api.get("/api/v1/nodes").json()[0]["url"],
+            "3": (await api.repositories())[0].path,
+            "4": (await api.vcenters())[0].host,
+            "5": (await api.nodes())[0].url,
         }
     app = console(services, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -221,13 +221,14 @@ async def test_add_a_vcenter_with_its_thumbprint_and_test_it(
 
 
 async def test_quitting_the_console_stops_no_backup(services: Services, tmp_path: Path) -> None:
-    backup_id = slow_backup(services, max_rate_mib=2)
+    backup_id = await slow_backup(services, max_rate_mib=2)
     app = console(services, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
-        await until(pilot, lambda: app.store.jobs.get(backup_id, {}).get("bytes_done"))
+        jobs = app.state.store.jobs
+        await until(pilot, lambda: backup_id in jobs and jobs[backup_id].bytes_done)
         await pilot.press("q")
     assert app.return_code == 0
-    with services.client() as api:  # still copying after the console is gone
-        assert api.get(f"/api/v1/backups/{backup_id}").json()["status"] == "running"
+    async with hub(services) as api:  # still copying after the console is gone
+        assert (await api.job(backup_id)).status is JobStatus.RUNNING
     assert services.wait_job(backup_id)["status"] == "completed"

@@ -15,9 +15,10 @@ import httpx
 import pytest
 from textual.pilot import Pilot
 
+from engine.contract.status import JobStatus
+from engine.hub_client import HubClient
 from sendense_tui.app import SendenseApp
 from sendense_tui.config import ConsoleConfig
-from sendense_tui.hub_client import HubClient
 from tests.tui_standin_hub import TOKEN, MiB, StandinState, build_app, lab_inventory
 
 SIZES = [(80, 24), (120, 40)]
@@ -29,10 +30,8 @@ def frozen_app(tmp_path: Path) -> SendenseApp:
     pg = state.vm("pgtest1")
     other = state.vm("DC0_VM1")
     assert pg is not None and other is not None
-    state.add_job(other, status="completed", done_fraction=1.0, job_id="backup-DC0_VM1-1790000000")
-    state.add_job(
-        pg, status="running", done_fraction=0.4, rate=48 * MiB, job_id="backup-pgtest1-1790000100"
-    )
+    state.add_job(other, JobStatus.COMPLETED, done_fraction=1.0, job_id="backup-DC0_VM1-1790000000")
+    state.add_job(pg, done_fraction=0.4, rate=48 * MiB, job_id="backup-pgtest1-1790000100")
     config = ConsoleConfig(
         hub_url="http://hub.test",
         token=TOKEN,

@@ -91,7 +91,7 @@ def stopped_services(
     svc = services_factory(hub=False, node=False)
     yield svc
     for name in ("hub", "node"):
-        pid_path = svc.home / "run" / f"console-{name}.pid"
+        pid_path = svc.home / "run" / f"{name}.pid"  # `sendense run`'s, as the console ran it
         if pid_path.exists():
             pid = int(pid_path.read_text())
             try:

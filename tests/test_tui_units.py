@@ -4,6 +4,7 @@ header), driven against the stand-in hub in-process (tests/tui_standin_hub.py)."
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -11,11 +12,15 @@ import pytest
 from textual.command import CommandPalette
 from textual.widgets import DataTable
 
+from engine.contract.hub import DiskEvent, Job, JobDisk
+from engine.contract.status import BackupType, DiskStatus, JobStatus
+from engine.errors import BadInput, Conflict, SendenseError, Unavailable
+from engine.hub_client import HubClient, HubUnreachable
 from sendense_tui import fmt
 from sendense_tui.app import SendenseApp
+from sendense_tui.calls import plain
 from sendense_tui.config import ConsoleConfig, load_config
-from sendense_tui.hub_client import HubClient, HubError
-from sendense_tui.inventory import Inventory
+from sendense_tui.inventory import InventoryIndex
 from sendense_tui.keymap import KEYS, KeymapError, load_keymap
 from sendense_tui.launcher import ensure_hub
 from sendense_tui.live import LiveStore
@@ -83,7 +88,7 @@ def test_every_binding_has_a_description_and_a_scope_in_help() -> None:
 
 
 def test_inventory_places_folders_clusters_hosts_and_vms() -> None:
-    inv = Inventory(lab_inventory(extra_vms=4))
+    inv = InventoryIndex(lab_inventory(extra_vms=4))
     assert list(inv.datacenters) == ["DatabanxDC", "DC0"]
     dc0 = inv.datacenters["DC0"]
     assert sorted(name for kind, name in dc0.groups if kind == "folder") == ["db", "web"]
@@ -102,64 +107,84 @@ def test_inventory_places_folders_clusters_hosts_and_vms() -> None:
 # -- live store ------------------------------------------------------------------------
 
 
-def _job(backup_id: str, status: str, created: str) -> dict:
-    return {
-        "backup_id": backup_id,
-        "status": status,
-        "created_at": created,
-        "rate_bps": 0,
-        "disks": [
-            {"disk_key": 2000, "bytes_done": 0, "bytes_total": 100, "rate_bps": 0},
-            {"disk_key": 2001, "bytes_done": 0, "bytes_total": 300, "rate_bps": 0},
+def _job(backup_id: str, status: JobStatus, created: str) -> Job:
+    return Job(
+        backup_id=backup_id,
+        vm_name="pgtest1",
+        vm_context_id="ctx-pgtest1",
+        repository_id=1,
+        node_id=1,
+        backup_type=BackupType.FULL,
+        status=status,
+        created_at=datetime.fromisoformat(created),
+        started_at=None,
+        completed_at=None,
+        disks=[
+            JobDisk(
+                disk_key=key,
+                nbd_port=None,
+                nbd_export_name=f"pgtest1-{key}",
+                qcow2_path=f"/repo/{key}.qcow2",
+                status=DiskStatus.QEMU_STARTED,
+                bytes_total=total,
+            )
+            for key, total in ((2000, 100), (2001, 300))
         ],
-    }
+    )
+
+
+def _disk_event(backup_id: str, disk_key: int) -> DiskEvent:
+    return DiskEvent(
+        backup_id=backup_id,
+        disk_key=disk_key,
+        bytes_done=150,
+        bytes_total=300,
+        bytes_zero=50,
+        rate_bps=10.0,
+        status=DiskStatus.COPYING,
+    )
 
 
 def test_store_applies_disk_events_and_orders_running_first() -> None:
     now = [100.0]
     store = LiveStore(lambda: now[0])
-    store.load([_job("old", "completed", "2026-01-02"), _job("new", "running", "2026-01-01")])
-    assert [j["backup_id"] for j in store.ordered()] == ["new", "old"]
-    store.apply(
-        "disk",
-        {
-            "job_id": "new",
-            "disk_key": 2001,
-            "bytes_done": 150,
-            "bytes_total": 300,
-            "bytes_zero": 50,
-            "rate_bps": 10.0,
-            "status": "copying",
-        },
+    store.load(
+        [
+            _job("old", JobStatus.COMPLETED, "2026-01-02"),
+            _job("new", JobStatus.RUNNING, "2026-01-01"),
+        ]
     )
+    assert [j.backup_id for j in store.ordered()] == ["new", "old"]
+    store.apply(_disk_event("new", 2001))
     job = store.jobs["new"]
-    assert (job["bytes_done"], job["bytes_zero"], job["rate_bps"]) == (150, 50, 10.0)
+    assert (job.bytes_done, job.bytes_zero, job.rate_bps) == (150, 50, 10.0)
     now[0] = 101.0
     store.sample()
     assert list(store.disk_history[("new", 2001)]) == [0.0, 10.0]
     assert store.job_history["new"][-1] == (1.0, 10.0)
-    store.apply("disk", {"job_id": "unknown", "disk_key": 1})  # ignored, no error
-    store.apply("job", {**job, "status": "completed"})
+    store.apply(_disk_event("unknown", 1))  # ignored, no error
+    store.apply(job.model_copy(update={"status": JobStatus.COMPLETED}))
     assert store.running_count() == 0
-    store.apply("job", {**job, "status": "copying"})  # published before the end, came after
-    assert store.jobs["new"]["status"] == "completed"
+    # Published before the end, came after:
+    store.apply(job.model_copy(update={"status": JobStatus.RUNNING}))
+    assert store.jobs["new"].status is JobStatus.COMPLETED
 
 
 # -- words and shapes ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("status", "detail", "words"),
+    ("error", "detail", "words"),
     [
-        (422, "VM context missing credential_id", "no vCenter credential"),
-        (409, "VM pgtest1 already has a backup running", "busy"),
-        (503, "node local unreachable", "node is not reachable"),
-        (None, "the hub at x does not answer", "does not answer"),
+        (BadInput, "VM context missing credential_id", "no vCenter credential"),
+        (Conflict, "VM pgtest1 already has a backup running", "busy"),
+        (Unavailable, "node local unreachable", "node is not reachable"),
+        (HubUnreachable, "the hub at x does not answer", "does not answer"),
     ],
 )
-def test_hub_errors_in_plain_words(status: int | None, detail: str, words: str) -> None:
-    plain = HubError(status, detail).plain
-    assert words in plain and (status is None or detail in plain)
+def test_hub_errors_in_plain_words(error: type[SendenseError], detail: str, words: str) -> None:
+    said = plain(error(detail))
+    assert words in said and (error is HubUnreachable or detail in said)
 
 
 def test_text_shapes() -> None:
@@ -177,10 +202,10 @@ def standin_app(tmp_path: Path, keymap: str = "") -> SendenseApp:
     state = StandinState(lab_inventory())
     pg = state.vm("pgtest1")
     assert pg is not None
-    state.add_job(pg, status="completed", done_fraction=1.0, job_id="backup-pgtest1-1")
+    state.add_job(pg, JobStatus.COMPLETED, done_fraction=1.0, job_id="backup-pgtest1-1")
     other = state.vm("DC0_VM1")
     assert other is not None
-    state.add_job(other, status="running", done_fraction=0.5, rate=MiB, job_id="backup-DC0_VM1-2")
+    state.add_job(other, done_fraction=0.5, rate=MiB, job_id="backup-DC0_VM1-2")
     (tmp_path / "keymap.toml").write_text(keymap)
     config = ConsoleConfig("http://hub.test", TOKEN, tmp_path, True, tmp_path / "keymap.toml")
     client = HubClient(config.hub_url, TOKEN, transport=httpx.ASGITransport(build_app(state)))

@@ -6,48 +6,46 @@ the operator sees why and can go back without losing the choice.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, RadioButton, RadioSet, Static
 
+from engine.contract.hub import BackupRequest, Repository, VMIn
+from engine.contract.inventory import VMInfo
+from engine.contract.status import BackupType
+from engine.errors import SendenseError
 from sendense_tui import fmt
-from sendense_tui.hub_client import HubError
-from sendense_tui.inventory import VM
+from sendense_tui.calls import plain
+from sendense_tui.inventory import total_bytes
 from sendense_tui.keymap import bindings
-
-if TYPE_CHECKING:
-    from sendense_tui.app import SendenseApp
+from sendense_tui.state import ConsoleState
 
 INCREMENTAL_REASON = "incremental backups are not available yet"
 
 
 class BackupModal(ModalScreen[list[str] | None]):
+    """Dismissed with the ids of the backups it started, or None when left."""
+
     BINDINGS = bindings("modal.confirm", "modal.cancel")
 
-    def __init__(self, vms: list[tuple[int, VM]]) -> None:
+    def __init__(self, state: ConsoleState, vms: list[tuple[int, VMInfo]]) -> None:
         super().__init__()
+        self.state = state
         self.vms = vms
         self._busy = False
 
-    @property
-    def sendense(self) -> SendenseApp:
-        return self.app  # type: ignore[return-value]
-
     def compose(self) -> ComposeResult:
-        total = sum(vm.total_bytes for _, vm in self.vms)
+        total = sum(total_bytes(vm) for _, vm in self.vms)
         names = ", ".join(vm.name for _, vm in self.vms)
+        repositories = self.state.repositories
         with Vertical(id="backup-modal", classes="modal"):
             yield Label(Text(f"Back up {names}", style="bold"), id="backup-title")
             yield Label("Repository")
             with RadioSet(id="repository"):
-                for repo in self.sendense.repositories:
-                    yield RadioButton(
-                        self._repo_label(repo), value=repo is self.sendense.repositories[0]
-                    )
+                for repo in repositories:
+                    yield RadioButton(self._repo_label(repo), value=repo is repositories[0])
             yield Label("Type")
             with RadioSet(id="backup-type"):
                 yield RadioButton("full", value=True)
@@ -63,13 +61,13 @@ class BackupModal(ModalScreen[list[str] | None]):
         for _, vm in self.vms:
             for disk in vm.disks:
                 table.add_row(vm.name, str(disk.key), fmt.size(disk.capacity_bytes), disk.datastore)
-        if not self.sendense.repositories:
+        if not self.state.repositories:
             self._error("the hub has no repository: add one on the repositories screen (3)")
         self.query_one("#repository", RadioSet).focus()
 
     @staticmethod
-    def _repo_label(repo: dict[str, Any]) -> str:
-        return f"{repo['name']}  {fmt.size(repo.get('free_bytes'))} free  ({repo.get('path', '')})"
+    def _repo_label(repo: Repository) -> str:
+        return f"{repo.name}  {fmt.size(repo.free_bytes)} free  ({repo.path})"
 
     def _error(self, message: str) -> None:
         self.query_one("#backup-error", Static).update(Text(message, style="bold red"))
@@ -78,26 +76,33 @@ class BackupModal(ModalScreen[list[str] | None]):
         self.dismiss(None)
 
     def action_confirm(self) -> None:
-        if self._busy or not self.sendense.repositories:
+        if self._busy or not self.state.repositories:
             return
         index = self.query_one("#repository", RadioSet).pressed_index
-        repo = self.sendense.repositories[max(index, 0)]
+        repo = self.state.repositories[max(index, 0)]
         self._busy = True
         self.query_one("#backup-error", Static).update("starting…")
-        self.run_worker(self._start(repo["id"]), exclusive=True)
+        self.run_worker(self._start(repo.id), exclusive=True)
 
     async def _start(self, repository_id: int) -> None:
-        app = self.sendense
+        """Each VM becomes a context the hub knows (once), then a backup of that context."""
+        state, client = self.state, self.state.client
         started: list[str] = []
-        try:
-            for vcenter_id, vm in self.vms:
-                if vm.path not in app.contexts:
-                    app.contexts[vm.path] = await app.client.add_vm(vcenter_id, vm.path)
-                answer = await app.client.start_backup(vm.name, repository_id, "full")
-                started.append(str(answer["backup_id"]))
-        except HubError as exc:
-            self._busy = False
-            done = f" ({len(started)} started before)" if started else ""
-            self._error(f"{vm.name}: {exc.plain}{done}")
-            return
+        for vcenter_id, vm in self.vms:
+            try:
+                context = state.contexts.get(vm.path)
+                if context is None:
+                    context = await client.add_vm(VMIn(vcenter_id=vcenter_id, path=vm.path))
+                    state.contexts[vm.path] = context
+                request = BackupRequest(
+                    vm_context_id=context.context_id,
+                    repository_id=repository_id,
+                    backup_type=BackupType.FULL,
+                )
+                started.append((await client.start_backup(request)).backup_id)
+            except SendenseError as exc:
+                self._busy = False
+                done = f" ({len(started)} started before)" if started else ""
+                self._error(f"{vm.name}: {plain(exc)}{done}")
+                return
         self.dismiss(started)

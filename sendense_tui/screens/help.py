@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,9 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from sendense_tui.keymap import KEYS, bindings, keys_for
-
-if TYPE_CHECKING:
-    from sendense_tui.app import SendenseApp
+from sendense_tui.screens.base import navigate
 
 SCOPES = {
     "app": "Everywhere",
@@ -37,20 +35,24 @@ class HelpScreen(ModalScreen[None]):
     # A modal screen shuts out the app's keys, so the moving keys are repeated here.
     BINDINGS = bindings("modal.cancel", "app.help", "nav.down", "nav.up", "nav.top", "nav.bottom")
 
+    def __init__(self, keymap: dict[str, str], keymap_file: Path) -> None:
+        super().__init__()
+        self.keymap = keymap
+        self.keymap_file = keymap_file
+
     def compose(self) -> ComposeResult:
-        app: SendenseApp = self.app  # type: ignore[assignment]
         text = Text()
         for scope, title in SCOPES.items():
             text.append(f"{title}\n", style="bold underline")
             for binding_id, key in KEYS.items():
                 if binding_id.split(".")[0] == scope:
-                    keys = pretty(keys_for(binding_id, app.keymap_overrides))
+                    keys = pretty(keys_for(binding_id, self.keymap))
                     text.append(f"  {keys:<10}", style="bold cyan")
                     text.append(f" {key.description}\n")
             if scope == "app":
                 text.append(f"  {'ctrl+p':<10}", style="bold cyan")
                 text.append(" Command palette: jump to a VM, a job, a screen\n")
-        text.append(f"\nKeys can be rebound in {app.config.keymap_file}", style="dim")
+        text.append(f"\nKeys can be rebound in {self.keymap_file}", style="dim")
         with VerticalScroll(classes="modal", id="help-modal"):
             yield Static(text)
 
@@ -61,5 +63,4 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss(None)
 
     def action_nav(self, where: str) -> None:
-        app: SendenseApp = self.app  # type: ignore[assignment]
-        app.action_nav(where)
+        navigate(self.app.focused, where)

@@ -7,24 +7,25 @@ the indexed ``Inventory``, so thousands of VMs cost nothing until someone looks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, Tree
 from textual.widgets.tree import TreeNode
 
+from engine.contract.hub import Job, JobSummary, VCenter
+from engine.contract.inventory import Inventory, VMInfo
 from sendense_tui import fmt
-from sendense_tui.inventory import VM, Group, Inventory
+from sendense_tui.inventory import Group, InventoryIndex, datacenter_of, folder_of, total_bytes
 from sendense_tui.keymap import bindings
+from sendense_tui.messages import OpenJob
 from sendense_tui.screens.backup import BackupModal
+from sendense_tui.screens.base import SendenseScreen
+from sendense_tui.state import ConsoleState, LoginState
 from sendense_tui.widgets.header import HubHeader
-
-if TYPE_CHECKING:
-    from sendense_tui.app import SendenseApp
 
 FILTER_LIMIT = 500
 ICONS = {"vcenter": "◆", "datacenter": "▣", "folder": "▸", "cluster": "⬡", "host": "▪"}
@@ -37,7 +38,7 @@ class Entry:
     kind: str
     vcenter_id: int
     group: Group | None = None
-    vm: VM | None = None
+    vm: VMInfo | None = None
     loaded: bool = False
 
 
@@ -64,7 +65,7 @@ class FilterInput(Input):
             self.app.set_focus(screen.vm_tree)
 
 
-class InventoryScreen(Screen[None]):
+class InventoryScreen(SendenseScreen):
     BINDINGS = bindings(
         "inventory.filter",
         "inventory.backup",
@@ -74,7 +75,7 @@ class InventoryScreen(Screen[None]):
     )
 
     def compose(self) -> ComposeResult:
-        yield HubHeader()
+        yield HubHeader(self.state)
         with Horizontal(id="inventory-body"):
             with Vertical(id="tree-pane"):
                 yield FilterInput(placeholder="/ filters VMs by name", id="filter", compact=True)
@@ -83,12 +84,8 @@ class InventoryScreen(Screen[None]):
         yield Static(id="inventory-status")
         yield Footer()
 
-    @property
-    def sendense(self) -> SendenseApp:
-        return self.app  # type: ignore[return-value]
-
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, state: ConsoleState) -> None:
+        super().__init__(state)
         # Held, not queried: callbacks may land while the screen is being torn down.
         self.vm_tree = InventoryTree("vCenters", id="inventory-tree")
         self.vm_tree.show_root = False
@@ -100,14 +97,14 @@ class InventoryScreen(Screen[None]):
         self._show_status()
 
     def _load_vcenters(self) -> None:
-        self.sendense.call_hub(self.sendense.client.vcenters(), self._set_vcenters, node=self)
+        self.call_hub(self.state.client.vcenters(), self._set_vcenters)
 
-    def _set_vcenters(self, vcenters: list[dict[str, Any]]) -> None:
+    def _set_vcenters(self, vcenters: list[VCenter]) -> None:
         tree = self.vm_tree
         tree.clear()
         for vc in vcenters:
-            label = f"{ICONS['vcenter']} {vc.get('name') or vc['host']}  ({vc['host']})"
-            node = tree.root.add(label, data=Entry("vcenter", int(vc["id"])))
+            label = f"{ICONS['vcenter']} {vc.name or vc.host}  ({vc.host})"
+            node = tree.root.add(label, data=Entry("vcenter", vc.id))
             node.add_leaf("loading…")
         if not vcenters:
             tree.root.add_leaf("no vCenter yet: press 4 and add one")
@@ -129,24 +126,22 @@ class InventoryScreen(Screen[None]):
     def _fetch_inventory(self, node: TreeNode[Entry]) -> None:
         entry = node.data
         assert entry is not None
-        app = self.sendense
 
-        def arrived(data: dict[str, Any]) -> None:
+        def arrived(inventory: Inventory) -> None:
             self._refresh_next = False
-            inventory = Inventory(data)
-            app.inventories[entry.vcenter_id] = inventory
-            app.set_vcenter_state(entry.vcenter_id, "ok")
+            index = InventoryIndex(inventory)
+            self.state.inventories[entry.vcenter_id] = index
+            self.state.logins[entry.vcenter_id] = LoginState.OK
             entry.group = Group("vcenter", "")
-            entry.group.groups = {("datacenter", k): v for k, v in inventory.datacenters.items()}
+            entry.group.groups = {("datacenter", k): v for k, v in index.datacenters.items()}
             self._fill(node)
-            if len(inventory.datacenters) == 1:
+            if len(index.datacenters) == 1:
                 node.children[0].expand()
             self._apply_filter()
 
-        app.call_hub(
-            app.client.inventory(entry.vcenter_id, refresh=self._refresh_next),
+        self.call_hub(
+            self.state.client.inventory(entry.vcenter_id, refresh=self._refresh_next),
             arrived,
-            node=self,
             name=f"inv{entry.vcenter_id}",
         )
 
@@ -171,8 +166,8 @@ class InventoryScreen(Screen[None]):
         label = f"{ICONS.get(group.kind, '·')} {group.name}"
         node.add(label, data=Entry(group.kind, vcenter_id, group=group))
 
-    def _vm_label(self, vcenter_id: int, vm: VM, full_path: bool = False) -> Text:
-        marked = (vcenter_id, vm.path) in self.sendense.marks
+    def _vm_label(self, vcenter_id: int, vm: VMInfo, full_path: bool = False) -> Text:
+        marked = (vcenter_id, vm.path) in self.state.marks
         label = Text("◉ " if marked else "  ", style="bold magenta" if marked else "")
         on = vm.power_state.lower() == "poweredon"
         label.append("● " if on else "○ ", style="green" if on else "dim")
@@ -186,8 +181,7 @@ class InventoryScreen(Screen[None]):
         if node is None or node.data is None or node.data.vm is None:
             return
         key = (node.data.vcenter_id, node.data.vm.path)
-        marks = self.sendense.marks
-        marks.symmetric_difference_update({key})
+        self.state.marks.symmetric_difference_update({key})
         node.set_label(self._vm_label(key[0], node.data.vm, self._filtering))
         self.vm_tree.action_cursor_down()
         self._show_status()
@@ -209,8 +203,8 @@ class InventoryScreen(Screen[None]):
             return
         detail.update(self._vm_detail(entry.vm))
 
-    def _vm_detail(self, vm: VM) -> Text:
-        context = self.sendense.contexts.get(vm.path) or {}
+    def _vm_detail(self, vm: VMInfo) -> Text:
+        context = self.state.contexts.get(vm.path)
         text = Text()
         text.append(f"{vm.name}\n", style="bold")
         rows = [
@@ -225,21 +219,19 @@ class InventoryScreen(Screen[None]):
         for name, value in rows:
             text.append(f"{name:>10} ", style="dim")
             text.append(f"{value}\n")
-        text.append(f"\ndisks ({fmt.size(vm.total_bytes)})\n", style="bold")
+        text.append(f"\ndisks ({fmt.size(total_bytes(vm))})\n", style="bold")
         for disk in vm.disks:
             text.append(f"  {disk.key:<5} {fmt.size(disk.capacity_bytes):>10}  {disk.datastore}\n")
         text.append("\nlast backups\n", style="bold")
-        backups = (
-            context.get("last_backups")
-            or [job for job in self.sendense.store.ordered() if job.get("vm_name") == vm.name][:5]
-        )
+        backups: Sequence[JobSummary | Job] = (context.last_backups if context else []) or [
+            job for job in self.state.store.ordered() if job.vm_name == vm.name
+        ][:5]
         if not backups:
             text.append("  none yet\n", style="dim")
         for job in backups[:5]:
-            when = str(job.get("completed_at") or job.get("created_at") or "")[:16]
-            text.append(
-                f"  {when:<16} {job.get('status', ''):<10} {fmt.size(job.get('bytes_total'))}\n"
-            )
+            moment = job.completed_at or job.created_at
+            when = moment.isoformat()[:16] if moment else ""
+            text.append(f"  {when:<16} {job.status:<10} {fmt.size(job.bytes_total)}\n")
         return text
 
     @property
@@ -260,13 +252,13 @@ class InventoryScreen(Screen[None]):
         text = self.query_one("#filter", Input).value.strip()
         for node in self.vm_tree.root.children:
             entry = node.data
-            if entry is None or entry.vcenter_id not in self.sendense.inventories:
+            if entry is None or entry.vcenter_id not in self.state.inventories:
                 continue
             if not text:
                 entry.loaded = False
                 self._fill(node)
                 continue
-            matches = self.sendense.inventories[entry.vcenter_id].matching(text)
+            matches = self.state.inventories[entry.vcenter_id].matching(text)
             node.remove_children()
             entry.loaded = True  # with the matches: expanding it must not rebuild the tree
             for vm in matches[:FILTER_LIMIT]:
@@ -288,7 +280,7 @@ class InventoryScreen(Screen[None]):
             self.app.set_focus(self.vm_tree)
 
     def _show_status(self) -> None:
-        marks = len(self.sendense.marks)
+        marks = len(self.state.marks)
         text = self.query_one("#filter", Input).value.strip()
         parts = [f"{marks} marked" if marks else "space marks VMs, b backs up"]
         if text:
@@ -296,19 +288,17 @@ class InventoryScreen(Screen[None]):
         self.query_one("#inventory-status", Static).update(" · ".join(parts))
 
     def action_refresh(self) -> None:
-        app = self.sendense
-        app.inventories.clear()
+        self.state.inventories.clear()
         self._refresh_next = True
-        app.call_hub(app.client.vms(), app._set_contexts, node=self)
+        self.call_hub(self.state.client.vms(), self.state.set_contexts)
         self._load_vcenters()
 
     # -- back up ------------------------------------------------------------------------
 
     def action_backup(self) -> None:
-        app = self.sendense
-        chosen: list[tuple[int, VM]] = []
-        for vcenter_id, path in sorted(app.marks):
-            inventory = app.inventories.get(vcenter_id)
+        chosen: list[tuple[int, VMInfo]] = []
+        for vcenter_id, path in sorted(self.state.marks):
+            inventory = self.state.inventories.get(vcenter_id)
             vm = inventory.by_path.get(path) if inventory else None
             if vm is not None:
                 chosen.append((vcenter_id, vm))
@@ -318,15 +308,15 @@ class InventoryScreen(Screen[None]):
                 self.notify("Move to a VM (or mark some with space) first.", severity="warning")
                 return
             chosen = [(node.data.vcenter_id, node.data.vm)]
-        self.app.push_screen(BackupModal(chosen), self._backup_started)
+        self.app.push_screen(BackupModal(self.state, chosen), self._backup_started)
 
     def _backup_started(self, backup_ids: list[str] | None) -> None:
         if not backup_ids:
             return
-        self.sendense.marks.clear()
+        self.state.marks.clear()
         self._relabel(self.vm_tree.root)
         self._show_status()
-        self.sendense.open_job(backup_ids[0])
+        self.post_message(OpenJob(backup_ids[0]))
 
     # -- jump to a VM (command palette) -----------------------------------------------------
 
@@ -337,11 +327,11 @@ class InventoryScreen(Screen[None]):
             (n for n in self.vm_tree.root.children if n.data and n.data.vcenter_id == vcenter_id),
             None,
         )
-        inventory = self.sendense.inventories.get(vcenter_id)
+        inventory = self.state.inventories.get(vcenter_id)
         vm = inventory.by_path.get(path) if inventory else None
         if node is None or vm is None:
             return
-        steps = [("datacenter", vm.datacenter), *(("folder", f) for f in vm.folder)]
+        steps = [("datacenter", datacenter_of(vm)), *(("folder", f) for f in folder_of(vm))]
         for kind, name in steps:
             self._open(node)
             node = next(

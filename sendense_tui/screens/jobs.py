@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static
 
+from engine.contract.hub import Job, JobDisk
+from engine.contract.status import DiskStatus, JobStatus
 from sendense_tui import fmt
 from sendense_tui.keymap import bindings
-from sendense_tui.live import is_running
+from sendense_tui.live import disk_running
+from sendense_tui.screens.base import SendenseScreen
 from sendense_tui.screens.modals import ConfirmModal
+from sendense_tui.state import ConsoleState
 from sendense_tui.widgets.header import HubHeader
 from sendense_tui.widgets.throughput import ThroughputChart
-
-if TYPE_CHECKING:
-    from sendense_tui.app import SendenseApp
 
 # Fixed widths for the columns that change live: cells updated in place never resize.
 JOB_COLUMNS = {
@@ -51,15 +51,20 @@ STATE_STYLE = {"completed": "green", "failed": "bold red", "cancelled": "yellow"
 LOG_LINES = 50
 
 
-def _state(status: str) -> Text:
-    return Text(status, style=STATE_STYLE.get(status, "cyan"))
+def _state(status: JobStatus | DiskStatus) -> Text:
+    return Text(status.value, style=STATE_STYLE.get(status.value, "cyan"))
 
 
-class JobsScreen(Screen[None]):
+def _moment(job: Job) -> str:
+    moment = job.started_at or job.created_at
+    return moment.strftime("%m-%d %H:%M:%S") if moment else ""
+
+
+class JobsScreen(SendenseScreen):
     BINDINGS = bindings("jobs.cancel", "jobs.refresh", "nav.back")
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, state: ConsoleState) -> None:
+        super().__init__(state)
         self.selected: str | None = None
         self._order: list[str] = []
         self._disk_keys: list[int] = []
@@ -71,12 +76,8 @@ class JobsScreen(Screen[None]):
         self._shown: dict[tuple[str | None, str, str], object] = {}
         self._slow_drawn_at = 0.0  # the frame timer may fire between switching here and on_mount
 
-    @property
-    def sendense(self) -> SendenseApp:
-        return self.app  # type: ignore[return-value]
-
     def compose(self) -> ComposeResult:
-        yield HubHeader()
+        yield HubHeader(self.state)
         with Vertical(id="jobs-body"):
             yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="job-title")
@@ -101,7 +102,7 @@ class JobsScreen(Screen[None]):
         self.take_pending_job()
 
     def take_pending_job(self) -> None:
-        backup_id, self.sendense.pending_job = self.sendense.pending_job, None
+        backup_id, self.state.pending_job = self.state.pending_job, None
         if backup_id is not None:
             self.selected = backup_id
             self._disk_keys = []
@@ -113,44 +114,41 @@ class JobsScreen(Screen[None]):
 
     # -- the job list ----------------------------------------------------------------------
 
-    def _job_cells(self, job: dict[str, Any]) -> dict[str, Any]:
-        done, total = int(job.get("bytes_done") or 0), int(job.get("bytes_total") or 0)
+    def _job_cells(self, job: Job) -> dict[str, Any]:
         return {
-            "state": _state(str(job.get("status", ""))),
-            "VM": str(job.get("vm_name", "")),
-            "type": str(job.get("backup_type", "")),
-            "progress": fmt.bar(done, total, 10),
-            "rate": fmt.rate(job.get("rate_bps")) if is_running(job) else "",
-            "size": fmt.size(total),
-            "started": str(job.get("started_at") or job.get("created_at") or "")[5:19].replace(
-                "T", " "
-            ),
-            "backup id": str(job["backup_id"]),
+            "state": _state(job.status),
+            "VM": job.vm_name,
+            "type": job.backup_type.value,
+            "progress": fmt.bar(job.bytes_done, job.bytes_total, 10),
+            "rate": "" if job.finished else fmt.rate(job.rate_bps),
+            "size": fmt.size(job.bytes_total),
+            "started": _moment(job),
+            "backup id": job.backup_id,
         }
 
     def redraw_live(self) -> None:
         if not self._ready:
             return
         table = self.query_one("#jobs-table", DataTable)
-        jobs = self.sendense.store.ordered()
-        order = [j["backup_id"] for j in jobs]
+        jobs = self.state.store.ordered()
+        order = [j.backup_id for j in jobs]
         with self.app.batch_update():
             if order != self._order:
                 current = self.selected
                 table.clear()
                 self._shown.clear()
                 for job in jobs:
-                    self._add_row(table, job["backup_id"], list(self._job_cells(job).values()))
+                    self._add_row(table, job.backup_id, list(self._job_cells(job).values()))
                 self._order = order
                 if current in order:
                     table.move_cursor(row=order.index(current))
             else:
                 for job in jobs:
-                    shown = self._shown.get(("jobs-table", job["backup_id"], "state"))
+                    shown = self._shown.get(("jobs-table", job.backup_id, "state"))
                     # Running rows change; a finished one only once, when it finishes.
-                    if is_running(job) or shown != _state(str(job.get("status", ""))):
+                    if not job.finished or shown != _state(job.status):
                         for column, value in self._job_cells(job).items():
-                            self._set_cell(table, job["backup_id"], column, value)
+                            self._set_cell(table, job.backup_id, column, value)
             if self.selected is None and order:
                 self.selected = order[0]
             self._redraw_detail()
@@ -177,7 +175,7 @@ class JobsScreen(Screen[None]):
     # -- the selected job -------------------------------------------------------------------
 
     def _redraw_detail(self) -> None:
-        job = self.sendense.store.jobs.get(self.selected or "")
+        job = self.state.store.jobs.get(self.selected or "")
         title = self.query_one("#job-title", Static)
         disks_table = self.query_one("#disks-table", DataTable)
         if job is None:
@@ -189,62 +187,58 @@ class JobsScreen(Screen[None]):
             self._disk_keys = []
             return
         title.update(self._title(job))
-        disks = job.get("disks") or []
-        keys = [int(d.get("disk_key") or 0) for d in disks]
+        keys = [d.disk_key for d in job.disks]
         if keys != self._disk_keys:
             disks_table.clear()
             self._shown.clear()
-            for disk in disks:
-                self._add_row(disks_table, str(disk.get("disk_key")), self._disk_cells(job, disk))
+            for disk in job.disks:
+                self._add_row(disks_table, str(disk.disk_key), self._disk_cells(job, disk))
             self._disk_keys = keys
         else:
-            for disk in disks:
-                row = str(disk.get("disk_key"))
+            for disk in job.disks:
+                row = str(disk.disk_key)
                 for column, value in zip(DISK_COLUMNS, self._disk_cells(job, disk), strict=True):
                     self._set_cell(disks_table, row, column, value)
         # The chart and the log tail change slowly: redraw them once a second at most.
         now = time.monotonic()
-        if self._log_for != job["backup_id"] or (
-            is_running(job) and now - self._slow_drawn_at >= 1
-        ):
+        if self._log_for != job.backup_id or (not job.finished and now - self._slow_drawn_at >= 1):
             self._slow_drawn_at = now
             self.query_one(ThroughputChart).show(
-                self.sendense.store.job_history.get(job["backup_id"], [])
+                self.state.store.job_history.get(job.backup_id, [])
             )
-            self._load_log(job["backup_id"])
+            self._load_log(job.backup_id)
 
-    def _title(self, job: dict[str, Any]) -> Text:
+    def _title(self, job: Job) -> Text:
         text = Text()
-        text.append(f"{job.get('vm_name')} ", style="bold")
-        text.append(f"{job['backup_id']}  ")
-        text.append_text(_state(str(job.get("status", ""))))
-        done, total = int(job.get("bytes_done") or 0), int(job.get("bytes_total") or 0)
+        text.append(f"{job.vm_name} ", style="bold")
+        text.append(f"{job.backup_id}  ")
+        text.append_text(_state(job.status))
+        done, total = job.bytes_done, job.bytes_total
         text.append(f"  {fmt.size(done)} of {fmt.size(total)}")
-        if is_running(job):
-            text.append(f"  {fmt.rate(job.get('rate_bps'))}")
-            text.append(f"  ETA {fmt.eta(total - done, job.get('rate_bps'))}")
-        if job.get("snapshot_kind"):
-            text.append(f"  snapshot {job['snapshot_kind']}", style="dim")
-        if job.get("error_message"):
-            text.append(f"\n{job['error_message']}", style="bold red")
+        if not job.finished:
+            text.append(f"  {fmt.rate(job.rate_bps)}")
+            text.append(f"  ETA {fmt.eta(total - done, job.rate_bps)}")
+        if job.snapshot_kind:
+            text.append(f"  snapshot {job.snapshot_kind.value}", style="dim")
+        if job.error_message:
+            text.append(f"\n{job.error_message}", style="bold red")
         return text
 
-    def _disk_cells(self, job: dict[str, Any], disk: dict[str, Any]) -> list[Any]:
-        done, total = int(disk.get("bytes_done") or 0), int(disk.get("bytes_total") or 0)
-        status = str(disk.get("status") or "")
-        running = status not in ("completed", "failed", "cancelled")
-        history: Sequence[float] = self.sendense.store.disk_history.get(
-            (job["backup_id"], int(disk.get("disk_key") or 0)), []
+    def _disk_cells(self, job: Job, disk: JobDisk) -> list[Any]:
+        done, total = disk.bytes_done, disk.bytes_total
+        running = disk_running(disk)
+        history: Sequence[float] = self.state.store.disk_history.get(
+            (job.backup_id, disk.disk_key), []
         )
         return [
-            str(disk.get("disk_key")),
+            str(disk.disk_key),
             fmt.size(total),
             fmt.bar(done, total, 12),
-            fmt.rate(disk.get("rate_bps")) if running else "",
+            fmt.rate(disk.rate_bps) if running else "",
             Text(fmt.sparkline(list(history)), style="cyan"),
-            fmt.eta(total - done, disk.get("rate_bps")) if running else "",
-            fmt.size(disk.get("bytes_zero")),
-            _state(status),
+            fmt.eta(total - done, disk.rate_bps) if running else "",
+            fmt.size(disk.bytes_zero),
+            _state(disk.status),
         ]
 
     def _load_log(self, backup_id: str) -> None:
@@ -252,7 +246,6 @@ class JobsScreen(Screen[None]):
         if self._log_loading:
             return
         self._log_loading = True
-        app = self.sendense
 
         def show(lines: list[str]) -> None:
             tail = lines[-LOG_LINES:]
@@ -264,34 +257,31 @@ class JobsScreen(Screen[None]):
 
         async def fetch() -> list[str]:
             try:
-                return await app.client.job_log(backup_id, LOG_LINES)
+                return await self.state.client.job_log(backup_id, LOG_LINES)
             finally:
                 self._log_loading = False
 
-        app.call_hub(fetch(), show, node=self, name="log")
+        self.call_hub(fetch(), show, name="log")
 
     # -- actions ------------------------------------------------------------------------
 
     def action_cancel_job(self) -> None:
-        job = self.sendense.store.jobs.get(self.selected or "")
-        if job is None or not is_running(job):
+        job = self.state.store.jobs.get(self.selected or "")
+        if job is None or job.finished:
             self.notify("Only a running job can be cancelled.", severity="warning")
             return
 
         def decided(yes: bool | None) -> None:
             if yes:
-                app = self.sendense
-                app.call_hub(
-                    app.client.cancel_backup(job["backup_id"]), lambda j: app.store.apply("job", j)
-                )
+                store = self.state.store
+                self.call_hub(self.state.client.cancel_backup(job.backup_id), store.apply)
 
         self.app.push_screen(
-            ConfirmModal(f"Cancel the backup of {job['vm_name']} ({job['backup_id']})?"), decided
+            ConfirmModal(f"Cancel the backup of {job.vm_name} ({job.backup_id})?"), decided
         )
 
     def action_refresh(self) -> None:
-        app = self.sendense
-        app.call_hub(app.client.jobs(), app.store.load, node=self)
+        self.call_hub(self.state.client.jobs(), self.state.store.load)
 
     def action_back(self) -> None:
         self.query_one("#jobs-table", DataTable).focus()

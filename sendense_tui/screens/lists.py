@@ -7,37 +7,35 @@ request fills it and how a row reads.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from engine.contract.hub import NodeInfo, Repository, VCenter, VCenterTest
+from engine.contract.status import NodeState
 from sendense_tui import fmt
 from sendense_tui.keymap import bindings
+from sendense_tui.screens.base import SendenseScreen
 from sendense_tui.screens.modals import AddVCenterModal
+from sendense_tui.state import ConsoleState, LoginState
 from sendense_tui.widgets.header import HubHeader, tunnel_of
 
-if TYPE_CHECKING:
-    from sendense_tui.app import SendenseApp
+Item = TypeVar("Item", Repository, VCenter, NodeInfo)
 
 
-class ListScreen(Screen[None]):
+class ListScreen(SendenseScreen, Generic[Item]):
     COLUMNS: tuple[str, ...] = ()
     NOTE = ""
     BINDINGS = bindings("list.refresh")
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.items: list[dict[str, Any]] = []
-
-    @property
-    def sendense(self) -> SendenseApp:
-        return self.app  # type: ignore[return-value]
+    def __init__(self, state: ConsoleState) -> None:
+        super().__init__(state)
+        self.items: list[Item] = []
 
     def compose(self) -> ComposeResult:
-        yield HubHeader()
+        yield HubHeader(self.state)
         yield DataTable(cursor_type="row", zebra_stripes=True, classes="list-table")
         yield Static(Text(self.NOTE, style="dim"), classes="list-note")
         yield Footer()
@@ -52,69 +50,68 @@ class ListScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         self.action_refresh()
 
-    def fetch(self) -> Awaitable[list[dict[str, Any]]]:
+    def fetch(self) -> Awaitable[list[Item]]:
         raise NotImplementedError
 
-    def row(self, item: dict[str, Any]) -> list[Any]:
+    def row(self, item: Item) -> list[Any]:
         raise NotImplementedError
 
-    def show(self, items: list[dict[str, Any]]) -> None:
+    def show(self, items: list[Item]) -> None:
         self.items = items
         table = self.query_one(DataTable)
         table.clear()
         for item in items:
-            table.add_row(*self.row(item), key=str(item.get("id")))
+            table.add_row(*self.row(item), key=str(item.id))
 
     def action_refresh(self) -> None:
-        self.sendense.call_hub(self.fetch(), self.show, node=self, name="list")
+        self.call_hub(self.fetch(), self.show, name="list")
 
-    def current(self) -> dict[str, Any] | None:
+    def current(self) -> Item | None:
         table = self.query_one(DataTable)
         if not self.items or table.cursor_row >= len(self.items):
             return None
         return self.items[table.cursor_row]
 
 
-class RepositoriesScreen(ListScreen):
+class RepositoriesScreen(ListScreen[Repository]):
     COLUMNS = ("id", "name", "path", "used", "free", "total")
     NOTE = "Add a repository with `sendense repo add NAME PATH` on the hub."
 
-    def fetch(self) -> Awaitable[list[dict[str, Any]]]:
-        return self.sendense.client.repositories()
+    def fetch(self) -> Awaitable[list[Repository]]:
+        return self.state.client.repositories()
 
-    def row(self, item: dict[str, Any]) -> list[Any]:
+    def row(self, item: Repository) -> list[Any]:
         return [
-            str(item["id"]),
-            item["name"],
-            item.get("path", ""),
-            fmt.size(item.get("used_bytes")),
-            fmt.size(item.get("free_bytes")),
-            fmt.size(item.get("total_bytes")),
+            str(item.id),
+            item.name,
+            item.path,
+            fmt.size(item.used_bytes),
+            fmt.size(item.free_bytes),
+            fmt.size(item.total_bytes),
         ]
 
-    def show(self, items: list[dict[str, Any]]) -> None:
-        self.sendense.repositories = items
+    def show(self, items: list[Repository]) -> None:
+        self.state.set_repositories(items)
         super().show(items)
 
 
-class VCentersScreen(ListScreen):
+class VCentersScreen(ListScreen[VCenter]):
     COLUMNS = ("id", "name", "host", "user", "thumbprint", "state")
     NOTE = "a adds a vCenter (its thumbprint is shown for you to confirm), t tests its login."
     BINDINGS = bindings("list.refresh", "vcenters.add", "vcenters.test")
 
-    def fetch(self) -> Awaitable[list[dict[str, Any]]]:
-        return self.sendense.client.vcenters()
+    def fetch(self) -> Awaitable[list[VCenter]]:
+        return self.state.client.vcenters()
 
-    def row(self, item: dict[str, Any]) -> list[Any]:
-        state = self.sendense.vcenter_state(int(item["id"]))
-        thumb = str(item.get("thumbprint") or "—")
+    def row(self, item: VCenter) -> list[Any]:
+        thumb = item.thumbprint or "—"
         return [
-            str(item["id"]),
-            item.get("name") or "",
-            item["host"],
-            item.get("username", ""),
+            str(item.id),
+            item.name,
+            item.host,
+            item.username,
             thumb[:23] + "…" if len(thumb) > 24 else thumb,
-            state,
+            str(self.state.login(item.id)),
         ]
 
     def action_add_vcenter(self) -> None:
@@ -123,43 +120,40 @@ class VCentersScreen(ListScreen):
                 self.notify("vCenter added.")
                 self.action_refresh()
 
-        self.app.push_screen(AddVCenterModal(), added)
+        self.app.push_screen(AddVCenterModal(self.state.client), added)
 
     def action_test_vcenter(self) -> None:
         item = self.current()
         if item is None:
             return
-        app = self.sendense
 
-        def tested(result: dict[str, Any]) -> None:
-            ok = bool(result.get("ok"))
-            app.set_vcenter_state(int(item["id"]), "ok" if ok else "failed")
+        def tested(result: VCenterTest) -> None:
+            self.state.logins[item.id] = LoginState.OK if result.ok else LoginState.FAILED
             self.notify(
-                str(result.get("message") or ("login ok" if ok else "login failed")),
-                severity="information" if ok else "error",
+                result.message or ("login ok" if result.ok else "login failed"),
+                severity="information" if result.ok else "error",
             )
             self.show(self.items)
 
-        app.call_hub(app.client.test_vcenter(int(item["id"])), tested, node=self, name="test")
+        self.call_hub(self.state.client.test_vcenter(item.id), tested, name="test")
 
 
-class NodesScreen(ListScreen):
+class NodesScreen(ListScreen[NodeInfo]):
     COLUMNS = ("id", "name", "url", "state", "tunnel", "tunnel since", "rtt")
     NOTE = "Add a node with `sendense nodes add --name NAME --url URL` on the hub."
 
-    def fetch(self) -> Awaitable[list[dict[str, Any]]]:
-        return self.sendense.client.nodes()
+    def fetch(self) -> Awaitable[list[NodeInfo]]:
+        return self.state.client.nodes()
 
-    def row(self, item: dict[str, Any]) -> list[Any]:
-        tunnel = item.get("tunnel") or {}
-        state = str(item.get("state") or "unknown")
-        rtt = tunnel.get("rtt_ms")
+    def row(self, item: NodeInfo) -> list[Any]:
+        tunnel = item.tunnel
+        rtt = tunnel.rtt_ms if tunnel else None
         return [
-            str(item["id"]),
-            item["name"],
-            item.get("url", ""),
-            Text(state, style="green" if state == "up" else "yellow"),
+            str(item.id),
+            item.name,
+            item.url,
+            Text(str(item.state), style="green" if item.state is NodeState.UP else "yellow"),
             tunnel_of(item),
-            str(tunnel.get("since") or "")[:19],
-            f"{rtt:.1f} ms" if isinstance(rtt, int | float) else "",
+            (tunnel.since or "")[:19] if tunnel else "",
+            f"{rtt:.1f} ms" if rtt is not None else "",
         ]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from pydantic import SecretStr, ValidationError
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -11,11 +10,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from sendense_tui.hub_client import HubError
+from engine.contract.hub import VCenterIn
+from engine.errors import SendenseError
+from engine.hub_client import HubClient
+from sendense_tui.calls import plain
 from sendense_tui.keymap import bindings
-
-if TYPE_CHECKING:
-    from sendense_tui.app import SendenseApp
 
 
 def spaced(thumbprint: str) -> str:
@@ -60,13 +59,10 @@ class AddVCenterModal(ModalScreen[bool]):
 
     BINDINGS = bindings("modal.cancel")
 
-    def __init__(self) -> None:
+    def __init__(self, client: HubClient) -> None:
         super().__init__()
+        self.client = client
         self.thumbprint: str | None = None
-
-    @property
-    def sendense(self) -> SendenseApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal", id="vcenter-modal"):
@@ -113,9 +109,9 @@ class AddVCenterModal(ModalScreen[bool]):
 
     async def _probe(self, host: str) -> None:
         try:
-            self.thumbprint = await self.sendense.client.probe_vcenter(host)
-        except HubError as exc:
-            self._error(exc.plain)
+            self.thumbprint = (await self.client.probe_vcenter(host)).thumbprint
+        except SendenseError as exc:
+            self._error(plain(exc))
             return
         self._error("")
         self.query_one("#vc-thumbprint", Static).update(
@@ -132,16 +128,31 @@ class AddVCenterModal(ModalScreen[bool]):
         if self.thumbprint is None:
             return
         password_box = self.query_one("#vc-password", Input)
-        password = password_box.value
+        password = SecretStr(password_box.value)
         password_box.value = ""
-        self.run_worker(
-            self._add(self._value("vc-host"), self._value("vc-user"), password, self.thumbprint)
-        )
-
-    async def _add(self, host: str, user: str, password: str, thumbprint: str) -> None:
         try:
-            await self.sendense.client.add_vcenter(host, user, password, thumbprint)
-        except HubError as exc:
-            self._error(f"{exc.plain} (enter the password again)")
+            request = VCenterIn(
+                host=self._value("vc-host"),
+                username=self._value("vc-user"),
+                password=password,
+                thumbprint=self.thumbprint,
+            )
+        except ValidationError as exc:
+            self._error(f"{_first_problem(exc)} (enter the password again)")
+            return
+        self.run_worker(self._add(request))
+
+    async def _add(self, request: VCenterIn) -> None:
+        try:
+            await self.client.add_vcenter(request)
+        except SendenseError as exc:
+            self._error(f"{plain(exc)} (enter the password again)")
             return
         self.dismiss(True)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """What is wrong with the form, as the field's name and pydantic's sentence."""
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}"

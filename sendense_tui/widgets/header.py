@@ -6,22 +6,21 @@ Two lines on a comfortable terminal; one line under 30 rows or 100 columns, so a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich.text import Text
 from textual.widget import Widget
 
-if TYPE_CHECKING:
-    from sendense_tui.app import SendenseApp
+from engine.contract.hub import NodeInfo
+from engine.contract.status import TunnelState
+from sendense_tui.state import ConsoleState
 
 OK_STATES = {"ok", "up", "connected", "online"}
 
 
-def tunnel_of(node: dict[str, object]) -> str:
+def tunnel_of(node: NodeInfo) -> str:
     """A node's tunnel state; one that never ran (hub and node on one machine) is "none"."""
-    tunnel = node.get("tunnel")
-    if isinstance(tunnel, dict) and (tunnel.get("since") or tunnel.get("state") == "up"):
-        return str(tunnel.get("state"))
+    tunnel = node.tunnel
+    if tunnel is not None and (tunnel.since or tunnel.state is TunnelState.UP):
+        return str(tunnel.state)
     return "none"
 
 
@@ -37,24 +36,26 @@ class HubHeader(Widget):
     DEFAULT_CSS = "HubHeader { height: auto; }"
     CHECKS_PER_SECOND = 3
 
-    def __init__(self) -> None:
+    def __init__(self, state: ConsoleState) -> None:
         super().__init__()
+        self.state = state
         self._shown: tuple[object, ...] = ()
 
     def on_mount(self) -> None:
         self.set_interval(1 / self.CHECKS_PER_SECOND, self._check)
 
+    @property
+    def _compact(self) -> bool:
+        return self.app.size.height < 30 or self.app.size.width < 100
+
     def _signature(self) -> tuple[object, ...]:
-        app: SendenseApp = self.app  # type: ignore[assignment]
-        status = app.status
+        status = self.state.status
         return (
             status.hub_ok,
-            tuple(
-                (vc["id"], vc.get("name"), app.vcenter_state(vc["id"])) for vc in status.vcenters
-            ),
+            tuple((vc.id, vc.name, self.state.login(vc.id)) for vc in status.vcenters),
             repr(status.nodes),
-            app.store.running_count(),
-            app.size.height < 30 or app.size.width < 100,
+            self.state.store.running_count(),
+            self._compact,
         )
 
     def _check(self) -> None:
@@ -64,31 +65,33 @@ class HubHeader(Widget):
             self.refresh(layout=True)
 
     def render(self) -> Text:
-        app: SendenseApp = self.app  # type: ignore[assignment]
-        status = app.status
-        compact = app.size.height < 30 or app.size.width < 100
+        status = self.state.status
+        compact = self._compact
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append(" Sendense ", style="reverse bold")
         line.append(" ")
         _state(line, "hub", "up" if status.hub_ok else "down")
         if not compact:
-            line.append(f" {app.config.hub_url}", style="dim")
+            line.append(f" {self.state.config.hub_url}", style="dim")
         detail = Text(no_wrap=True, overflow="ellipsis")
         if not status.vcenters:
             detail.append("  ")
             _state(detail, "vCenter", "none yet")
         for vc in status.vcenters:
             detail.append("  ")
-            _state(
-                detail, f"vCenter {vc.get('name') or vc.get('host')}", app.vcenter_state(vc["id"])
-            )
-        for node in status.nodes or [{"name": "none", "state": "unknown", "tunnel": None}]:
+            _state(detail, f"vCenter {vc.name or vc.host}", self.state.login(vc.id))
+        for node in status.nodes:
             detail.append("  ")
-            _state(detail, f"node {node.get('name')}", str(node.get("state") or "unknown"))
+            _state(detail, f"node {node.name}", str(node.state))
             tunnel_state = tunnel_of(node)
             if not compact or tunnel_state != "none":
                 detail.append(f" tunnel {tunnel_state}", style="dim")
-        running = app.store.running_count()
+        if not status.nodes:
+            detail.append("  ")
+            _state(detail, "node none", "unknown")
+            if not compact:
+                detail.append(" tunnel none", style="dim")
+        running = self.state.store.running_count()
         detail.append("  ")
         detail.append(f"jobs {running} running", style="bold cyan" if running else "dim")
         if compact:
