@@ -16,9 +16,14 @@ import pytest
 from engine.api.auth import load_or_create_token
 from engine.cli.launcher import start_detached
 from engine.config import Settings, ensure_dirs, get_settings
+from engine.db.models import BackupJob
+from engine.db.session import session_scope
+from engine.processes import pid_alive
 from tests.conftest import wait_for
+from tests.fixtures.backups import assert_no_snapshot
 from tests.fixtures.cli import sendense
-from tests.fixtures.services import Services, free_port
+from tests.fixtures.lab import LabRegistration
+from tests.fixtures.services import Services, free_port, free_port_range
 
 
 def test_start_detached_starts_once_and_leaves_a_pid_file(
@@ -42,12 +47,10 @@ def test_start_detached_starts_once_and_leaves_a_pid_file(
 
 
 def _gone(pid: int) -> bool:
-    try:
+    """Whether ``pid`` ended (reaped first when it is this test's own child)."""
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-        os.kill(pid, 0)
-    except (ChildProcessError, ProcessLookupError):
-        return True
-    return False
+    return not pid_alive(pid)
 
 
 def _ports(monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -191,3 +194,38 @@ def test_nodes_list_asks_each_node(services_factory: Callable[..., Services]) ->
     assert listed.returncode == 0, listed.stderr
     assert " local " not in listed.stdout  # registered nodes replace the default
     assert "down: node far at http://127.0.0.1:9 is unreachable" in listed.stdout
+
+
+def test_stop_refuses_while_a_backup_runs_unless_forced(
+    monkeypatch: pytest.MonkeyPatch, lab_registered: LabRegistration
+) -> None:
+    """`sendense stop` exits 8 (a conflict) naming the running backup; with --force the
+    node goes first (its client removes the snapshot), then the hub once the job ended."""
+    s = _ports(monkeypatch)
+    nbd = free_port_range()
+    monkeypatch.setenv("SENDENSE_NBD__PORT_MIN", str(nbd.start))
+    monkeypatch.setenv("SENDENSE_NBD__PORT_MAX", str(nbd.stop - 1))
+    assert sendense("run", "--no-console", "--no-lab").returncode == 0
+    pids = [int((s.run / f"{n}.pid").read_text()) for n in ("hub", "node")]
+    try:
+        repo = str(lab_registered.repository_id)
+        started = sendense("backup", "start", "pgtest1", "--repo", repo, "--max-rate", "2")
+        assert started.returncode == 0, started.stderr
+        backup_id = started.stdout.split()[1].rstrip(":")
+        refused = sendense("stop")
+        assert refused.returncode == 8
+        assert f"backups are running ({backup_id})" in _one_error_line(refused)
+        assert all(not _gone(pid) for pid in pids)
+
+        forced = sendense("stop", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert forced.stdout.index("node: stopped") < forced.stdout.index("hub: stopped")
+        wait_for(lambda: all(map(_gone, pids)), timeout=30, what="hub and node to stop")
+        with session_scope(s.db_url) as session:
+            job = session.get(BackupJob, backup_id)
+            assert job is not None and job.status in ("cancelled", "failed")
+        assert_no_snapshot(lab_registered)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
