@@ -64,9 +64,9 @@ def ensure_hub(config: ConsoleConfig) -> LaunchNote | None:
         return LaunchNote(f"no hub was running, and `{shown}` did not finish: {exc}", failed=True)
     said = f"{done.stdout}{done.stderr}".strip()
     if done.returncode != 0:
+        last = said.splitlines()[-1] if said else "it said nothing"  # the error, not a traceback
         return LaunchNote(
-            f"no hub was running, and `{shown}` failed (exit {done.returncode}): "
-            f"{said or 'it said nothing'}",
+            f"no hub was running, and `{shown}` failed (exit {done.returncode}): {last}",
             failed=True,
         )
     if not hub_answers(config.hub_url):
@@ -76,6 +76,6 @@ def ensure_hub(config: ConsoleConfig) -> LaunchNote | None:
             failed=True,
         )
     return LaunchNote(
-        f"no hub was running: `{shown}` started what was missing in the background; it "
-        f"keeps running after you quit (`sendense stop` stops it)\n{said}"
+        f"no hub was running, so the console ran `{shown}`; what it started keeps running "
+        f"after you quit (`sendense stop` stops it):\n{said}"
     )

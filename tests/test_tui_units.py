@@ -66,6 +66,19 @@ def test_a_named_hub_that_does_not_answer_is_never_started(tmp_path: Path) -> No
     assert not (tmp_path / "run").exists()
 
 
+def test_services_that_cannot_start_leave_a_note_that_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.write_text("a file where the data folder should be\n")
+    monkeypatch.setenv("SENDENSE_HOME", str(home))
+    config = ConsoleConfig("http://127.0.0.1:9", "", home, False, tmp_path / "k.toml")
+    note = ensure_hub(config)
+    assert note is not None and note.failed
+    assert "no hub was running, and `sendense run --no-console --no-lab` failed (exit" in note.text
+    assert "\n" not in note.text  # one line, not a traceback
+
+
 # -- keymap ----------------------------------------------------------------------------
 
 

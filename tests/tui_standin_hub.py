@@ -11,10 +11,7 @@ with their log, and the event stream.
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -277,27 +274,6 @@ def build_app(state: StandinState) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     return app
-
-
-@contextmanager
-def running_standin(state: StandinState, port: int) -> Iterator[str]:
-    """Serve the stand-in on 127.0.0.1:port in a thread; stop it on exit."""
-    config = uvicorn.Config(
-        build_app(state), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("stand-in hub did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 async def stream_forever(state: StandinState, hz: float) -> None:

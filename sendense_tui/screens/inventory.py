@@ -2,7 +2,7 @@
 
 The first expansion of a vCenter fetches its whole inventory in one call (with a
 "loading…" child meanwhile); every deeper node is built only when it is opened, from
-the indexed ``Inventory``, so thousands of VMs cost nothing until someone looks.
+the ``InventoryIndex``, so thousands of VMs cost nothing until someone looks.
 """
 
 from __future__ import annotations
