@@ -20,44 +20,11 @@ from sqlalchemy import func, select
 
 from engine.api.errors import install_error_handlers
 from engine.config import Settings
-from engine.credentials import VMwareCredentialService
-from engine.db.models import BackupJob, VMDisk, VMReplicationContext
-from engine.db.session import session_scope, upgrade
-from engine.repository import ensure_default_repository
+from engine.db.models import BackupJob, VMReplicationContext
+from engine.db.session import session_scope
 from tests.conftest import free_port, wait_for
+from tests.fixtures.backups import seed_vm
 from tests.fixtures.services import Services, make_services, ports_free, processes_mentioning
-
-MiB = 1024 * 1024
-
-
-def seed_vm(settings: Settings, *, credential: bool) -> int:
-    """A VM context with two disks (2000, 2001) and the default repository; its repo id."""
-    upgrade(settings.db_url)
-    with session_scope(settings.db_url) as s:
-        repo = ensure_default_repository(s, settings.repository_default)
-        cred_id = None
-        if credential:
-            cred_id = (
-                VMwareCredentialService(s, settings.key_path)
-                .add(host="127.0.0.1:9", username="u", password="test-only", thumbprint="ab" * 32)
-                .id
-            )
-        ctx = VMReplicationContext(
-            context_id="ctx-pgtest1-20251006-203401",
-            vm_name="pgtest1",
-            vmware_vm_id="vm-1",
-            vm_path="/DatabanxDC/vm/pgtest1",
-            vcenter_host="127.0.0.1:9",
-            datacenter="DatabanxDC",
-            credential_id=cred_id,
-        )
-        ctx.disks = [
-            VMDisk(disk_key=2000, capacity_bytes=4 * MiB, label="Hard disk 1"),
-            VMDisk(disk_key=2001, capacity_bytes=2 * MiB, label="Hard disk 2"),
-        ]
-        s.add(ctx)
-        s.flush()
-        return repo.id
 
 
 def assert_nothing_left(settings: Settings, svc: Services) -> None:

@@ -103,6 +103,10 @@ def install_error_handlers(app: FastAPI, *, service: str = "service") -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8, say)
+            return JSONResponse(
+                {"detail": f"the request body is not valid JSON: {exc.detail}"}, 422
+            )
         return JSONResponse(
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
