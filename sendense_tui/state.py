@@ -40,7 +40,9 @@ class HubStatus:
 
 
 class ConsoleState:
-    def __init__(self, config: ConsoleConfig, client: HubClient, clock: Callable[[], float]):
+    def __init__(
+        self, config: ConsoleConfig, client: HubClient, clock: Callable[[], float]
+    ) -> None:
         self.config = config
         self.client = client
         self.store = LiveStore(clock)
