@@ -288,4 +288,7 @@ def describe_errors(exc: ValidationError) -> str:
 def ensure_dirs(settings: Settings) -> None:
     """Create the data folder and its private sub-folders (0700: they hold keys and tokens)."""
     for path in (settings.home, settings.logs, settings.run):
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot make the folder {path}: {exc.strerror}") from None

@@ -202,14 +202,14 @@ class HubClient:
             raise HubUnreachable(f"the hub's event stream broke ({exc})") from None
 
 
+_EVENTS: dict[str, TypeAdapter[Any]] = {"job": TypeAdapter(Job), "disk": TypeAdapter(DiskEvent)}
+
+
 async def _typed_events(source: EventSource) -> AsyncIterator[HubEvent]:
     async for event in source.aiter_sse():
-        if not event.data:
-            continue
-        if event.event == "job":
-            yield Job.model_validate_json(event.data)
-        elif event.event == "disk":
-            yield DiskEvent.model_validate_json(event.data)
+        adapter = _EVENTS.get(event.event)
+        if adapter is not None and event.data:
+            yield _validated(adapter, event.data, f"{event.event!r} event")
 
 
 def _segment(value: str) -> str:
@@ -218,12 +218,19 @@ def _segment(value: str) -> str:
 
 
 def _read(adapter: TypeAdapter[Any], response: httpx.Response) -> Any:
+    what = f"answer to {response.request.method} {response.request.url.path}"
+    return _validated(adapter, response.content, what)
+
+
+def _validated(adapter: TypeAdapter[Any], data: str | bytes, what: str) -> Any:
+    """``data`` as the contract's model; a hub that sends another shape is one error line
+    (another version of the hub, most likely), never a pydantic report."""
     try:
-        return adapter.validate_json(response.content)
+        return adapter.validate_json(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise SendenseError(
-            f"the hub's answer to {response.request.method} {response.request.url.path} "
-            f"does not match the contract ({where}: {first.get('msg')}): is it another version?"
+            f"the hub's {what} does not match the contract "
+            f"({where}: {first.get('msg')}): is it another version?"
         ) from None
