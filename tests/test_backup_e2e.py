@@ -189,6 +189,7 @@ def test_cli_backup_wait_follows_events_to_the_end(
     assert {kind for kind, _ in events} == {"job", "disk"}
     assert {data["disk_key"] for kind, data in events if kind == "disk"} == {2000, 2001}
     backup_id = events[-1][1]["backup_id"]
+    assert {data["backup_id"] for kind, data in events if kind == "disk"} == {backup_id}
     shown = services.sendense("backup", "show", backup_id)
     assert shown.returncode == 0 and "status: completed" in shown.stdout
     listed = services.sendense("backup", "list", "--vm", "pgtest1")

@@ -20,10 +20,10 @@ from sqlalchemy import func, select
 
 from engine.api.errors import install_error_handlers
 from engine.config import Settings
-from engine.db.models import BackupJob, VMReplicationContext
+from engine.db.models import BackupJob
 from engine.db.session import session_scope
 from tests.conftest import free_port, wait_for
-from tests.fixtures.backups import seed_vm
+from tests.fixtures.backups import seed_vm, vm_context
 from tests.fixtures.services import Services, make_services, ports_free, processes_mentioning
 
 
@@ -269,15 +269,7 @@ def test_a_vm_name_two_contexts_share_is_409_naming_both(settings: Settings, hub
     """Two vCenters with a VM of the same name: the hub asks which, never takes one."""
     repo_id = seed_vm(settings, credential=True)
     with session_scope(settings.db_url) as s:
-        twin = VMReplicationContext(
-            context_id="ctx-pgtest1-20251007-101010",
-            vm_name="pgtest1",
-            vmware_vm_id="vm-9",
-            vm_path="/OtherDC/vm/pgtest1",
-            vcenter_host="vc2.example:443",
-            datacenter="OtherDC",
-            credential_id=None,
-        )
+        twin = vm_context("/OtherDC/vm/pgtest1", "vc2.example:443", stamp="20251007-101010")
         s.add(twin)
     with hub.client() as api:
         r = api.post("/api/v1/backups", json={"vm_name": "pgtest1", "repository_id": repo_id})

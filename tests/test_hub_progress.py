@@ -13,11 +13,12 @@ from pydantic import ValidationError
 from engine.api.auth import load_or_create_token
 from engine.contract.progress import parse_line
 from engine.contract.status import DiskStatus, JobStatus
-from engine.db.models import BackupJob, BackupRepository, VMReplicationContext
+from engine.db.models import BackupJob, BackupRepository
 from engine.db.session import session_scope, upgrade
 from engine.hub.jobs import export_name
 from engine.hub.jobs.plan import unique_backup_id
 from engine.hub.progress import DiskState, JobState
+from tests.fixtures.backups import vm_context
 
 
 def job(*keys: int) -> JobState:
@@ -155,22 +156,14 @@ def test_backup_ids_are_safe_in_a_url_and_a_shell(
         first = unique_backup_id(s, "fs vm 03")
         assert first == "backup-fs_vm_03-1796160170"
         assert export_name("fs vm 03", 2000, first) == "fs_vm_03-disk2000-1796160170"
-        s.add(
-            VMReplicationContext(
-                context_id="ctx-fs_vm_03",
-                vm_name="fs vm 03",
-                vmware_vm_id="vm-3",
-                vm_path="/DC/vm/fs vm 03",
-                vcenter_host="vc",
-                datacenter="DC",
-            )
-        )
+        ctx = vm_context("/DC/vm/fs vm 03", "vc")
+        s.add(ctx)
         repo = BackupRepository(name="r", path=str(tmp_path))
         s.add(repo)
         s.flush()
         s.add(
             BackupJob(
-                id=first, vm_context_id="ctx-fs_vm_03", vm_name="fs vm 03", repository_id=repo.id
+                id=first, vm_context_id=ctx.context_id, vm_name="fs vm 03", repository_id=repo.id
             )
         )
         s.flush()

@@ -83,26 +83,21 @@ def add_vm(body: VMIn, request: Request) -> VMContext:
 
 
 def _node_info(ref: NodeRef, enabled: bool, token: str) -> NodeInfo:
+    health, error = None, None
     try:
         health = NodeClient(ref, token).health()
     except SendenseError as exc:
-        return NodeInfo(
-            id=ref.id,
-            name=ref.name,
-            url=ref.url,
-            enabled=enabled,
-            state=NodeState.DOWN,
-            error=str(exc),
-        )
+        error = str(exc)
     return NodeInfo(
         id=ref.id,
         name=ref.name,
         url=ref.url,
         enabled=enabled,
-        state=NodeState.UP,
-        version=health.version,
-        jobs_running=health.jobs_running,
-        tunnel=health.tunnel,
+        state=NodeState.UP if health else NodeState.DOWN,
+        version=health.version if health else None,
+        jobs_running=health.jobs_running if health else None,
+        tunnel=health.tunnel if health else None,
+        error=error,
     )
 
 

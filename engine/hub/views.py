@@ -9,15 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.contract.hub import (
-    Job,
-    JobDisk,
-    JobSummary,
-    Repository,
-    VCenter,
-    VMContext,
-    VMContextDisk,
-)
+from engine.contract.hub import Job, JobDisk, JobSummary, Repository, VCenter, VMContext
 from engine.contract.status import BackupType, DiskStatus, JobStatus, SnapshotKind
 from engine.db.models import BackupJob, BackupRepository, VMReplicationContext, VMwareCredential
 from engine.hub.progress import JobState
@@ -52,12 +44,12 @@ def job_view(row: BackupJob, state: JobState | None = None) -> Job:
     snapshot_kind = (state.snapshot_kind if state else None) or row.snapshot_kind
     return Job(
         backup_id=row.id,
+        status=JobStatus(row.status),
         vm_name=row.vm_name,
         vm_context_id=row.vm_context_id,
+        backup_type=BackupType(row.backup_type),
         repository_id=row.repository_id,
         node_id=row.node_id,
-        backup_type=BackupType(row.backup_type),
-        status=JobStatus(row.status),
         created_at=_utc(row.created_at),
         started_at=_utc(row.started_at),
         completed_at=_utc(row.completed_at),
@@ -72,63 +64,27 @@ def job_view(row: BackupJob, state: JobState | None = None) -> Job:
 
 
 def job_summary(row: BackupJob) -> JobSummary:
-    return JobSummary(
-        backup_id=row.id,
-        status=JobStatus(row.status),
-        backup_type=BackupType(row.backup_type),
-        repository_id=row.repository_id,
-        created_at=_utc(row.created_at),
-        completed_at=_utc(row.completed_at),
-        bytes_total=row.total_bytes,
-        error_message=row.error_message,
-    )
+    return JobSummary.model_validate(job_view(row), from_attributes=True)
 
 
 def context_view(ctx: VMReplicationContext, last_backups: list[BackupJob]) -> VMContext:
-    return VMContext(
-        context_id=ctx.context_id,
-        vm_name=ctx.vm_name,
-        vm_path=ctx.vm_path,
-        vmware_vm_id=ctx.vmware_vm_id,
-        vcenter_host=ctx.vcenter_host,
-        datacenter=ctx.datacenter,
-        credential_id=ctx.credential_id,
-        power_state=ctx.power_state,
-        cpu_count=ctx.cpu_count,
-        memory_mb=ctx.memory_mb,
-        guest_os=ctx.guest_os,
-        cbt_enabled=ctx.cbt_enabled,
-        disks=[
-            VMContextDisk(
-                disk_key=d.disk_key,
-                label=d.label,
-                capacity_bytes=d.capacity_bytes,
-                datastore=d.datastore,
-                vmdk_path=d.vmdk_path,
-                change_id=d.change_id,
-            )
-            for d in ctx.disks
-        ],
-        last_backups=[job_summary(j) for j in last_backups],
-    )
+    """The context's row and its disks' (whose columns the model names alike)."""
+    view = VMContext.model_validate(ctx, from_attributes=True)
+    view.last_backups = [job_summary(j) for j in last_backups]
+    return view
 
 
 def repository_view(repo: BackupRepository) -> Repository:
-    space, error = None, None
+    """The row, and the space its folder takes and has left (or why it cannot be read)."""
+    view = Repository.model_validate(repo, from_attributes=True)
     try:
         space = usage(Path(repo.path))
     except OSError as exc:
-        error = str(exc)
-    return Repository(
-        id=repo.id,
-        name=repo.name,
-        path=repo.path,
-        enabled=repo.enabled,
-        used_bytes=space.used_bytes if space else None,
-        free_bytes=space.free_bytes if space else None,
-        total_bytes=space.total_bytes if space else None,
-        error=error,
-    )
+        view.error = str(exc)
+    else:
+        view.used_bytes, view.free_bytes = space.used_bytes, space.free_bytes
+        view.total_bytes = space.total_bytes
+    return view
 
 
 def vcenter_view(row: VMwareCredential) -> VCenter:

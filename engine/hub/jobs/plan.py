@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from engine.config import Settings
 from engine.contract.fields import url_safe
 from engine.contract.hub import BackupRequest
-from engine.contract.status import ACTIVE_JOB, BackupType, DiskStatus, JobStatus
+from engine.contract.status import ACTIVE_JOB, DiskStatus, JobStatus
 from engine.credentials import CredentialError, Credentials, VMwareCredentialService
 from engine.db.models import BackupDisk, BackupJob, BackupRepository, VMReplicationContext
 from engine.errors import BadInput, Conflict, NotFound
@@ -37,26 +37,32 @@ class PlannedDisk:
 
 
 @dataclass(frozen=True)
+class VMRef:
+    """The VM a job backs up: its context, and its name and path in vCenter."""
+
+    context_id: str
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
 class JobPlan:
     backup_id: str
-    context_id: str
-    vm_name: str
-    vm_path: str
+    vm: VMRef
     repository_id: int
     node: NodeRef
     credentials: Credentials
-    backup_type: BackupType
-    max_rate_mib: float | None
+    request: BackupRequest  # its backup type and rate limit
     disks: tuple[PlannedDisk, ...]
 
     def pending_row(self) -> BackupJob:
         return BackupJob(
             id=self.backup_id,
-            vm_context_id=self.context_id,
-            vm_name=self.vm_name,
+            vm_context_id=self.vm.context_id,
+            vm_name=self.vm.name,
             repository_id=self.repository_id,
             node_id=self.node.id,
-            backup_type=self.backup_type,
+            backup_type=self.request.backup_type,
             status=JobStatus.PENDING,
             total_bytes=sum(d.capacity_bytes for d in self.disks),
             disks=[
@@ -150,14 +156,11 @@ def make_plan(
     backup_id = unique_backup_id(s, ctx.vm_name)
     plan = JobPlan(
         backup_id=backup_id,
-        context_id=ctx.context_id,
-        vm_name=ctx.vm_name,
-        vm_path=ctx.vm_path,
+        vm=VMRef(ctx.context_id, ctx.vm_name, ctx.vm_path),
         repository_id=repo.id,
         node=node,
         credentials=creds,
-        backup_type=request.backup_type,
-        max_rate_mib=request.max_rate_mib,
+        request=request,
         disks=tuple(
             PlannedDisk(
                 disk_key=d.disk_key,

@@ -42,23 +42,22 @@ def reconcile(ctx: JobContext) -> list[str]:
 
 
 def _state_of(row: BackupJob) -> JobState:
+    """The job as its rows left it: the numbers of the last flush."""
+    disks = {
+        d.disk_key: DiskState(
+            disk_key=d.disk_key,
+            export_name=d.nbd_export_name,
+            port=d.nbd_port,
+            qcow2_path=d.qcow2_path,
+            status=DiskStatus(d.status),
+            bytes_done=d.bytes_done,
+            bytes_total=d.bytes_total,
+            bytes_zero=d.bytes_zero,
+        )
+        for d in row.disks
+    }
     return JobState(
-        backup_id=row.id,
-        vm_name=row.vm_name,
-        context_id=row.vm_context_id,
-        disks={
-            d.disk_key: DiskState(
-                disk_key=d.disk_key,
-                export_name=d.nbd_export_name,
-                port=d.nbd_port,
-                qcow2_path=d.qcow2_path,
-                status=DiskStatus(d.status),
-                bytes_done=d.bytes_done,
-                bytes_total=d.bytes_total,
-                bytes_zero=d.bytes_zero,
-            )
-            for d in row.disks
-        },
+        backup_id=row.id, vm_name=row.vm_name, context_id=row.vm_context_id, disks=disks
     )
 
 

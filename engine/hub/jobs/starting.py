@@ -48,7 +48,7 @@ def start_job(ctx: JobContext, request: BackupRequest) -> BackupStarted:
 
 def _run(ctx: JobContext, plan: JobPlan) -> BackupStarted:
     state = JobState(
-        backup_id=plan.backup_id, vm_name=plan.vm_name, context_id=plan.context_id, disks={}
+        backup_id=plan.backup_id, vm_name=plan.vm.name, context_id=plan.vm.context_id, disks={}
     )
     created: list[Path] = []
     try:
@@ -96,15 +96,15 @@ def _run(ctx: JobContext, plan: JobPlan) -> BackupStarted:
     log.info(
         "backup %s of %s started on node %s: %s",
         plan.backup_id,
-        plan.vm_name,
+        plan.vm.name,
         plan.node.name,
         targets,
     )
     ctx.publish_job(plan.backup_id)
     return BackupStarted(
         backup_id=plan.backup_id,
-        vm_context_id=plan.context_id,
-        vm_name=plan.vm_name,
+        vm_context_id=plan.vm.context_id,
+        vm_name=plan.vm.name,
         disk_results=results,
         nbd_targets_string=str(targets),
     )
@@ -124,17 +124,17 @@ def _record_exports(ctx: JobContext, backup_id: str, results: list[DiskResult]) 
 def _start_request(plan: JobPlan, host: str, targets: NbdTargets) -> StartRequest:
     creds = plan.credentials
     return StartRequest(
-        vm_name=plan.vm_name,
+        job_id=plan.backup_id,
+        vm_name=plan.vm.name,
+        vm_path=plan.vm.path,
         vcenter_host=creds.vcenter_host,
         vcenter_user=creds.username,
         vcenter_password=SecretStr(creds.password),
         vcenter_thumbprint=creds.thumbprint,
-        vm_path=plan.vm_path,
         nbd_host=host,
         nbd_targets=targets,
-        job_id=plan.backup_id,
-        backup_type=plan.backup_type,
-        max_rate_mib=plan.max_rate_mib,
+        backup_type=plan.request.backup_type,
+        max_rate_mib=plan.request.max_rate_mib,
     )
 
 
