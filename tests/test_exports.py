@@ -16,14 +16,10 @@ import pytest
 
 from engine.config import NbdSettings
 from engine.hub.exports import manager as exports_module
-from engine.hub.exports.manager import (
-    Export,
-    ExportError,
-    ExportManager,
-    ExportNameError,
-    PortRangeExhausted,
-)
+from engine.hub.exports.errors import ExportError, ExportNameError, PortRangeExhausted
+from engine.hub.exports.manager import ExportManager
 from engine.hub.exports.process import port_is_free
+from engine.hub.exports.state import Export
 from tests.conftest import wait_for
 from tests.fixtures.cli import sendense
 from tests.fixtures.exports import MiB, qemu_nbd_pids
@@ -178,7 +174,7 @@ def test_image_removed_after_check_gives_qemus_own_message(
 ) -> None:
     # Mock: the image check is skipped so that qemu-nbd meets the missing file itself,
     # as it would if the file vanished between the check and the start.
-    monkeypatch.setattr(ExportManager, "_check_image", lambda self, name, path: None)
+    monkeypatch.setattr(exports_module, "check_image", lambda name, path: None)
     with pytest.raises(ExportError, match=r"Could not open .*: No such file or directory"):
         export_manager.start("d", tmp_path / "gone.qcow2")
 

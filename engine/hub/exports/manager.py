@@ -22,13 +22,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
 from engine.config import NbdSettings, Settings
-from engine.errors import BadInput, SendenseError, Unavailable
+from engine.hub.exports.errors import ExportError, PortRangeExhausted, validate_name
+from engine.hub.exports.images import check_image, create_image
 from engine.hub.exports.process import (
     HANDSHAKE_TIMEOUT,
     describe_exit,
@@ -41,62 +40,10 @@ from engine.hub.exports.process import (
     signal_group,
     wait_gone,
 )
-from engine.hub.exports.state import RUNNING, STARTING, ExportRecord, StateStore
+from engine.hub.exports.state import Export, ExportRecord, ExportStatus, StateStore, to_export
 from engine.processes import pid_alive
 
-QCOW2_MAGIC = b"QFI\xfb"
-MAX_NAME_BYTES = 200  # state, pid and log files are named after the export (255-byte limit)
 PORT_TAKEN = "Address already in use"
-
-
-class ExportError(SendenseError):
-    """An export that could not be made, started or kept; carries qemu's own message."""
-
-
-class ExportNameError(ExportError, BadInput):
-    """An export name that cannot be used (exit code 2: bad input)."""
-
-
-class PortRangeExhausted(ExportError, Unavailable):
-    """Every port of ``nbd.port_min``-``nbd.port_max`` is in use."""
-
-
-@dataclass(frozen=True)
-class Export:
-    name: str
-    port: int
-    pid: int
-    qcow2_path: Path
-    log_path: Path
-    host: str
-
-    @property
-    def uri(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"nbd://{host}:{self.port}/{quote(self.name, safe='')}"
-
-
-def validate_name(name: str) -> None:
-    if not name:
-        raise ExportNameError("the export name is empty")
-    if "/" in name or not name.isprintable():
-        raise ExportNameError(
-            f"export name {name!r} is not allowed: use printable characters and no '/'"
-        )
-    if len(name.encode()) > MAX_NAME_BYTES:
-        raise ExportNameError(f"export name {name[:40]!r}... is longer than {MAX_NAME_BYTES} bytes")
-
-
-def _to_export(record: ExportRecord) -> Export:
-    assert record.pid is not None
-    return Export(
-        name=record.name,
-        port=record.port,
-        pid=record.pid,
-        qcow2_path=Path(record.qcow2_path),
-        log_path=Path(record.log_path),
-        host=record.host,
-    )
 
 
 class ExportManager:
@@ -130,27 +77,7 @@ class ExportManager:
 
     def create_image(self, path: Path, size_bytes: int, backing: Path | None = None) -> None:
         """A new qcow2 (on ``backing`` when given); an existing file is never overwritten."""
-        if size_bytes <= 0:
-            raise BadInput(f"image size must be positive, not {size_bytes}")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:  # claim the name atomically: qemu-img itself would truncate an existing file
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            raise ExportError(f"{path} already exists; images are never overwritten") from None
-        argv = [self.nbd.qemu_img, "create", "-q", "-f", "qcow2"]
-        if backing is not None:
-            argv += ["-b", str(backing), "-F", "qcow2"]
-        argv += [str(path), str(size_bytes)]
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        except OSError as exc:
-            path.unlink(missing_ok=True)
-            raise ExportError(f"cannot run {self.nbd.qemu_img}: {exc.strerror}") from None
-        if done.returncode != 0:
-            path.unlink(missing_ok=True)
-            reason = "; ".join(line.strip() for line in done.stderr.splitlines() if line.strip())
-            raise ExportError(f"qemu-img could not create {path}: {reason}")
+        create_image(self.nbd.qemu_img, path, size_bytes, backing)
 
     # -- start ---------------------------------------------------------------------------
 
@@ -158,7 +85,7 @@ class ExportManager:
         """Export ``qcow2_path`` as ``name``; returns once an NBD handshake succeeded."""
         validate_name(name)
         path = Path(qcow2_path).absolute()
-        self._check_image(name, path)
+        check_image(name, path)
         with self._name_lock(name):
             self._clear_previous(name)
             avoid: set[int] = set()
@@ -172,24 +99,17 @@ class ExportManager:
                     # Someone bound the port between our probe and qemu-nbd's bind.
                     avoid.add(record.port)
 
-    def _check_image(self, name: str, path: Path) -> None:
-        try:
-            with open(path, "rb") as fh:
-                magic = fh.read(4)
-        except FileNotFoundError:
-            raise ExportError(f"cannot export {name}: image {path} does not exist") from None
-        except OSError as exc:
-            raise ExportError(f"cannot export {name}: cannot read {path}: {exc.strerror}") from None
-        if magic != QCOW2_MAGIC:
-            raise ExportError(f"cannot export {name}: {path} is not a qcow2 image")
-
     def _clear_previous(self, name: str) -> None:
         """Refuse a live export of the same name; sweep away a dead one's leftovers."""
         with self._state_lock():
             old = self.store.read(name)
         if old is None:
             return
-        if old.status == STARTING and old.owner != os.getpid() and pid_alive(old.owner):
+        if (
+            old.status == ExportStatus.STARTING
+            and old.owner != os.getpid()
+            and pid_alive(old.owner)
+        ):
             raise ExportError(f"export {name} is being started by process {old.owner}")
         if old.pid is not None and is_qemu_nbd(old.pid, Path(old.pid_file)):
             raise ExportError(f"export {name} is already running on port {old.port}")
@@ -213,7 +133,7 @@ class ExportManager:
                 qcow2_path=str(path),
                 log_path=str(log_path),
                 pid_file=str(self.store.pid_file(name)),
-                status=STARTING,
+                status=ExportStatus.STARTING,
                 owner=os.getpid(),
             )
             self.store.write(record)
@@ -280,7 +200,7 @@ class ExportManager:
             problem = self._await_handshake(record, proc)
             if problem is not None:
                 raise ExportError(f"export {record.name} on port {record.port}: {problem}")
-            record = record.with_(status=RUNNING)
+            record = record.with_(status=ExportStatus.RUNNING)
             with self._state_lock():
                 self.store.write(record)
         except BaseException:  # a failed start, or an interrupt: leave nothing behind
@@ -288,7 +208,7 @@ class ExportManager:
             with self._state_lock():
                 self.store.remove(record.name)
             raise
-        return _to_export(record)
+        return to_export(record)
 
     def _await_handshake(self, record: ExportRecord, proc: subprocess.Popen[bytes]) -> str | None:
         """None once the export answers; else why not, in qemu-nbd's words when it died."""
@@ -356,22 +276,20 @@ class ExportManager:
             with self._state_lock():
                 self.store.remove(name)
 
-    def stop_all(self) -> None:
-        for name in sorted(self.store.names_on_disk()):
-            self.stop(name)
-
     # -- look ----------------------------------------------------------------------------
 
     def get(self, name: str) -> Export | None:
         validate_name(name)
         record = self.store.read(name)
-        if record is None or record.status != RUNNING or record.pid is None:
+        if record is None or record.status != ExportStatus.RUNNING or record.pid is None:
             return None
-        return _to_export(record)
+        return to_export(record)
 
     def list(self) -> list[Export]:
         return [
-            _to_export(r) for r in self.store.all() if r.status == RUNNING and r.pid is not None
+            to_export(r)
+            for r in self.store.all()
+            if r.status == ExportStatus.RUNNING and r.pid is not None
         ]
 
     def check(self, name: str) -> None:
@@ -419,14 +337,14 @@ class ExportManager:
                     self._clean_orphan(name)
                     cleaned.append(name)
                     continue
-                if record.status == STARTING and pid_alive(record.owner):
+                if record.status == ExportStatus.STARTING and pid_alive(record.owner):
                     continue  # another live manager is starting it right now
                 if self._answers(record):
                     pid = record.pid or read_pid_file(Path(record.pid_file))
                     record = record.with_(owner=os.getpid(), pid=pid)
                     with self._state_lock():
                         self.store.write(record)
-                    adopted.append(_to_export(record))
+                    adopted.append(to_export(record))
                     continue
                 self._terminate(record)
                 with self._state_lock():
@@ -436,7 +354,7 @@ class ExportManager:
 
     def _answers(self, record: ExportRecord) -> bool:
         pid = record.pid or read_pid_file(Path(record.pid_file))
-        if record.status != RUNNING or not is_qemu_nbd(pid, Path(record.pid_file)):
+        if record.status != ExportStatus.RUNNING or not is_qemu_nbd(pid, Path(record.pid_file)):
             return False
         problem = handshake(record.host, record.port, record.name, self.nbd.start_timeout)
         # With every --shared slot taken (a copier at full width) qemu-nbd leaves a new
@@ -456,7 +374,7 @@ class ExportManager:
                     qcow2_path="",
                     log_path="",
                     pid_file=str(pid_file),
-                    status=RUNNING,
+                    status=ExportStatus.RUNNING,
                     owner=os.getpid(),
                     pid=pid,
                 )

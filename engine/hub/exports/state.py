@@ -14,10 +14,16 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from pathlib import Path
+from urllib.parse import quote
 
-STARTING = "starting"
-RUNNING = "running"
+
+class ExportStatus(StrEnum):
+    """``starting`` from the port's reservation until the handshake, then ``running``."""
+
+    STARTING = "starting"
+    RUNNING = "running"
 
 
 @dataclass(frozen=True)
@@ -35,13 +41,40 @@ class ExportRecord:
     qcow2_path: str
     log_path: str
     pid_file: str
-    status: str
+    status: ExportStatus
     owner: int
     pid: int | None = None
     log_offset: int = 0
 
     def with_(self, **changes: object) -> ExportRecord:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Export:
+    name: str
+    port: int
+    pid: int
+    qcow2_path: Path
+    log_path: Path
+    host: str
+
+    @property
+    def uri(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"nbd://{host}:{self.port}/{quote(self.name, safe='')}"
+
+
+def to_export(record: ExportRecord) -> Export:
+    assert record.pid is not None
+    return Export(
+        name=record.name,
+        port=record.port,
+        pid=record.pid,
+        qcow2_path=Path(record.qcow2_path),
+        log_path=Path(record.log_path),
+        host=record.host,
+    )
 
 
 class StateStore:
@@ -85,8 +118,9 @@ class StateStore:
         except (OSError, ValueError):
             return None  # unreadable state is treated as absent; adopt() removes the file
         try:
-            return ExportRecord(**data)
-        except TypeError:
+            record = ExportRecord(**data)
+            return replace(record, status=ExportStatus(record.status))
+        except (TypeError, ValueError):
             return None
 
     def all(self) -> list[ExportRecord]:

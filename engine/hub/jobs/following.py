@@ -18,7 +18,7 @@ from engine.contract.progress import ProgressLine
 from engine.contract.status import NodeJobState
 from engine.db.models import BackupDisk, BackupJob
 from engine.errors import NotFound, SendenseError
-from engine.hub.exports.manager import ExportError
+from engine.hub.exports.errors import ExportError
 from engine.hub.jobs.ending import finalize_now, finalize_soon
 from engine.hub.jobs.live import JobContext, log
 from engine.hub.progress import DiskState, JobState

@@ -21,7 +21,8 @@ from engine.db.models import BackupJob
 from engine.db.session import session_scope
 from engine.errors import Conflict, NotFound
 from engine.hub.events import EventBus
-from engine.hub.exports.manager import ExportError, ExportManager
+from engine.hub.exports.errors import ExportError
+from engine.hub.exports.manager import ExportManager
 from engine.hub.nodes import NodeClient, NodeRef, node_ref
 from engine.hub.progress import JobState
 from engine.hub.views import job_view
