@@ -24,11 +24,8 @@ from tests.fixtures.backups import vm_context
 def job(*keys: int) -> JobState:
     return JobState(
         backup_id="backup-vm-1",
-        vm_name="vm",
         context_id="ctx-vm-20251006-203401",
-        disks={
-            k: DiskState(k, f"vm-disk{k}-1", 10100 + i, f"/r/{k}.qcow2") for i, k in enumerate(keys)
-        },
+        disks={k: DiskState(k, f"vm-disk{k}-1", f"/r/{k}.qcow2") for k in keys},
     )
 
 

@@ -29,7 +29,6 @@ from engine.contract.status import ClientOutcome, DiskStatus, JobStatus, Snapsho
 class DiskState:
     disk_key: int
     export_name: str
-    port: int | None
     qcow2_path: str
     status: DiskStatus = DiskStatus.QEMU_STARTED
     bytes_done: int = 0
@@ -61,8 +60,7 @@ class DiskState:
 @dataclass
 class JobState:
     backup_id: str
-    vm_name: str
-    context_id: str
+    context_id: str  # one job per VM context at a time
     disks: dict[int, DiskState]
     snapshot_kind: SnapshotKind | None = None
     client_status: ClientOutcome | None = None  # the client's ``done`` status

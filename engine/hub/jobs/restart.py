@@ -47,7 +47,6 @@ def _state_of(row: BackupJob) -> JobState:
         d.disk_key: DiskState(
             disk_key=d.disk_key,
             export_name=d.nbd_export_name,
-            port=d.nbd_port,
             qcow2_path=d.qcow2_path,
             status=DiskStatus(d.status),
             bytes_done=d.bytes_done,
@@ -56,9 +55,7 @@ def _state_of(row: BackupJob) -> JobState:
         )
         for d in row.disks
     }
-    return JobState(
-        backup_id=row.id, vm_name=row.vm_name, context_id=row.vm_context_id, disks=disks
-    )
+    return JobState(backup_id=row.id, context_id=row.vm_context_id, disks=disks)
 
 
 def _still_running(ctx: JobContext, node: NodeRef | None, state: JobState) -> str | None:

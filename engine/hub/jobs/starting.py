@@ -47,9 +47,7 @@ def start_job(ctx: JobContext, request: BackupRequest) -> BackupStarted:
 
 
 def _run(ctx: JobContext, plan: JobPlan) -> BackupStarted:
-    state = JobState(
-        backup_id=plan.backup_id, vm_name=plan.vm.name, context_id=plan.vm.context_id, disks={}
-    )
+    state = JobState(backup_id=plan.backup_id, context_id=plan.vm.context_id, disks={})
     created: list[Path] = []
     try:
         results = []
@@ -61,7 +59,6 @@ def _run(ctx: JobContext, plan: JobPlan) -> BackupStarted:
             state.disks[disk.disk_key] = DiskState(
                 disk_key=disk.disk_key,
                 export_name=disk.export_name,
-                port=export.port,
                 qcow2_path=str(disk.qcow2_path),
                 bytes_total=disk.capacity_bytes,
             )
