@@ -40,9 +40,8 @@ def start_job(ctx: JobContext, request: BackupRequest) -> BackupStarted:
         vm = find_context(s, request)
         context_id, vm_name = vm.context_id, vm.vm_name
     with ctx.live.claim(context_id, vm_name):
-        with ctx.session() as s:
-            vm = find_context(s, request)
-            plan = make_plan(s, ctx.settings, vm, request)
+        with ctx.session() as s:  # read again: the plan's rows go in this session
+            plan = make_plan(s, ctx.settings, find_context(s, request), request)
         return _run(ctx, plan)
 
 
