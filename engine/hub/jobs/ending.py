@@ -19,6 +19,7 @@ from engine.contract.hub import Job
 from engine.contract.status import DiskStatus, JobStatus
 from engine.db.models import BackupJob, VMDisk, utcnow
 from engine.errors import Conflict
+from engine.hub.exports.errors import ExportError
 from engine.hub.jobs.live import JobContext, log
 from engine.hub.nodes import NodeUnreachable
 from engine.hub.progress import JobState
@@ -40,11 +41,28 @@ def finalize_now(ctx: JobContext, state: JobState) -> None:
         finalize(ctx, state)
 
 
+def dead_export(ctx: JobContext, state: JobState) -> str | None:
+    """Why the job's first dead qemu-nbd export died, in qemu-nbd's words; None if all live."""
+    for disk in state.disks.values():
+        try:
+            ctx.exports.check(disk.export_name)
+        except ExportError as exc:
+            return f"disk {disk.disk_key}: qemu-nbd export {disk.export_name} died: {exc}"
+    return None
+
+
 def finalize(ctx: JobContext, state: JobState) -> None:
     """End a job whose client exited (or that the hub gave up on); the caller marked it
     as ending (``LiveJobs.begin_end``)."""
     with ctx.live.lock:
         status, reason = state.outcome()
+    if status == JobStatus.FAILED and state.failure is None:
+        # The client may see a dead export (its writes fail) before the watch does: the
+        # operator reads qemu-nbd's own message, not the client's "disconnected".
+        death = dead_export(ctx, state)
+        if death is not None:
+            log.info("backup %s: the client said: %s", state.backup_id, reason)
+            reason = death
     for disk in state.disks.values():
         ctx.stop_export(disk.export_name)
     sizes: dict[int, int] = {}

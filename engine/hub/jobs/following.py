@@ -18,8 +18,7 @@ from engine.contract.progress import ProgressLine
 from engine.contract.status import NodeJobState
 from engine.db.models import BackupDisk, BackupJob
 from engine.errors import NotFound, SendenseError
-from engine.hub.exports.errors import ExportError
-from engine.hub.jobs.ending import finalize_now, finalize_soon
+from engine.hub.jobs.ending import dead_export, finalize_now, finalize_soon
 from engine.hub.jobs.live import JobContext, log
 from engine.hub.progress import DiskState, JobState
 
@@ -106,21 +105,19 @@ def watch(ctx: JobContext) -> None:
 def _check_exports(ctx: JobContext, state: JobState) -> None:
     """A dead qemu-nbd fails its job with qemu-nbd's own message; the node is told to
     stop the client (or, when it cannot be told, the job ends now)."""
-    for disk in state.disks.values():
-        try:
-            ctx.exports.check(disk.export_name)
-        except ExportError as exc:
-            state.failure = f"disk {disk.disk_key}: qemu-nbd export {disk.export_name} died: {exc}"
-            state.last_event = time.monotonic()
-            log.error("backup %s: %s", state.backup_id, state.failure)
-            node = ctx.node_of(state.backup_id)
-            try:
-                if node is not None:
-                    ctx.node(node).cancel(state.backup_id)
-            except SendenseError as err:
-                log.warning("backup %s: cancelling on node: %s", state.backup_id, err)
-                finalize_now(ctx, state)
-            return
+    death = dead_export(ctx, state)
+    if death is None:
+        return
+    state.failure = death
+    state.last_event = time.monotonic()
+    log.error("backup %s: %s", state.backup_id, state.failure)
+    node = ctx.node_of(state.backup_id)
+    try:
+        if node is not None:
+            ctx.node(node).cancel(state.backup_id)
+    except SendenseError as err:
+        log.warning("backup %s: cancelling on node: %s", state.backup_id, err)
+        finalize_now(ctx, state)
 
 
 def _ask_node(ctx: JobContext, state: JobState, now: float) -> None:
