@@ -26,10 +26,8 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 
 
-class CredentialError(SendenseError):
+class CredentialError(SendenseError, http_status=422):
     """A credential that cannot be stored or opened; the message names it, never the secret."""
-
-    http_status = 422
 
 
 class CredentialInputError(CredentialError, BadInput):

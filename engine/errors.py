@@ -28,20 +28,32 @@ from __future__ import annotations
 
 
 class SendenseError(Exception):
-    """An error an operator can act on: the message is the whole story, no traceback."""
+    """An error an operator can act on: the message is the whole story, no traceback.
+
+    A kind of error names its codes where it is declared:
+    ``class NotFound(SendenseError, exit_code=7, http_status=404)``; a kind that names
+    neither takes its parent's.
+    """
 
     exit_code = 1
     http_status = 500
 
+    def __init_subclass__(
+        cls, *, exit_code: int | None = None, http_status: int | None = None, **kwargs: object
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
+        if http_status is not None:
+            cls.http_status = http_status
 
-class BadInput(SendenseError):
-    exit_code = 2
-    http_status = 422
+
+class BadInput(SendenseError, exit_code=2, http_status=422):
+    """Flags, a request body or a file that cannot be used as given."""
 
 
-class VCenterError(SendenseError):
-    exit_code = 3
-    http_status = 502
+class VCenterError(SendenseError, exit_code=3, http_status=502):
+    """vCenter refused or failed."""
 
 
 class LoginError(VCenterError):
@@ -52,59 +64,44 @@ class ThumbprintMismatch(VCenterError):
     """The certificate is not the pinned one: someone in the middle, or a re-issued cert."""
 
 
-class VMNotFound(VCenterError):
-    http_status = 404
+class VMNotFound(VCenterError, http_status=404):
+    """No VM at that inventory path or moref."""
 
 
-class SnapshotError(SendenseError):
-    exit_code = 4
-    http_status = 502
+class SnapshotError(SendenseError, exit_code=4, http_status=502):
+    """The VMware snapshot could not be taken or removed."""
 
 
-class CopyError(SendenseError):
+class CopyError(SendenseError, exit_code=5):
     """A disk copy failed; the message names the disk, offset and the NBD error."""
 
-    exit_code = 5
 
-
-class SourceError(SendenseError):
+class SourceError(SendenseError, exit_code=6):
     """A disk source (nbdkit, VDDK) could not be started or died."""
 
-    exit_code = 6
+
+class NotFound(SendenseError, exit_code=7, http_status=404):
+    """No such backup, repository, vCenter or VM context."""
 
 
-class NotFound(SendenseError):
-    exit_code = 7
-    http_status = 404
+class Conflict(SendenseError, exit_code=8, http_status=409):
+    """Already running, not running, already there."""
 
 
-class Conflict(SendenseError):
-    exit_code = 8
-    http_status = 409
+class Unauthorized(SendenseError, exit_code=9, http_status=401):
+    """The API token was missing or wrong."""
 
 
-class Unauthorized(SendenseError):
-    exit_code = 9
-    http_status = 401
-
-
-class Unavailable(SendenseError):
+class Unavailable(SendenseError, exit_code=10, http_status=503):
     """A service did not answer (refused, timed out, tunnel down), or has no room (ports)."""
 
-    exit_code = 10
-    http_status = 503
 
-
-class Refused(SendenseError):
+class Refused(SendenseError, exit_code=11, http_status=502):
     """A service behind the one asked said no; the message carries its ``detail``."""
 
-    exit_code = 11
-    http_status = 502
 
-
-class Cancelled(SendenseError):
-    exit_code = 130
-    http_status = 409
+class Cancelled(SendenseError, exit_code=130, http_status=409):
+    """Stopped on request (SIGINT, SIGTERM, a cancelled job)."""
 
 
 # The class a client raises for an error answer: the most general one with that status.

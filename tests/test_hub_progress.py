@@ -25,7 +25,10 @@ def job(*keys: int) -> JobState:
     return JobState(
         backup_id="backup-vm-1",
         context_id="ctx-vm-20251006-203401",
-        disks={k: DiskState(k, f"vm-disk{k}-1", f"/r/{k}.qcow2") for k in keys},
+        disks={
+            k: DiskState(disk_key=k, export_name=f"vm-disk{k}-1", qcow2_path=f"/r/{k}.qcow2")
+            for k in keys
+        },
     )
 
 

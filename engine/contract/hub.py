@@ -118,22 +118,33 @@ class BackupStarted(BaseModel):
     status: Literal["started"] = "started"
 
 
-class JobDisk(BaseModel):
-    disk_key: DiskKey
-    nbd_port: int | None
-    nbd_export_name: str
-    qcow2_path: str
-    status: DiskStatus
+class ByteCounters(BaseModel):
+    """Bytes settled (copied or skipped as zero) of the whole, the part that was zero, and
+    the rate now: of one disk, or summed over a job's disks."""
+
     bytes_done: Count = 0
     bytes_total: Count = 0
     bytes_zero: Count = 0
     rate_bps: float = 0.0
+
+
+class DiskCounters(ByteCounters):
+    """One disk's numbers and where it stands."""
+
+    disk_key: DiskKey
+    status: DiskStatus
+
+
+class JobDisk(DiskCounters):
+    nbd_port: int | None
+    nbd_export_name: str
+    qcow2_path: str
     change_id: str | None = None
     qcow2_size_bytes: int | None = None
     error_message: str | None = None
 
 
-class Job(BaseModel):
+class Job(ByteCounters):
     """A backup job; a running job's numbers are live, from the hub's memory."""
 
     backup_id: str
@@ -146,10 +157,6 @@ class Job(BaseModel):
     created_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
-    bytes_done: Count = 0
-    bytes_total: Count = 0
-    bytes_zero: Count = 0
-    rate_bps: float = 0.0
     error_message: str | None = None
     snapshot_kind: SnapshotKind | None = None
     disks: list[JobDisk] = Field(default_factory=list)
@@ -172,16 +179,10 @@ class JobSummary(BaseModel):
     error_message: str | None = None
 
 
-class DiskEvent(BaseModel):
+class DiskEvent(DiskCounters):
     """The ``disk`` server-sent event: one disk's numbers, at most a few a second."""
 
     backup_id: str
-    disk_key: DiskKey
-    bytes_done: Count
-    bytes_total: Count
-    bytes_zero: Count
-    rate_bps: float
-    status: DiskStatus
 
 
 class JobLog(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 
 class JobStatus(StrEnum):
@@ -36,11 +37,16 @@ class DiskStatus(StrEnum):
 
 
 class BackupType(StrEnum):
+    """A full copies every allocated block; an incremental only what changed (CBT)."""
+
     FULL = "full"
     INCREMENTAL = "incremental"
 
 
 class SnapshotKind(StrEnum):
+    """Quiesced (the guest flushed its file systems) unless the request allowed the
+    crash-consistent fallback and quiescing failed."""
+
     QUIESCED = "quiesced"
     CRASH_CONSISTENT = "crash-consistent"
 
@@ -54,20 +60,21 @@ class NodeJobState(StrEnum):
     FINISHED = "finished"
 
 
-class ClientOutcome(StrEnum):
-    """The ``status`` of the client's ``done`` line."""
-
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+# The ``status`` of the client's ``done`` line: how the client itself ended, in the
+# words of a finished job.
+ClientOutcome = Literal[JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
 
 
 class NodeState(StrEnum):
+    """Whether a node answered the hub's health check just now."""
+
     UP = "up"
     DOWN = "down"
 
 
 class TunnelState(StrEnum):
+    """A node's SSH tunnel, as its status file says; ``stopped`` is an orderly end."""
+
     CONNECTING = "connecting"
     UP = "up"
     DOWN = "down"

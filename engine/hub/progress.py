@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from engine.contract.hub import DiskEvent
+from engine.contract.hub import DiskCounters, DiskEvent
 from engine.contract.progress import (
     ClientDone,
     ClientError,
@@ -25,31 +25,20 @@ from engine.contract.progress import (
 from engine.contract.status import ClientOutcome, DiskStatus, JobStatus, SnapshotKind
 
 
-@dataclass
-class DiskState:
-    disk_key: int
+class DiskState(DiskCounters):
+    """A disk's live numbers (the contract's counters) and what only the hub keeps."""
+
     export_name: str
     qcow2_path: str
     status: DiskStatus = DiskStatus.QEMU_STARTED
-    bytes_done: int = 0
-    bytes_total: int = 0
-    bytes_zero: int = 0
-    rate_bps: float = 0.0
     change_id: str | None = None
     error: str | None = None
     sse_dirty: bool = False
     db_dirty: bool = False
 
     def to_event(self, backup_id: str) -> DiskEvent:
-        return DiskEvent(
-            backup_id=backup_id,
-            disk_key=self.disk_key,
-            bytes_done=self.bytes_done,
-            bytes_total=self.bytes_total,
-            bytes_zero=self.bytes_zero,
-            rate_bps=self.rate_bps,
-            status=self.status,
-        )
+        counters = {name: getattr(self, name) for name in DiskCounters.model_fields}
+        return DiskEvent(backup_id=backup_id, **counters)
 
     def take_bytes(self, line: DiskProgress | DiskDone) -> None:
         self.bytes_done, self.bytes_zero = line.bytes_done, line.bytes_zero
@@ -143,13 +132,13 @@ class JobState:
         Completed needs all of: the client's own ``done completed``, exit code 0, and a
         ``disk_done`` for every disk. Anything less is a failure with the reason.
         """
-        cancelled_by_client = self.exit_code == 130 or self.client_status == ClientOutcome.CANCELLED
+        cancelled_by_client = self.exit_code == 130 or self.client_status == JobStatus.CANCELLED
         if self.cancel_requested and cancelled_by_client:
             return JobStatus.CANCELLED, "cancelled by request"
         if self.failure:
             return JobStatus.FAILED, self.failure
         unfinished = [k for k, d in sorted(self.disks.items()) if d.status != DiskStatus.COPIED]
-        if self.exit_code == 0 and self.client_status == ClientOutcome.COMPLETED and not unfinished:
+        if self.exit_code == 0 and self.client_status == JobStatus.COMPLETED and not unfinished:
             return JobStatus.COMPLETED, None
         if self.cancel_requested:
             return JobStatus.CANCELLED, "cancelled by request"

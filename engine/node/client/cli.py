@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from engine.config import ensure_dirs, get_settings
 from engine.contract.fields import JobId
 from engine.contract.progress import ClientDone, ClientError
-from engine.contract.status import BackupType, ClientOutcome
+from engine.contract.status import BackupType, ClientOutcome, JobStatus
 from engine.errors import (
     BadInput,
     Cancelled,
@@ -200,21 +200,21 @@ def run(args: argparse.Namespace) -> int:
         if migration.cancel.is_set():
             raise CopyCancelled("cancelled")
         log.info("job %s completed", job_id)
-        finish(ClientOutcome.COMPLETED)
+        finish(JobStatus.COMPLETED)
         return 0
     except Cancelled as exc:
         log.warning("job %s cancelled", job_id)
-        finish(ClientOutcome.CANCELLED)
+        finish(JobStatus.CANCELLED)
         return exc.exit_code
     except SendenseError as exc:
         log.error("job %s failed: %s", job_id, exc)
         reported = migration is not None and id(exc) in migration.reported
-        finish(ClientOutcome.FAILED, str(exc), error=not reported)
+        finish(JobStatus.FAILED, str(exc), error=not reported)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
         log.exception("job %s failed unexpectedly", job_id)
-        finish(ClientOutcome.FAILED, f"internal error: {exc}")
+        finish(JobStatus.FAILED, f"internal error: {exc}")
         print(f"error: internal error: {exc} (details in the log)", file=sys.stderr)
         return SendenseError.exit_code
     finally:
