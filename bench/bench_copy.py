@@ -199,7 +199,8 @@ def main() -> None:
                     case = f"{label} {size // MiB} MiB -> {where}"
                     match = ours if args.match else None
                     bench_case(case, path, size, folder, manager, args.repeat, match)
-            manager.stop_all()
+            for export in manager.list():
+                manager.stop(export.name)
         finally:
             shutil.rmtree(shm, ignore_errors=True)
 
