@@ -124,10 +124,8 @@ class NbdTargets(BaseModel):
 
     def with_host(self, host: str) -> NbdTargets:
         """The same exports reached at ``host``: how a tunnelled node sees the hub's
-        loopback exports (its local forwards listen on ``tunnel.local_host``). A bare IPv6
-        address is bracketed, as in a URI."""
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
+        loopback exports (its local forwards listen on ``tunnel.local_host``)."""
+        host = uri_host(host)
         return NbdTargets(targets=tuple(t.model_copy(update={"host": host}) for t in self.targets))
 
     def keys(self) -> list[int]:
@@ -145,6 +143,11 @@ class NbdTargets(BaseModel):
         missing = sorted(keys - set(self.keys()))
         if missing:
             raise BadTargets(f"disk {missing[0]} of the VM has no nbd target")
+
+
+def uri_host(host: str) -> str:
+    """``host`` as a URI names it: a bare IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _parse_entries(text: str) -> list[NbdTarget]:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from engine.contract.hub import BackupRequest, BackupStarted, DiskResult
 from engine.contract.node import StartRequest
 from engine.contract.status import BackupType, DiskStatus, JobStatus
-from engine.contract.targets import NbdTarget, NbdTargets
+from engine.contract.targets import NbdTarget, NbdTargets, uri_host
 from engine.db.models import BackupDisk, BackupJob, utcnow
 from engine.errors import BadInput
 from engine.hub.jobs.ending import remove_restore_point
@@ -23,12 +23,6 @@ from engine.hub.jobs.live import JobContext, log
 from engine.hub.jobs.plan import JobPlan, find_context, make_plan
 from engine.hub.nodes import mark_seen
 from engine.hub.progress import DiskState, JobState
-
-
-def nbd_host(bind: str) -> str:
-    """The exports' address as a targets string and the node name it: ``nbd.bind``, an
-    IPv6 address in brackets."""
-    return f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind
 
 
 def start_job(ctx: JobContext, request: BackupRequest) -> BackupStarted:
@@ -70,7 +64,7 @@ def _run(ctx: JobContext, plan: JobPlan) -> BackupStarted:
                     qemu_nbd_pid=export.pid,
                 )
             )
-        host = nbd_host(ctx.settings.nbd.bind)
+        host = uri_host(ctx.settings.nbd.bind)  # where the exports listen
         targets = NbdTargets(
             targets=tuple(
                 NbdTarget(disk_key=r.disk_id, host=host, port=r.nbd_port, export=r.nbd_export_name)
