@@ -37,11 +37,20 @@ from engine.contract.hub import (
     VMIn,
 )
 from engine.contract.inventory import Inventory
+from engine.contract.restore import (
+    DiskRestoreRequest,
+    ExportRequest,
+    RestoreExport,
+    RestoreJob,
+    RestorePoint,
+    RestoreQuery,
+    VMRestoreRequest,
+)
 from engine.contract.status import JobStatus
 from engine.errors import SendenseError, Unavailable, error_for_status
 
 M = TypeVar("M", bound=BaseModel)
-HubEvent = Job | DiskEvent
+HubEvent = Job | DiskEvent | RestoreJob
 
 
 class HubUnreachable(Unavailable):
@@ -180,6 +189,49 @@ class HubClient:
         path = f"/backups/{_segment(backup_id)}/log"
         return (await self._get(JobLog, "GET", path, params={"lines": lines})).lines
 
+    # ---- restore points and restores ---------------------------------------------------
+
+    async def restore_points(self, vm: str | None = None, limit: int = 200) -> list[RestorePoint]:
+        """Completed backups, newest first; ``vm`` is a VM's name or inventory path."""
+        params: dict[str, Any] = {"limit": limit}
+        if vm:
+            params["vm"] = vm
+        return await self._list(RestorePoint, "/restore-points", params=params)
+
+    async def restore_point(self, point_id: str) -> RestorePoint:
+        return await self._get(RestorePoint, "GET", f"/restore-points/{_segment(point_id)}")
+
+    async def delete_restore_point(self, point_id: str) -> None:
+        await self._request("DELETE", f"/restore-points/{_segment(point_id)}")
+
+    async def export_point(self, point_id: str, request: ExportRequest) -> RestoreExport:
+        path = f"/restore-points/{_segment(point_id)}/exports"
+        return await self._get(RestoreExport, "POST", path, json=request.model_dump(mode="json"))
+
+    async def restore_exports(self) -> list[RestoreExport]:
+        return await self._list(RestoreExport, "/restore-exports")
+
+    async def unexport(self, name: str) -> None:
+        await self._request("DELETE", f"/restore-exports/{_segment(name)}")
+
+    async def restore_disk(self, request: DiskRestoreRequest) -> RestoreJob:
+        body = request.model_dump(mode="json")
+        return await self._get(RestoreJob, "POST", "/restores/disk", json=body)
+
+    async def restore_vm(self, request: VMRestoreRequest) -> RestoreJob:
+        body = request.model_dump(mode="json", exclude_none=True)
+        return await self._get(RestoreJob, "POST", "/restores/vm", json=body)
+
+    async def restores(self, query: RestoreQuery | None = None) -> list[RestoreJob]:
+        params = (query or RestoreQuery()).model_dump(mode="json", exclude_none=True)
+        return await self._list(RestoreJob, "/restores", params=params)
+
+    async def restore(self, restore_id: str) -> RestoreJob:
+        return await self._get(RestoreJob, "GET", f"/restores/{_segment(restore_id)}")
+
+    async def cancel_restore(self, restore_id: str) -> RestoreJob:
+        return await self._get(RestoreJob, "DELETE", f"/restores/{_segment(restore_id)}")
+
     async def events(self) -> AsyncIterator[HubEvent]:
         """The hub's server-sent events, typed; ends when the stream does."""
         async with self.subscribe() as events:
@@ -202,7 +254,11 @@ class HubClient:
             raise HubUnreachable(f"the hub's event stream broke ({exc})") from None
 
 
-_EVENTS: dict[str, TypeAdapter[Any]] = {"job": TypeAdapter(Job), "disk": TypeAdapter(DiskEvent)}
+_EVENTS: dict[str, TypeAdapter[Any]] = {
+    "job": TypeAdapter(Job),
+    "disk": TypeAdapter(DiskEvent),
+    "restore": TypeAdapter(RestoreJob),
+}
 
 
 async def _typed_events(source: EventSource) -> AsyncIterator[HubEvent]:

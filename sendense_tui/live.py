@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable
 
 from engine.contract.hub import DiskEvent, Job, JobDisk
+from engine.contract.restore import RestoreJob
 from engine.contract.status import DiskStatus
 
 HISTORY_SECONDS = 60
@@ -26,6 +27,7 @@ class LiveStore:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.jobs: dict[str, Job] = {}
+        self.restores: dict[str, RestoreJob] = {}
         self.disk_history: dict[tuple[str, int], deque[float]] = {}
         # The whole job's throughput as (seconds since first sample, bytes/s).
         self.job_history: dict[str, list[tuple[float, float]]] = {}
@@ -38,8 +40,13 @@ class LiveStore:
         self.sample()
         self.version += 1
 
-    def apply(self, event: Job | DiskEvent) -> None:
-        if isinstance(event, DiskEvent):
+    def apply(self, event: Job | DiskEvent | RestoreJob) -> None:
+        if isinstance(event, RestoreJob):
+            old_restore = self.restores.get(event.restore_id)
+            if old_restore is not None and old_restore.finished and not event.finished:
+                return
+            self.restores[event.restore_id] = event
+        elif isinstance(event, DiskEvent):
             if not self._apply_disk(event):
                 return
         else:

@@ -12,7 +12,7 @@ def test_upgrade_creates_seed_tables_and_is_idempotent(db_url: str) -> None:
     upgrade(db_url)
     first = current_revision(db_url)
     upgrade(db_url)
-    assert current_revision(db_url) == first == "0001"
+    assert current_revision(db_url) == first == "0002"
     tables = set(inspect(engine_for(db_url)).get_table_names())
     assert {
         "vmware_credentials",
@@ -22,6 +22,9 @@ def test_upgrade_creates_seed_tables_and_is_idempotent(db_url: str) -> None:
         "backup_jobs",
         "backup_disks",
         "nodes",
+        "restore_jobs",
+        "restore_disks",
+        "restore_exports",
     } <= tables
     cols = {c["name"] for c in inspect(engine_for(db_url)).get_columns("vm_replication_contexts")}
     assert {
@@ -35,6 +38,7 @@ def test_upgrade_creates_seed_tables_and_is_idempotent(db_url: str) -> None:
     } <= cols
     jobs = {c["name"] for c in inspect(engine_for(db_url)).get_columns("backup_jobs")}
     assert "parent_backup_id" in jobs  # restore points form chains
+    assert {"verification", "vm_config"} <= jobs  # restore points are verified, VMs rebuilt
 
 
 def test_seed_verification_query_runs_unchanged(db_url: str) -> None:

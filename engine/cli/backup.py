@@ -13,6 +13,7 @@ from rich.table import Table
 
 from engine.cli.common import console, err_console, on_hub
 from engine.contract.hub import BackupRequest, DiskEvent, Job, JobDisk
+from engine.contract.restore import RestoreJob
 from engine.contract.status import BackupType, JobStatus
 from engine.hub_client import HubClient, HubUnreachable
 
@@ -106,7 +107,7 @@ async def follow(hub: HubClient, backup_id: str) -> Job:
                 event = await anext(events, None)
                 if event is None:
                     raise HubUnreachable(f"the hub's event stream ended before {backup_id} did")
-                if event.backup_id != backup_id:
+                if isinstance(event, RestoreJob) or event.backup_id != backup_id:
                     continue
                 if isinstance(event, Job):
                     job = event

@@ -17,26 +17,20 @@ from engine.contract.status import BackupType, NodeJobState
 from engine.contract.targets import NbdTargets
 
 
-class StartRequest(BaseModel):
-    """The seed's SNA request, plus the vCenter's pinned thumbprint and a rate limit.
-
-    ``nbd_targets`` is the seed's string on the wire and a parsed ``NbdTargets`` here.
-    ``nbd_host`` is where the hub's exports listen as the hub sees them (``nbd.bind``);
-    a tunnelled node reaches them at its own ``tunnel.local_host`` instead.
-    """
+class _VCenterJob(BaseModel):
+    """What every job the hub hands a node carries: its id and the vCenter login. The
+    password is a ``SecretStr`` until ``wire`` reveals it for the hub's one call."""
 
     model_config = ConfigDict(extra="forbid")
 
+    job_id: JobId
     vm_name: Name
+    vm_path: PathText
     vcenter_host: Host
     vcenter_user: Text
     vcenter_password: SecretStr = Field(min_length=1, max_length=1024)
-    vm_path: PathText
-    nbd_host: Host = "127.0.0.1"
-    nbd_targets: NbdTargets
-    job_id: JobId
-    backup_type: BackupType = BackupType.FULL
     vcenter_thumbprint: Thumbprint | None = None
+    nbd_host: Host = "127.0.0.1"
     max_rate_mib: RateMiB | None = None
 
     def wire(self) -> dict[str, Any]:
@@ -45,6 +39,18 @@ class StartRequest(BaseModel):
         body = self.model_dump(mode="json", exclude_none=True)
         body["vcenter_password"] = self.vcenter_password.get_secret_value()
         return body
+
+
+class StartRequest(_VCenterJob):
+    """The seed's SNA request, plus the vCenter's pinned thumbprint and a rate limit.
+
+    ``nbd_targets`` is the seed's string on the wire and a parsed ``NbdTargets`` here.
+    ``nbd_host`` is where the hub's exports listen as the hub sees them (``nbd.bind``);
+    a tunnelled node reaches them at its own ``tunnel.local_host`` instead.
+    """
+
+    nbd_targets: NbdTargets
+    backup_type: BackupType = BackupType.FULL
 
 
 class StartAnswer(BaseModel):
@@ -81,3 +87,12 @@ class NodeHealth(BaseModel):
     hub_url: str
     jobs_running: int
     tunnel: TunnelStatus | None = None
+
+
+class RestoreStartRequest(_VCenterJob):
+    """The hub's request to write a restored VM's disks (``job_id`` is the restore_id,
+    ``vm_path`` the new VM, already created by the hub): each of the new VM's disk keys,
+    as vCenter numbered them, mapped to the read-only export of the point's disk it is
+    restored from."""
+
+    nbd_sources: NbdTargets

@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from engine.contract.fields import Count, JobId
 from engine.contract.status import ClientOutcome, SnapshotKind
+from engine.contract.vmconfig import VMConfig
 
 MESSAGE_MAX = 4096
 
@@ -44,6 +45,14 @@ class SnapshotTaken(_Line):
     type: Literal["snapshot"] = "snapshot"
     name: Annotated[str, Field(max_length=255)]
     kind: SnapshotKind
+
+
+class ConfigRecorded(_Line):
+    """The VM's configuration as of the snapshot, sent once after ``snapshot``: what a
+    restore of the whole VM recreates it from."""
+
+    type: Literal["vm_config"] = "vm_config"
+    config: VMConfig
 
 
 class DiskStarted(_Line):
@@ -97,7 +106,14 @@ class ClientExit(_Line):
 
 
 ProgressLine = Annotated[
-    SnapshotTaken | DiskStarted | DiskProgress | DiskDone | ClientError | ClientDone | ClientExit,
+    SnapshotTaken
+    | ConfigRecorded
+    | DiskStarted
+    | DiskProgress
+    | DiskDone
+    | ClientError
+    | ClientDone
+    | ClientExit,
     Field(discriminator="type"),
 ]
 _LINE = TypeAdapter(ProgressLine)
@@ -109,6 +125,7 @@ def parse_line(text: str | bytes) -> ProgressLine:
 
 
 class ProgressBatch(BaseModel):
-    """What a node posts to ``/backups/{backup_id}/events``."""
+    """What a node posts to ``/backups/{backup_id}/events`` (or a restore's
+    ``/restores/{restore_id}/events``)."""
 
     events: Annotated[list[ProgressLine], Field(max_length=10_000)]

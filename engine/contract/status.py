@@ -79,3 +79,28 @@ class TunnelState(StrEnum):
     UP = "up"
     DOWN = "down"
     STOPPED = "stopped"
+
+
+class Verification(StrEnum):
+    """What is known of a restore point's bytes: not yet checked, checked whole, or found
+    damaged (the point's ``verification_detail`` says where)."""
+
+    UNVERIFIED = "unverified"
+    VERIFIED = "verified"
+    DAMAGED = "damaged"
+
+
+class RestoreKind(StrEnum):
+    """A restore job writes one disk into a file on the hub, or a whole VM into vCenter."""
+
+    DISK = "disk"
+    VM = "vm"
+
+
+class DiskFormat(StrEnum):
+    """What ``restore disk`` writes: a raw image, a standalone qcow2, or a streamOptimized
+    VMDK that vSphere imports."""
+
+    RAW = "raw"
+    QCOW2 = "qcow2"
+    VMDK = "vmdk"

@@ -159,6 +159,12 @@ class BackupJob(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # unverified | verified | damaged; the detail says where a damaged point is damaged.
+    verification: Mapped[str] = mapped_column(String(16), default="unverified")
+    verification_detail: Mapped[str | None] = mapped_column(Text)
+    # The VM's configuration as of the snapshot (contract.vmconfig.VMConfig as JSON):
+    # what a whole-VM restore recreates the VM from.
+    vm_config: Mapped[str | None] = mapped_column(Text)
 
     disks: Mapped[list[BackupDisk]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="BackupDisk.disk_key"
@@ -191,3 +197,76 @@ class BackupDisk(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[BackupJob] = relationship(back_populates="disks")
+
+
+class RestoreJob(Base):
+    """One restore of a restore point: a disk into a file on the hub (``disk``) or the
+    whole VM into vCenter (``vm``). The point cannot be deleted while one runs."""
+
+    __tablename__ = "restore_jobs"
+
+    id: Mapped[str] = mapped_column(String(191), primary_key=True)  # restore-<vm>-<unix s>
+    kind: Mapped[str] = mapped_column(String(16))  # disk | vm
+    backup_job_id: Mapped[str] = mapped_column(
+        ForeignKey("backup_jobs.id", ondelete="RESTRICT"), index=True
+    )
+    vm_name: Mapped[str] = mapped_column(String(255))  # the point's VM
+    target: Mapped[str] = mapped_column(String(1024))  # the file, or the new VM's name
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(32), default="pending", index=True)
+    # The request as given (contract.restore.*Request as JSON), for a restart's decisions.
+    request: Mapped[str] = mapped_column(Text)
+    # The VM a vm restore created (moref, inventory path): what a failure must remove.
+    vm_moref: Mapped[str | None] = mapped_column(String(255))
+    vm_path: Mapped[str | None] = mapped_column(String(1024))
+    bytes_transferred: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    disks: Mapped[list[RestoreDisk]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="RestoreDisk.disk_key"
+    )
+
+
+class RestoreDisk(Base):
+    """One disk of a restore job: read from the point's qcow2, written to ``target``."""
+
+    __tablename__ = "restore_disks"
+    __table_args__ = (UniqueConstraint("restore_job_id", "disk_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    restore_job_id: Mapped[str] = mapped_column(
+        ForeignKey("restore_jobs.id", ondelete="CASCADE"), index=True
+    )
+    # The key of the disk written (the new VM's key for a vm restore) and of the point's
+    # disk it is read from.
+    disk_key: Mapped[int] = mapped_column(Integer)
+    source_disk_key: Mapped[int] = mapped_column(Integer)
+    source_path: Mapped[str] = mapped_column(String(1024))
+    target: Mapped[str | None] = mapped_column(String(1024))
+    export_name: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_zero: Mapped[int] = mapped_column(BigInteger, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    job: Mapped[RestoreJob] = relationship(back_populates="disks")
+
+
+class RestoreExport(Base):
+    """An instant-access export of one disk of a restore point: read-only, until
+    ``expires_at``. Its qemu-nbd is the export manager's; this row is its lease."""
+
+    __tablename__ = "restore_exports"
+
+    name: Mapped[str] = mapped_column(String(191), primary_key=True)
+    backup_job_id: Mapped[str] = mapped_column(
+        ForeignKey("backup_jobs.id", ondelete="RESTRICT"), index=True
+    )
+    disk_key: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)

@@ -1,4 +1,4 @@
-"""The hub's event bus: job and disk events fanned out to every SSE subscriber.
+"""The hub's event bus: job, disk and restore events fanned out to every SSE subscriber.
 
 Jobs run in worker threads while subscribers live on the event loop, so ``publish`` is
 safe from any thread. A subscriber that does not keep up loses its oldest events
@@ -15,17 +15,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.contract.hub import DiskEvent, Job
+from engine.contract.restore import RestoreJob
 
 QUEUE_LIMIT = 1000
 
 
 @dataclass(frozen=True)
 class Event:
-    data: Job | DiskEvent
+    data: Job | DiskEvent | RestoreJob
 
     @property
-    def kind(self) -> Literal["job", "disk"]:
+    def kind(self) -> Literal["job", "disk", "restore"]:
         """The SSE ``event:`` name."""
+        if isinstance(self.data, RestoreJob):
+            return "restore"
         return "job" if isinstance(self.data, Job) else "disk"
 
 
@@ -39,7 +42,7 @@ class EventBus:
         """The loop subscribers run on; events published before this are dropped."""
         self._loop = loop
 
-    def publish(self, data: Job | DiskEvent) -> None:
+    def publish(self, data: Job | DiskEvent | RestoreJob) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return

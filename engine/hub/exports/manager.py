@@ -81,8 +81,11 @@ class ExportManager:
 
     # -- start ---------------------------------------------------------------------------
 
-    def start(self, name: str, qcow2_path: Path) -> Export:
-        """Export ``qcow2_path`` as ``name``; returns once an NBD handshake succeeded."""
+    def start(self, name: str, qcow2_path: Path, *, read_only: bool = False) -> Export:
+        """Export ``qcow2_path`` as ``name``; returns once an NBD handshake succeeded.
+
+        ``read_only`` serves a restore point (through its backing chain) so that no
+        client can write into it: qemu-nbd refuses every write and opens the files so."""
         validate_name(name)
         path = Path(qcow2_path).absolute()
         check_image(name, path)
@@ -92,7 +95,7 @@ class ExportManager:
             while True:
                 record = self._reserve(name, path, avoid)
                 try:
-                    return self._launch(record, path)
+                    return self._launch(record, path, read_only)
                 except ExportError as exc:
                     if PORT_TAKEN not in str(exc):
                         raise
@@ -147,7 +150,7 @@ class ExportManager:
                 return port
         raise PortRangeExhausted(f"no free NBD port in {lo}-{hi}")
 
-    def _argv(self, record: ExportRecord, path: Path) -> list[str]:
+    def _argv(self, record: ExportRecord, path: Path, read_only: bool) -> list[str]:
         # O_DIRECT keeps a backup's writes out of the page cache, and native AIO needs it;
         # where the file system refuses O_DIRECT (tmpfs) qemu-nbd would exit at once.
         cache = (
@@ -167,13 +170,13 @@ class ExportManager:
             f"--bind={record.host}",
             f"--port={record.port}",
             *cache,
-            "--discard=unmap",
+            *(["--read-only"] if read_only else ["--discard=unmap"]),
             f"--pid-file={record.pid_file}",
             str(path),
         ]
 
-    def _launch(self, record: ExportRecord, path: Path) -> Export:
-        argv = self._argv(record, path)
+    def _launch(self, record: ExportRecord, path: Path, read_only: bool) -> Export:
+        argv = self._argv(record, path, read_only)
         log_path = Path(record.log_path)
         try:
             with open(log_path, "ab") as log:
