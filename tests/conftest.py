@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.fixtures.exports",
     "tests.fixtures.sshd",
     "tests.fixtures.services",
+    "tests.fixtures.points",
 ]
 
 
