@@ -131,18 +131,19 @@ class NbdTargets(BaseModel):
     def keys(self) -> list[int]:
         return [t.disk_key for t in self.targets]
 
-    def match_disks(self, disk_keys: Iterable[int]) -> None:
-        """Every disk of the VM needs exactly one target, and every target a disk."""
+    def match_disks(self, disk_keys: Iterable[int], what: str = "nbd target") -> None:
+        """Every disk of the VM needs exactly one entry, and every entry a disk; ``what``
+        names the entries in the error (a restore's are its ``nbd source``s)."""
         keys = set(disk_keys)
         for target in self.targets:
             if target.disk_key not in keys:
                 raise BadTargets(
-                    f"nbd target {target.entry()!r}: the VM has no disk with key "
+                    f"{what} {target.entry()!r}: the VM has no disk with key "
                     f"{target.disk_key} (its disks: {', '.join(map(str, sorted(keys))) or 'none'})"
                 )
         missing = sorted(keys - set(self.keys()))
         if missing:
-            raise BadTargets(f"disk {missing[0]} of the VM has no nbd target")
+            raise BadTargets(f"disk {missing[0]} of the VM has no {what}")
 
 
 def uri_host(host: str) -> str:

@@ -18,7 +18,13 @@ from sqlalchemy.orm import Session
 from engine.api.auth import auth_headers
 from engine.config import Settings
 from engine.contract.hub import ErrorAnswer
-from engine.contract.node import NodeHealth, NodeJob, StartAnswer, StartRequest
+from engine.contract.node import (
+    NodeHealth,
+    NodeJob,
+    RestoreStartRequest,
+    StartAnswer,
+    StartRequest,
+)
 from engine.db.models import Node, utcnow
 from engine.errors import BadInput, Refused, Unavailable
 
@@ -124,6 +130,11 @@ class NodeClient:
 
     def start(self, request: StartRequest) -> StartAnswer:
         return self._answer(StartAnswer, "POST", "/api/v1/backup/start", json=request.wire())
+
+    def start_restore(self, request: RestoreStartRequest) -> StartAnswer:
+        """Have the node write a restored VM's disks; the job is then followed like a
+        backup's (``status``, ``log``, ``cancel``)."""
+        return self._answer(StartAnswer, "POST", "/api/v1/restores", json=request.wire())
 
     def status(self, job_id: str) -> NodeJob | None:
         """The node's view of a job, or None when it does not know the job."""

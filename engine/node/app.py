@@ -17,7 +17,14 @@ from engine.api.auth import node_token, require_bearer
 from engine.api.errors import install_error_handlers
 from engine.config import Settings, ensure_dirs, get_settings
 from engine.contract.hub import errors
-from engine.contract.node import CancelAnswer, NodeHealth, NodeJob, StartAnswer, StartRequest
+from engine.contract.node import (
+    CancelAnswer,
+    NodeHealth,
+    NodeJob,
+    RestoreStartRequest,
+    StartAnswer,
+    StartRequest,
+)
 from engine.node.runner import JobRunner
 from engine.node.tunnel.status import read_status
 from engine.version import __version__
@@ -64,6 +71,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=errors(409, 422),
     )
     async def start(body: StartRequest) -> StartAnswer:
+        job = await runner.start(body)
+        return StartAnswer(job_id=job.job_id, pid=job.proc.pid)
+
+    @api.post(
+        "/restores",
+        status_code=202,
+        response_model=StartAnswer,
+        responses=errors(409, 422),
+    )
+    async def start_restore(body: RestoreStartRequest) -> StartAnswer:
+        """Write a restored VM's disks; the job is then followed, read and cancelled
+        through the same ``/backup/{job_id}`` routes as a backup."""
         job = await runner.start(body)
         return StartAnswer(job_id=job.job_id, pid=job.proc.pid)
 

@@ -25,6 +25,8 @@ class ClientJob:
     vm_name: str
     log_path: Path
     proc: asyncio.subprocess.Process
+    # The hub's route for this job's lines: a backup's or a restore's events.
+    events_path: str
     started: float = field(default_factory=time.time)
     state: NodeJobState = NodeJobState.RUNNING
     exit_code: int | None = None

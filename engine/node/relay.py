@@ -61,7 +61,6 @@ class Relay:
     async def deliver(self, job: ClientJob) -> None:
         """Send the job's outbox to the hub until its ``exit`` line is through."""
         backoff = BACKOFF_MIN
-        path = f"/api/v1/backups/{job.job_id}/events"
         while True:
             await job.wake.wait()
             job.wake.clear()
@@ -70,7 +69,7 @@ class Relay:
                 batch = coalesce(job.outbox[:sent])
                 body = ProgressBatch(events=batch).model_dump_json()
                 try:
-                    response = await self.http.post(path, content=body)
+                    response = await self.http.post(job.events_path, content=body)
                 except httpx.HTTPError as exc:
                     log.warning("job %s: hub unreachable (%s); retrying", job.job_id, exc)
                     response = None

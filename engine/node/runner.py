@@ -1,4 +1,5 @@
-"""The node's job runner: one ``sendense-backup-client migrate`` process per job.
+"""The node's job runner: one ``sendense-backup-client`` process per job (``migrate`` for a
+backup, ``restore`` for a VM restore's disks).
 
 The vCenter password stays a ``SecretStr`` until it is written to the client's standard
 input, never its argv or environment. Each progress line the client prints is read into
@@ -18,7 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from engine.config import Settings
-from engine.contract.node import StartRequest
+from engine.contract.node import RestoreStartRequest, StartRequest
 from engine.contract.progress import ClientExit, parse_line
 from engine.contract.status import NodeJobState
 from engine.contract.targets import LOOPBACK_HOSTS, NbdTargets
@@ -52,23 +53,32 @@ def client_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "engine.node.client"]
 
 
-def client_targets(req: StartRequest, local_host: str) -> NbdTargets:
-    """The hub's exports as this node reaches them.
+def client_targets(req: StartRequest | RestoreStartRequest, local_host: str) -> NbdTargets:
+    """The hub's exports (a backup's targets, a restore's sources) as this node reaches them.
 
     The hub names its exports where they listen (``nbd_host``); when that is its loopback,
     a tunnelled node reaches those ports through its local forwards, which listen on
     ``tunnel.local_host`` (127.0.0.1 unless set otherwise, so an embedded node is
     unaffected).
     """
+    exports = req.nbd_sources if isinstance(req, RestoreStartRequest) else req.nbd_targets
     if req.nbd_host in LOOPBACK_HOSTS and local_host != req.nbd_host:
-        return req.nbd_targets.with_host(local_host)
-    return req.nbd_targets
+        return exports.with_host(local_host)
+    return exports
 
 
-def client_argv(req: StartRequest, log_path: Path, local_host: str) -> list[str]:
+def client_argv(
+    req: StartRequest | RestoreStartRequest, log_path: Path, local_host: str
+) -> list[str]:
+    exports = str(client_targets(req, local_host))
+    if isinstance(req, RestoreStartRequest):
+        command = ["restore", "--nbd-sources", exports, "--target", "auto"]
+    else:
+        command = ["migrate", "--nbd-targets", exports, "--source", "auto"]
+        command += ["--backup-type", req.backup_type.value]
     argv = [
         *client_command(),
-        "migrate",
+        *command,
         "--vmware-endpoint",
         req.vcenter_host,
         "--vmware-username",
@@ -77,18 +87,12 @@ def client_argv(req: StartRequest, log_path: Path, local_host: str) -> list[str]
         "-",
         "--vmware-path",
         req.vm_path,
-        "--nbd-targets",
-        str(client_targets(req, local_host)),
         "--job-id",
         req.job_id,
         "--progress",
         "json",
         "--log-file",
         str(log_path),
-        "--source",
-        "auto",
-        "--backup-type",
-        req.backup_type.value,
     ]
     if req.vcenter_thumbprint:
         argv += ["--vmware-thumbprint", req.vcenter_thumbprint]
@@ -112,11 +116,14 @@ class JobRunner:
             raise UnknownJob(f"job {job_id} is not known to this node")
         return job
 
-    async def start(self, req: StartRequest) -> ClientJob:
+    async def start(self, req: StartRequest | RestoreStartRequest) -> ClientJob:
+        """Start the client for a backup or a restore; its lines go to the hub's events
+        route of that kind of job."""
         if req.job_id in self.jobs:
             raise JobExists(f"job {req.job_id} was already started on this node")
+        kind = "restore" if isinstance(req, RestoreStartRequest) else "backup"
         self.settings.logs.mkdir(parents=True, exist_ok=True)
-        log_path = self.settings.logs / f"backup-{safe_component(req.job_id)}.log"
+        log_path = self.settings.logs / f"{kind}-{safe_component(req.job_id)}.log"
         proc = await asyncio.create_subprocess_exec(
             *client_argv(req, log_path, self.settings.tunnel.local_host),
             stdin=asyncio.subprocess.PIPE,
@@ -124,7 +131,13 @@ class JobRunner:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # a signal to the node's group must not hit the client
         )
-        job = ClientJob(job_id=req.job_id, vm_name=req.vm_name, log_path=log_path, proc=proc)
+        job = ClientJob(
+            job_id=req.job_id,
+            vm_name=req.vm_name,
+            log_path=log_path,
+            proc=proc,
+            events_path=f"/api/v1/{kind}s/{req.job_id}/events",
+        )
         self.jobs[req.job_id] = job
         assert proc.stdin is not None
         try:

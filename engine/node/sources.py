@@ -249,27 +249,37 @@ def vddk_source(
     login: VddkLogin,
     *,
     vm_moref: str,
-    snapshot_moref: str,
+    snapshot_moref: str | None,
     file_name: str,
     settings: VddkSettings,
+    writable: bool = False,
 ) -> NbdkitSource:
-    """nbdkit's vddk plugin on one disk of one snapshot; the password goes in a 0600 file."""
+    """nbdkit's vddk plugin on one disk, read-only from a snapshot (a backup) or
+    ``writable`` on the VM's disk itself (a restore); the password goes in a 0600 file."""
     src = NbdkitSource([], plugin="vddk", nbdkit=settings.nbdkit, what=f"vddk {file_name}")
     password = src.secret_file("password", login.password)
-    args = ["-r", "vddk", f"libdir={settings.libdir}", f"server={login.host}"]
+    args = [*([] if writable else ["-r"]), "vddk", f"libdir={settings.libdir}"]
+    args.append(f"server={login.host}")
     if login.port:
         args.append(f"port={login.port}")
     args += [f"user={login.username}", f"password=+{password}"]
     if login.thumbprint:
         args.append(f"thumbprint={vddk_thumbprint(login.thumbprint)}")
-    args += [
-        f"vm=moref={vm_moref}",
-        f"snapshot={snapshot_moref}",
-        f"transports={settings.transports}",
-        f"file={file_name}",
-    ]
+    args.append(f"vm=moref={vm_moref}")
+    if snapshot_moref:
+        args.append(f"snapshot={snapshot_moref}")
+    args += [f"transports={settings.transports}", f"file={file_name}"]
     src.argv += args
     return src
+
+
+def start_vddk(src: NbdkitSource) -> NbdkitSource:
+    """Start a vddk nbdkit and remove its password file: nbdkit read it at start-up."""
+    try:
+        return src.start()
+    finally:
+        with contextlib.suppress(OSError):
+            (src.dir / "password").unlink()
 
 
 def open_source(
@@ -290,9 +300,4 @@ def open_source(
                 raise SourceError(f"disk {file_name}: {exc}") from None
         else:
             return src.start()
-    src = vddk()
-    try:
-        return src.start()
-    finally:
-        with contextlib.suppress(OSError):
-            (src.dir / "password").unlink()
+    return start_vddk(vddk())

@@ -1,0 +1,119 @@
+"""Every disk of a run copied at once, each on its own thread, reported line by line:
+what ``migrate`` (VMware → qcow2 exports) and ``restore`` (exports → VMware) share.
+
+A disk's lines are ``disk_started``, ``progress`` several times a second, then
+``disk_done`` or an ``error`` naming the disk; the first failure cancels the other
+disks, and that failure is the one raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from engine.contract.progress import ClientError, DiskStarted
+from engine.node.copier import CopyCancelled, CopyOptions, Progress, copy
+from engine.node.progress import Reporter, disk_done, disk_progress
+
+log = logging.getLogger("sendense.client")
+
+LOG_RATE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class DiskCopy:
+    key: int
+    capacity: int
+    source_uri: str
+    target_uri: str
+    change_id: str | None = None  # what its ``disk_done`` reports (a backup's CBT id)
+
+
+class DiskCopies:
+    """The copies of one run, sharing its cancel event and its reporter.
+
+    ``reported`` holds the ids of errors already sent as an ``error`` line with their
+    disk key, so the run's end does not send them a second time.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        reporter: Reporter,
+        cancel: threading.Event,
+        options: CopyOptions,
+        reported: set[int],
+    ) -> None:
+        self.job_id = job_id
+        self.reporter = reporter
+        self.cancel = cancel
+        self.options = options
+        self.reported = reported
+
+    def run(self, copies: list[DiskCopy]) -> None:
+        """Copy them all; returns when every one finished, raises the first failure."""
+        errors: list[BaseException] = []
+        threads = [
+            threading.Thread(target=self._copy_one, args=(c, errors), name=f"disk-{c.key}")
+            for c in copies
+        ]
+        for t in threads:
+            t.start()
+        # Join with a timeout so that signal handlers run on this (the main) thread.
+        while alive := [t for t in threads if t.is_alive()]:
+            alive[0].join(0.2)
+        real = [e for e in errors if not isinstance(e, CopyCancelled)]
+        if real:
+            raise real[0]
+        if errors:
+            raise errors[0]
+
+    def _copy_one(self, c: DiskCopy, errors: list[BaseException]) -> None:
+        last_log = time.monotonic()
+
+        def on_progress(p: Progress) -> None:
+            nonlocal last_log
+            self.reporter.emit(disk_progress(self.job_id, c.key, p))
+            if time.monotonic() - last_log >= LOG_RATE_SECONDS:
+                last_log = time.monotonic()
+                log.info(
+                    "disk %s: %d of %d MiB, %.1f MiB/s",
+                    c.key,
+                    p.bytes_done >> 20,
+                    p.bytes_total >> 20,
+                    p.rate_bps / 2**20,
+                )
+
+        log.info(
+            "disk %s: copying %d bytes from %s to %s", c.key, c.capacity, c.source_uri, c.target_uri
+        )
+        self.reporter.emit(DiskStarted(job_id=self.job_id, disk_key=c.key, bytes_total=c.capacity))
+        try:
+            final = copy(
+                c.source_uri,
+                c.target_uri,
+                disk=str(c.key),
+                options=self.options,
+                progress=on_progress,
+                cancel=self.cancel,
+            )
+        except BaseException as exc:
+            errors.append(exc)
+            self.cancel.set()
+            if not isinstance(exc, CopyCancelled):
+                self.reported.add(id(exc))
+                self.reporter.emit(
+                    ClientError(job_id=self.job_id, message=str(exc), disk_key=c.key)
+                )
+            return
+        log.info(
+            "disk %s: done, %d bytes (%d as zero) at %.1f MiB/s over %d connection(s)",
+            c.key,
+            final.bytes_done,
+            final.bytes_zero,
+            final.rate_bps / 2**20,
+            final.connections,
+        )
+        self.reporter.emit(disk_done(self.job_id, c.key, final, c.change_id))
