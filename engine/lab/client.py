@@ -1,5 +1,6 @@
 """The lab's own calls (not vSphere API): write into a disk, reset change tracking,
-make quiescing fail. Authenticated with the lab login; the certificate is the pinned one."""
+make quiescing fail, make CreateVM_Task fail. Authenticated with the lab login; the
+certificate is the pinned one."""
 
 from __future__ import annotations
 
@@ -44,3 +45,8 @@ def reset_tracking(info: LabInfo, vm: str, disk_key: int) -> str:
 def quiesce_fault(info: LabInfo, vm: str, enabled: bool = True) -> None:
     """Make quiesced snapshots of the VM fail (as when VMware Tools cannot quiesce)."""
     _call(info, "quiesce-fault", vm=vm, enabled=int(enabled))
+
+
+def refuse_create_vm(info: LabInfo, reason: str | None) -> None:
+    """Make every CreateVM_Task fail with ``reason`` as vCenter's message; None ends it."""
+    _call(info, "refuse-create-vm", reason=reason or "")

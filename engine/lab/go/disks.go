@@ -67,16 +67,27 @@ func flatName(descriptor string) string {
 	return strings.TrimSuffix(descriptor, ".vmdk") + "-flat.vmdk"
 }
 
-// writeDisk writes a VMDK descriptor at path and its flat extent beside it.
+// writeDisk writes a VMDK descriptor at path and its flat extent beside it, with the
+// content pattern over the whole disk (full) or over its first few small granules.
 func writeDisk(path string, capacity int64, full bool, seed int64) error {
+	granule, extent := int64(smallGranule), int64(smallExtent)
+	if full {
+		granule, extent = fullGranule, capacity
+	}
+	return writeDiskFiles(path, capacity, granule, extent, seed)
+}
+
+// writeEmptyDisk writes the descriptor and an all-hole flat extent: a new disk, as
+// CreateVM_Task makes it (vcsim itself leaves both files empty).
+func writeEmptyDisk(path string, capacity int64, seed int64) error {
+	return writeDiskFiles(path, capacity, smallGranule, 0, seed)
+}
+
+func writeDiskFiles(path string, capacity, granule, extent int64, seed int64) error {
 	flat := flatName(path)
 	f, err := os.OpenFile(flat, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
-	}
-	granule, extent := int64(smallGranule), int64(smallExtent)
-	if full {
-		granule, extent = fullGranule, capacity
 	}
 	if err := writeContent(f, capacity, granule, extent, seed); err != nil {
 		f.Close()

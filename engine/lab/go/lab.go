@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/ioutil"
+	"log"
 	"net/http"
 	"os"
 	"path"
@@ -58,6 +59,8 @@ type Lab struct {
 	mu    sync.Mutex
 	disks map[string]*diskState
 	vms   map[string]*vmState
+	// refuseCreate, when set, is the reason every CreateVM_Task fails with.
+	refuseCreate string
 }
 
 func newLab() *Lab {
@@ -95,35 +98,136 @@ func (l *Lab) prepareDisks() error {
 	for _, e := range simulator.Map.All("VirtualMachine") {
 		vm := e.(*simulator.VirtualMachine)
 		renumberDisks(vm)
-		st := &vmState{enabled: trackingEnabled(vm)}
-		st.active = st.enabled
-		l.vms[vm.Self.Value] = st
-		for _, dev := range vm.Config.Hardware.Device {
-			disk, ok := dev.(*types.VirtualDisk)
-			if !ok {
-				continue
-			}
-			backing := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
-			file, err := datastoreFile(vm, backing.FileName)
-			if err != nil {
-				return err
-			}
-			capacity := disk.CapacityInBytes
-			if capacity == 0 {
-				capacity = disk.CapacityInKB * 1024
-				disk.CapacityInBytes = capacity
-			}
-			seed := seedOf(vm.Name, strconv.Itoa(int(disk.Key)))
-			if err := writeDisk(file, capacity, seedVMs[vm.Name], seed); err != nil {
-				return err
-			}
-			d := &diskState{flat: flatName(file), capacity: capacity}
-			d.reset()
-			l.disks[diskID(vm.Self, disk.Key)] = d
+		full := seedVMs[vm.Name]
+		err := l.adopt(vm, func(file string, capacity, seed int64) error {
+			return writeDisk(file, capacity, full, seed)
+		})
+		if err != nil {
+			return err
 		}
-		l.syncChangeIDs(vm)
 	}
 	return nil
+}
+
+// adopt writes the files behind the VM's disks with write and follows the VM's change
+// tracking from now on. Before serving, or with the VM's lock and mu held.
+func (l *Lab) adopt(vm *simulator.VirtualMachine, write func(file string, capacity, seed int64) error) error {
+	st := &vmState{enabled: trackingEnabled(vm)}
+	st.active = st.enabled
+	l.vms[vm.Self.Value] = st
+	for _, dev := range vm.Config.Hardware.Device {
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		backing := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		file, err := datastoreFile(vm, backing.FileName)
+		if err != nil {
+			return err
+		}
+		capacity := disk.CapacityInBytes
+		if capacity == 0 {
+			capacity = disk.CapacityInKB * 1024
+			disk.CapacityInBytes = capacity
+		}
+		seed := seedOf(vm.Name, strconv.Itoa(int(disk.Key)))
+		if err := write(file, capacity, seed); err != nil {
+			return err
+		}
+		d := &diskState{flat: flatName(file), capacity: capacity}
+		d.reset()
+		l.disks[diskID(vm.Self, disk.Key)] = d
+	}
+	l.syncChangeIDs(vm)
+	return nil
+}
+
+// adoptCreated follows the VMs CreateVM_Task made since the last call: their devices get
+// ESX's keys and their disks a descriptor and an empty (all-hole) flat extent where vcsim
+// leaves two empty files, so that a restore can write them and a backup read them.
+func (l *Lab) adoptCreated() {
+	for _, e := range simulator.Map.All("VirtualMachine") {
+		vm := e.(*simulator.VirtualMachine)
+		simulator.Map.WithLock(vm, func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if l.vms[vm.Self.Value] != nil {
+				return
+			}
+			renumberCreated(vm)
+			if err := l.adopt(vm, writeEmptyDisk); err != nil {
+				log.Printf("lab: the disks of new VM %s: %v", vm.Name, err)
+			}
+		})
+	}
+}
+
+// forget stops following a VM that Destroy_Task removed.
+func (l *Lab) forget(ref string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.vms[ref] == nil {
+		return
+	}
+	if _, still := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: ref}).(*simulator.VirtualMachine); still {
+		return
+	}
+	delete(l.vms, ref)
+	for id := range l.disks {
+		if strings.HasPrefix(id, ref+"/") {
+			delete(l.disks, id)
+		}
+	}
+}
+
+// renumberCreated gives a new VM's devices the keys ESX gives them (SCSI controllers
+// 1000 + bus, disks 2000 on, NICs 4000 on): vcsim numbers new devices from 202.
+func renumberCreated(vm *simulator.VirtualMachine) {
+	used := map[int32]bool{}
+	for _, dev := range vm.Config.Hardware.Device {
+		used[dev.GetVirtualDevice().Key] = true
+	}
+	renamed := map[int32]int32{}
+	nextDisk, nextNIC := int32(2000), int32(4000)
+	for _, dev := range vm.Config.Hardware.Device {
+		d := dev.GetVirtualDevice()
+		var want int32
+		switch x := dev.(type) {
+		case types.BaseVirtualSCSIController:
+			want = 1000 + x.GetVirtualSCSIController().BusNumber
+		case *types.VirtualDisk:
+			want, nextDisk = nextDisk, nextDisk+1
+		case types.BaseVirtualEthernetCard:
+			want, nextNIC = nextNIC, nextNIC+1
+		default:
+			continue
+		}
+		if want != d.Key && !used[want] {
+			renamed[d.Key], used[want] = want, true
+			delete(used, d.Key)
+			d.Key = want
+		}
+	}
+	for _, dev := range vm.Config.Hardware.Device {
+		d := dev.GetVirtualDevice()
+		if key, ok := renamed[d.ControllerKey]; ok {
+			d.ControllerKey = key
+		}
+	}
+	if vm.LayoutEx != nil {
+		for i := range vm.LayoutEx.Disk {
+			if key, ok := renamed[vm.LayoutEx.Disk[i].Key]; ok {
+				vm.LayoutEx.Disk[i].Key = key
+			}
+		}
+	}
+	if vm.Guest != nil {
+		for i := range vm.Guest.Net {
+			if key, ok := renamed[vm.Guest.Net[i].DeviceConfigId]; ok {
+				vm.Guest.Net[i].DeviceConfigId = key
+			}
+		}
+	}
 }
 
 // renumberDisks gives disks the device keys ESX gives them (2000, 2001, ...): the simulator's
@@ -290,6 +394,10 @@ func (l *Lab) handler(next http.Handler, user, password string) http.Handler {
 		switch method {
 		case "QueryChangedDiskAreas":
 			body = soapThisRE.ReplaceAll(body, labThis)
+		case "CreateVM_Task":
+			if l.createRefusal() != "" {
+				body = soapThisRE.ReplaceAll(body, labThis)
+			}
 		case "CreateSnapshot_Task":
 			if l.quiesceFault(this) && quiesceRE.Match(body) {
 				body = soapThisRE.ReplaceAll(body, labThis)
@@ -310,6 +418,10 @@ func (l *Lab) handler(next http.Handler, user, password string) http.Handler {
 		switch method {
 		case "ReconfigVM_Task":
 			l.afterReconfigure(this)
+		case "CreateVM_Task":
+			l.adoptCreated()
+		case "Destroy_Task":
+			l.forget(this)
 		case "CreateSnapshot_Task":
 			l.afterSnapshot(this)
 			l.syncRootSnapshot(this)
@@ -319,6 +431,12 @@ func (l *Lab) handler(next http.Handler, user, password string) http.Handler {
 			l.syncRootSnapshot(vmOfSnapshot)
 		}
 	})
+}
+
+func (l *Lab) createRefusal() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.refuseCreate
 }
 
 func (l *Lab) quiesceFault(ref string) bool {
@@ -347,14 +465,23 @@ func intParam(r *http.Request, name string) (int64, error) {
 	return v, nil
 }
 
-// serveAPI answers POST /sendense/{write,reset,quiesce-fault}?vm=NAME|MOREF&...
+// serveAPI answers POST /sendense/{write,reset,quiesce-fault}?vm=NAME|MOREF&... and
+// POST /sendense/refuse-create-vm?reason=TEXT (an empty reason ends the refusal).
 func (l *Lab) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)
 		return
 	}
-	vm, err := l.findVM(r.URL.Query().Get("vm"))
 	var result map[string]interface{}
+	if r.URL.Path == "/sendense/refuse-create-vm" {
+		l.mu.Lock()
+		l.refuseCreate = r.URL.Query().Get("reason")
+		l.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]interface{}{"refuse_create_vm": l.createRefusal()})
+		return
+	}
+	vm, err := l.findVM(r.URL.Query().Get("vm"))
 	if err != nil {
 		err = &apiError{http.StatusNotFound, err.Error()}
 	} else {
@@ -543,6 +670,21 @@ func (s *cbtService) CreateSnapshotTask(req *types.CreateSnapshot_Task) soap.Has
 		return nil, &types.ApplicationQuiesceFault{}
 	})
 	return &methods.CreateSnapshot_TaskBody{Res: &types.CreateSnapshot_TaskResponse{Returnval: task.Run()}}
+}
+
+// CreateVMTask answers CreateVM_Task while the lab is told to refuse it: a task that
+// fails with the reason as vCenter's message (vcsim's own messages are Go type names).
+func (s *cbtService) CreateVMTask(req *types.CreateVM_Task) soap.HasFault {
+	reason := s.lab.createRefusal()
+	fault := &types.GenericVmConfigFault{Reason: reason}
+	task := simulator.CreateTask(vmRef(req.Pool), "createVm", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
+		return nil, fault
+	})
+	ref := task.Run()
+	simulator.Map.Update(task, []types.PropertyChange{
+		{Name: "info.error", Val: types.LocalizedMethodFault{Fault: fault, LocalizedMessage: reason}},
+	})
+	return &methods.CreateVM_TaskBody{Res: &types.CreateVM_TaskResponse{Returnval: ref}}
 }
 
 type vmRef types.ManagedObjectReference

@@ -12,7 +12,8 @@ import (
 
 // seedSite builds the seed's site beside the simulator's own inventory: datacenter
 // DatabanxDC, VM pgtest1 with two disks of different sizes (device keys 2000 and 2001)
-// and a VM whose name has a space, in a nested folder (/DatabanxDC/vm/Prod/Web Tier/web 01).
+// and a vmxnet3 NIC on "VM Network", and a VM whose name has a space, in a nested folder
+// (/DatabanxDC/vm/Prod/Web Tier/web 01).
 type seedSite struct {
 	client  *vim25.Client
 	dsRoot  string
@@ -75,7 +76,8 @@ func (s *seedSite) build(ctx context.Context) error {
 	second := s.diskMiB * 5 / 3
 	if err := s.createVM(ctx, folders.VmFolder, pool, hosts[0], vmSpec{
 		name: "pgtest1", guest: "ubuntu64Guest", cpus: 2, memoryMB: 4096, cbt: true,
-		disksMiB: []int64{s.diskMiB, second},
+		disksMiB: []int64{s.diskMiB, second}, networks: []string{"VM Network"},
+		annotation: "Seed site database VM",
 	}); err != nil {
 		return err
 	}
@@ -86,12 +88,14 @@ func (s *seedSite) build(ctx context.Context) error {
 }
 
 type vmSpec struct {
-	name     string
-	guest    string
-	cpus     int32
-	memoryMB int64
-	cbt      bool
-	disksMiB []int64
+	name       string
+	guest      string
+	cpus       int32
+	memoryMB   int64
+	cbt        bool
+	disksMiB   []int64
+	networks   []string // a vmxnet3 NIC on each, keys 4000 on
+	annotation string
 }
 
 func (s *seedSite) createVM(ctx context.Context, folder *object.Folder, pool *object.ResourcePool,
@@ -102,6 +106,7 @@ func (s *seedSite) createVM(ctx context.Context, folder *object.Folder, pool *ob
 		NumCPUs:               v.cpus,
 		MemoryMB:              v.memoryMB,
 		ChangeTrackingEnabled: types.NewBool(v.cbt),
+		Annotation:            v.annotation,
 		Files:                 &types.VirtualMachineFileInfo{VmPathName: "[" + seedDatastore + "]"},
 	}
 	var devices object.VirtualDeviceList
@@ -139,6 +144,21 @@ func (s *seedSite) createVM(ctx context.Context, folder *object.Folder, pool *ob
 			Operation:     types.VirtualDeviceConfigSpecOperationAdd,
 			FileOperation: types.VirtualDeviceConfigSpecFileOperationCreate,
 			Device:        disk,
+		})
+	}
+	for i, network := range v.networks {
+		nic := &types.VirtualVmxnet3{VirtualVmxnet: types.VirtualVmxnet{VirtualEthernetCard: types.VirtualEthernetCard{
+			VirtualDevice: types.VirtualDevice{
+				Key: int32(4000 + i),
+				Backing: &types.VirtualEthernetCardNetworkBackingInfo{
+					VirtualDeviceDeviceBackingInfo: types.VirtualDeviceDeviceBackingInfo{DeviceName: network},
+				},
+			},
+			AddressType: string(types.VirtualEthernetCardMacTypeGenerated),
+		}}}
+		config.DeviceChange = append(config.DeviceChange, &types.VirtualDeviceConfigSpec{
+			Operation: types.VirtualDeviceConfigSpecOperationAdd,
+			Device:    nic,
 		})
 	}
 	task, err := folder.CreateVM(ctx, config, pool, host)
