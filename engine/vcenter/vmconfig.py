@@ -23,6 +23,7 @@ from engine.contract.vmconfig import (
     NicKind,
     VMConfig,
 )
+from engine.errors import VCenterError
 from engine.vcenter.connection import VCenter
 from engine.vcenter.properties import object_filter
 from engine.vcenter.vms import inventory_path
@@ -148,7 +149,10 @@ def vm_config(vc: VCenter, vm: vim.VirtualMachine, snapshot: Any | None = None) 
     where = typed_read(vc, vm, PLACEMENT_PATHS)
     config = typed_read(vc, snapshot if snapshot is not None else vm, CONFIG_PATHS)
     hardware = config.get("config.hardware")
-    devices = list(hardware.device or ()) if hardware else []
+    if hardware is None:  # a config of defaults would restore a VM that never was
+        of = f"snapshot {snapshot._moId}" if snapshot is not None else f"VM {vm._moId}"
+        raise VCenterError(f"vCenter has no hardware configuration for {of}")
+    devices = list(hardware.device or ())
     names = _network_names(vc, list(where.get("network") or ()))
     controllers, disks, nics = [], [], []
     for dev in devices:
@@ -163,9 +167,9 @@ def vm_config(vc: VCenter, vm: vim.VirtualMachine, snapshot: Any | None = None) 
     return VMConfig(
         name=where.get("name") or config.get("config.name") or vm._moId,
         guest_id=config.get("config.guestId") or None,
-        num_cpus=max(1, hardware.numCPU or 1) if hardware else 1,
-        cores_per_socket=(hardware.numCoresPerSocket or None) if hardware else None,
-        memory_mb=max(1, hardware.memoryMB or 1) if hardware else 1024,
+        num_cpus=max(1, hardware.numCPU or 1),
+        cores_per_socket=hardware.numCoresPerSocket or None,
+        memory_mb=max(1, hardware.memoryMB or 1),
         firmware="efi" if firmware == "efi" else "bios",
         hardware_version=config.get("config.version") or None,
         annotation=config.get("config.annotation") or None,

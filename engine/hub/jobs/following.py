@@ -14,8 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.contract.hub import DiskEvent
-from engine.contract.progress import ProgressLine
+from engine.contract.progress import ConfigRecorded, ProgressLine
 from engine.contract.status import NodeJobState
+from engine.contract.vmconfig import VMConfig
 from engine.db.models import BackupDisk, BackupJob
 from engine.errors import NotFound, SendenseError
 from engine.hub.jobs.ending import dead_export, finalize_now, finalize_soon
@@ -43,10 +44,22 @@ def ingest(ctx: JobContext, backup_id: str, lines: list[ProgressLine]) -> None:
             if s.get(BackupJob, backup_id) is None:
                 raise NotFound(f"backup {backup_id} does not exist")
         return
+    configs = [line.config for line in lines if isinstance(line, ConfigRecorded)]
+    if configs:
+        _record_config(ctx, backup_id, configs[-1])
     if changed:
         ctx.publish_job(backup_id)
     if state.exited:
         finalize_soon(ctx, state)
+
+
+def _record_config(ctx: JobContext, backup_id: str, config: VMConfig) -> None:
+    """The VM's configuration as of the point, kept with it for a whole-VM restore (the
+    running job itself has no use for it)."""
+    with ctx.session() as s:
+        row = s.get(BackupJob, backup_id)
+        if row is not None:
+            row.vm_config = config.model_dump_json()
 
 
 def flush_progress(ctx: JobContext) -> None:

@@ -155,6 +155,7 @@ func (l *Lab) adoptCreated() {
 				return
 			}
 			renumberCreated(vm)
+			dropEmptyNetworks(vm)
 			if err := l.adopt(vm, writeEmptyDisk); err != nil {
 				log.Printf("lab: the disks of new VM %s: %v", vm.Name, err)
 			}
@@ -178,6 +179,18 @@ func (l *Lab) forget(ref string) {
 			delete(l.disks, id)
 		}
 	}
+}
+
+// dropEmptyNetworks removes the empty reference vcsim lists in a VM's `network` for a NIC
+// on no network (one whose network was not found at a restore), which no client can read.
+func dropEmptyNetworks(vm *simulator.VirtualMachine) {
+	networks := vm.Network[:0]
+	for _, ref := range vm.Network {
+		if ref.Value != "" {
+			networks = append(networks, ref)
+		}
+	}
+	vm.Network = networks
 }
 
 // renumberCreated gives a new VM's devices the keys ESX gives them (SCSI controllers

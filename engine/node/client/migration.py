@@ -13,11 +13,14 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pyVmomi import vmodl
 
 from engine import vcenter
 from engine.config import Settings
 from engine.contract.fields import normalise_thumbprint, split_host
-from engine.contract.progress import ClientError, DiskStarted, SnapshotTaken
+from engine.contract.progress import ClientError, ConfigRecorded, DiskStarted, SnapshotTaken
 from engine.contract.status import BackupType
 from engine.contract.targets import NbdTarget, NbdTargets
 from engine.errors import SendenseError
@@ -25,6 +28,7 @@ from engine.node.copier import CopyCancelled, CopyOptions, Progress, copy
 from engine.node.progress import Reporter, disk_done, disk_progress
 from engine.node.sources import NbdkitSource, VddkLogin, check_vddk, open_source, vddk_source
 from engine.vcenter.snapshots import SnapshotResult
+from engine.vcenter.tasks import fault_message
 
 log = logging.getLogger("sendense.client")
 
@@ -38,6 +42,26 @@ class DiskPlan:
     capacity: int
     change_id: str | None
     target: NbdTarget
+
+
+def record_config(
+    vc: vcenter.VCenter, vm: Any, snap: SnapshotResult, job_id: str, reporter: Reporter
+) -> None:
+    """Send the VM's configuration as of the snapshot, what a whole-VM restore of this
+    point recreates it from. The disks are the backup: a configuration that cannot be
+    read costs the point that kind of restore (it will say so), never the backup."""
+    try:
+        config = vcenter.vm_config(vc, vm, snap.ref)
+    except Exception as exc:  # whatever went wrong, the copy goes on
+        reason = fault_message(exc) if isinstance(exc, vmodl.MethodFault) else str(exc)
+        log.warning(
+            "job %s: the VM's configuration could not be read (%s): "
+            "this point will not restore a whole VM",
+            job_id,
+            reason or type(exc).__name__,
+        )
+        return
+    reporter.emit(ConfigRecorded(job_id=job_id, config=config))
 
 
 class Migration:
@@ -93,6 +117,7 @@ class Migration:
                 self.reporter.emit(
                     SnapshotTaken(job_id=self.job_id, name=snap.name, kind=snap.kind)
                 )
+                record_config(vc, vm, snap, self.job_id, self.reporter)
                 self.check_cancel()
                 disks = [
                     DiskPlan(d.key, d.file_name, d.capacity_bytes, d.change_id, self.targets[d.key])
