@@ -20,6 +20,7 @@ exit  meaning                                                    HTTP
 9     the API token was refused                                  401
 10    a service could not be reached (hub, node, no free port)   503
 11    a service behind the one asked refused (node said no)      502
+12    too little free space for what must be written             507
 130   cancelled (SIGINT or SIGTERM)
 ====  =========================================================  ====
 """
@@ -100,6 +101,11 @@ class Refused(SendenseError, exit_code=11, http_status=502):
     """A service behind the one asked said no; the message carries its ``detail``."""
 
 
+class NoSpace(SendenseError, exit_code=12, http_status=507):
+    """Too little free space for what must be written; the message says how much is
+    needed and how much is free."""
+
+
 class Cancelled(SendenseError, exit_code=130, http_status=409):
     """Stopped on request (SIGINT, SIGTERM, a cancelled job)."""
 
@@ -113,6 +119,7 @@ _BY_STATUS: dict[int, type[SendenseError]] = {
     400: BadInput,
     502: Refused,
     503: Unavailable,
+    507: NoSpace,
 }
 
 

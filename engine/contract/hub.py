@@ -331,5 +331,6 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "bad or unusable input",
         502: "the node or vCenter behind the hub refused",
         503: "the node is unreachable, or no NBD port is free",
+        507: "too little free space for what must be written",
     }
     return {s: {"model": ErrorAnswer, "description": words[s]} for s in statuses}

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from engine.contract.fields import Count, Name, PathText
+from engine.contract.fields import Count, Name, PathText, RateMiB
 from engine.contract.hub import ByteCounters, DiskCounters
 from engine.contract.progress import DiskKey
 from engine.contract.status import (
@@ -119,6 +119,8 @@ class DiskRestoreRequest(_In):
     path: PathText
     format: DiskFormat = DiskFormat.RAW
     force: bool = False  # replace an existing file (only once the new one is whole)
+    # Limit the copy to this many MiB/s (the hub's own disks serve backups meanwhile).
+    max_rate_mib: RateMiB | None = None
 
 
 class VMRestoreRequest(_In):

@@ -2,8 +2,10 @@
 
 ``create_app`` does the start-up work that must succeed before the hub listens (token,
 schema upgrade, default node); the lifespan adopts surviving exports, reconciles jobs
-that were running, and runs three rounds: disk events to subscribers (4 a second),
-progress to the database (``hub.progress_flush_seconds``) and the job watch (1 a second).
+that were running (backups', then restores'), and runs three rounds, for backups and for
+restores alike: events to subscribers (4 a second), progress to the database
+(``hub.progress_flush_seconds``) and the watch (1 a second; for restores: the instant
+exports' TTL).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from engine.api.errors import install_error_handlers
 from engine.config import Settings, ensure_dirs, get_settings
 from engine.contract.hub import Health, errors
 from engine.db.session import session_scope, upgrade
-from engine.hub import routes_backups, routes_console, routes_vcenters
+from engine.hub import routes_backups, routes_console, routes_restores, routes_vcenters
 from engine.hub.events import EventBus
 from engine.hub.exports.manager import ExportManager
 from engine.hub.jobs import JobManager
 from engine.hub.nodes import ensure_default_node
+from engine.hub.restores.manager import RestoreManager
 from engine.version import __version__
 
 log = logging.getLogger("sendense.hub")
@@ -55,23 +58,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     bus = EventBus()
     exports = ExportManager.from_settings(settings)
     jobs = JobManager(settings, exports, bus, token)
+    restores = RestoreManager(settings, exports, bus, token)
 
     def publish_disks() -> None:
         for event in jobs.disk_events():
             bus.publish(event)
 
+    def flush() -> None:
+        jobs.flush_progress()
+        restores.flush()
+
+    def reconcile() -> list[str]:
+        # Exports outlive the hub; the backups' reconcile spares the restores' own,
+        # which the restores then decide about (a lease run out, a restore that died).
+        return jobs.reconcile(spare=restores.export_names()) + restores.reconcile()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bus.bind(asyncio.get_running_loop())
-        for note in await anyio.to_thread.run_sync(jobs.reconcile):
+        for note in await anyio.to_thread.run_sync(reconcile):
             log.info("reconcile: %s", note)
-        tasks = [
-            asyncio.create_task(_every(SSE_INTERVAL, publish_disks, "events")),
-            asyncio.create_task(
-                _every(settings.hub.progress_flush_seconds, jobs.flush_progress, "flush")
-            ),
-            asyncio.create_task(_every(WATCH_INTERVAL, jobs.watch, "watch")),
+        flush_seconds = settings.hub.progress_flush_seconds
+        rounds: list[tuple[float, Callable[[], Any], str]] = [
+            (SSE_INTERVAL, publish_disks, "events"),
+            (SSE_INTERVAL, restores.publish_changed, "restore events"),
+            (flush_seconds, jobs.flush_progress, "flush"),
+            (flush_seconds, restores.flush, "restore flush"),
+            (WATCH_INTERVAL, jobs.watch, "watch"),
+            (WATCH_INTERVAL, restores.watch, "restore watch"),
         ]
+        tasks = [asyncio.create_task(_every(*r)) for r in rounds]
         try:
             yield
         finally:
@@ -80,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 with suppress(asyncio.CancelledError):
                     await task
-            await anyio.to_thread.run_sync(jobs.flush_progress)
+            await anyio.to_thread.run_sync(restores.shutdown)
+            await anyio.to_thread.run_sync(flush)
             jobs.shutdown()
 
     app = FastAPI(
@@ -91,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.jobs = jobs
+    app.state.restores = restores
     app.state.bus = bus
     app.state.exports = exports
     app.state.token = token
@@ -105,6 +123,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(public)
     guarded = [Depends(require_bearer(token))]
-    for routes in (routes_backups, routes_vcenters, routes_console):
+    for routes in (routes_backups, routes_vcenters, routes_console, routes_restores):
         app.include_router(routes.router, dependencies=guarded, responses=errors(401))
     return app

@@ -67,8 +67,9 @@ class JobManager:
     def watch(self) -> None:
         following.watch(self.ctx)
 
-    def reconcile(self) -> list[str]:
-        return restart.reconcile(self.ctx)
+    def reconcile(self, spare: set[str] | None = None) -> list[str]:
+        """After a restart; the exports in ``spare`` are restores' and stay up."""
+        return restart.reconcile(self.ctx, spare)
 
     def shutdown(self) -> None:
         """Hub stopping: jobs go on in the node; exports stay up for the next hub to adopt."""

@@ -17,11 +17,14 @@ from engine.hub.nodes import NodeRef, node_ref
 from engine.hub.progress import DiskState, JobState
 
 
-def reconcile(ctx: JobContext) -> list[str]:
-    """Adopt surviving exports and decide every job left active; one line per job."""
+def reconcile(ctx: JobContext, spare: set[str] | None = None) -> list[str]:
+    """Adopt surviving exports and decide every job left active; one line per job.
+
+    The exports named in ``spare`` are not backups' (restores own them, and decide
+    about them themselves): they are adopted and left running."""
     adopted, cleaned = ctx.exports.adopt()
     notes = [f"exports: {len(adopted)} adopted, {len(cleaned)} cleaned"]
-    keep: set[str] = set()
+    keep: set[str] = set(spare or ())
     with ctx.session() as s:
         rows = list(s.scalars(select(BackupJob).where(BackupJob.status.in_(ACTIVE_JOB))))
         found = [(_state_of(row), node_ref(s, row.node_id)) for row in rows]
