@@ -26,7 +26,7 @@ from engine.vcenter.placement import (
     resolve_placement,
 )
 from engine.vcenter.tasks import fault_message, wait
-from engine.vcenter.vmconfig import CONTROLLER_KINDS, kind_of, typed_read
+from engine.vcenter.vmconfig import CONTROLLER_KINDS, kind_of, typed_read, typed_read_many
 
 __all__ = [
     "CreatedDisk",
@@ -98,8 +98,8 @@ def _controller_spec(c: ControllerConfig, key: int) -> Any:
 
 def _networks(vc: VCenter, placement: Placement) -> dict[str, Any]:
     """The datacenter's networks by name."""
-    found = typed_read(vc, placement.datacenter, ["network"]).get("network") or ()
-    return {typed_read(vc, n, ["name"]).get("name", n._moId): n for n in found}
+    found = list(typed_read(vc, placement.datacenter, ["network"]).get("network") or ())
+    return {props.get("name", n._moId): n for n, props in typed_read_many(vc, found, ["name"])}
 
 
 def _nic_backing(vc: VCenter, network: Any) -> Any:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pyVmomi import vim, vmodl
+from pyVmomi import vim
 
 from engine.contract.vmconfig import VMConfig
 from engine.errors import BadInput, Conflict, NotFound
 from engine.vcenter.connection import VCenter
 from engine.vcenter.properties import container_filter, prop_spec, retrieve
-from engine.vcenter.vmconfig import typed_read
+from engine.vcenter.vmconfig import typed_read, typed_read_many
 from engine.vcenter.vms import inventory_path
 
 MAX_NAME = 80  # vCenter's limit for a VM name
@@ -47,24 +47,6 @@ def _datacenter_of(vc: VCenter, obj: Any) -> Any | None:
     return current
 
 
-def _names(vc: VCenter, objects: list[Any], paths: list[str]) -> list[tuple[Any, dict[str, Any]]]:
-    """Each object with some of its properties, in one call."""
-    if not objects:
-        return []
-    spec = vmodl.query.PropertyCollector.FilterSpec(
-        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=o) for o in objects],
-        propSet=[prop_spec(type(o), paths) for o in {type(o): o for o in objects}.values()],
-    )
-    result = vc.content.propertyCollector.RetrievePropertiesEx(
-        [spec], vmodl.query.PropertyCollector.RetrieveOptions()
-    )
-    props = {
-        o.obj._moId: {p.name: p.val for p in o.propSet or ()}
-        for o in (result.objects if result else ())
-    }
-    return [(o, props.get(o._moId, {})) for o in objects]
-
-
 def _folder(vc: VCenter, path: str) -> Any:
     obj = _find(vc, path)
     if not isinstance(obj, vim.Folder):
@@ -76,7 +58,7 @@ def _folder(vc: VCenter, path: str) -> Any:
 
 def _datastore(vc: VCenter, dc: Any, dc_name: str, name: str) -> Any:
     stores = list(typed_read(vc, dc, ["datastore"]).get("datastore") or ())
-    for ds, props in _names(vc, stores, ["name"]):
+    for ds, props in typed_read_many(vc, stores, ["name"]):
         if props.get("name") == name:
             return ds
     raise NotFound(f"datastore {name} does not exist in datacenter {dc_name}")
@@ -105,7 +87,7 @@ def _host(
     hosts = list(typed_read(vc, owner, ["host"]).get("host") or ()) if owner is not None else []
     usable = []
     paths = ["name", "datastore", "runtime.connectionState", "runtime.inMaintenanceMode"]
-    for host, props in _names(vc, hosts, paths):
+    for host, props in typed_read_many(vc, hosts, paths):
         if (
             ds._moId in {d._moId for d in props.get("datastore") or ()}
             and props.get("runtime.connectionState") == "connected"

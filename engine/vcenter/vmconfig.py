@@ -25,7 +25,7 @@ from engine.contract.vmconfig import (
 )
 from engine.errors import VCenterError
 from engine.vcenter.connection import VCenter
-from engine.vcenter.properties import object_filter
+from engine.vcenter.properties import prop_spec
 from engine.vcenter.vms import inventory_path
 
 # Properties a VM and a snapshot have alike (a snapshot's `config` is a VM config).
@@ -62,14 +62,31 @@ NIC_KINDS: list[tuple[type, NicKind]] = [
 ]
 
 
+def typed_read_many(
+    vc: VCenter, objects: list[Any], paths: list[str]
+) -> list[tuple[Any, dict[str, Any]]]:
+    """Each object with some of its properties as pyVmomi objects, in one call ({} for
+    unset ones); all objects of one type, or of types that all have ``paths``."""
+    if not objects:
+        return []
+    types = {type(o): o for o in objects}
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=o) for o in objects],
+        propSet=[prop_spec(t, paths) for t in types],
+    )
+    result = vc.content.propertyCollector.RetrievePropertiesEx(
+        [spec], vmodl.query.PropertyCollector.RetrieveOptions()
+    )
+    found = {
+        o.obj._moId: {p.name: p.val for p in o.propSet or ()}
+        for o in (result.objects if result else ())
+    }
+    return [(o, found.get(o._moId, {})) for o in objects]
+
+
 def typed_read(vc: VCenter, obj: Any, paths: list[str]) -> dict[str, Any]:
     """Some properties of one object as pyVmomi objects ({} for unset ones)."""
-    result = vc.content.propertyCollector.RetrievePropertiesEx(
-        [object_filter([obj], type(obj), paths)], vmodl.query.PropertyCollector.RetrieveOptions()
-    )
-    if result is None:
-        return {}
-    return {p.name: p.val for o in result.objects for p in o.propSet or ()}
+    return typed_read_many(vc, [obj], paths)[0][1]
 
 
 def kind_of(device: Any, kinds: list[tuple[type, Any]]) -> Any | None:
@@ -104,16 +121,12 @@ def _disk(dev: vim.vm.device.VirtualDisk) -> DiskConfig:
 
 def _network_names(vc: VCenter, networks: list[Any]) -> tuple[dict[str, str], dict[str, str]]:
     """(name by moref id, name by distributed port group key) of the VM's networks."""
-    by_id: dict[str, str] = {}
-    by_key: dict[str, str] = {}
-    for net in networks:
-        try:
-            props = typed_read(vc, net, ["name"])
-        except vmodl.fault.ManagedObjectNotFound:
-            continue
-        by_id[net._moId] = props.get("name", net._moId)
-        if isinstance(net, vim.dvs.DistributedVirtualPortgroup):
-            by_key[str(typed_read(vc, net, ["key"]).get("key", net._moId))] = by_id[net._moId]
+    named = typed_read_many(vc, networks, ["name"])
+    by_id = {net._moId: props.get("name", net._moId) for net, props in named}
+    groups = [n for n in networks if isinstance(n, vim.dvs.DistributedVirtualPortgroup)]
+    by_key = {
+        str(props.get("key")): by_id[pg._moId] for pg, props in typed_read_many(vc, groups, ["key"])
+    }
     return by_id, by_key
 
 
