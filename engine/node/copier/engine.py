@@ -197,11 +197,20 @@ def _run(
     report()
     for t in threads:
         t.start()
-    while alive := [t for t in threads if t.is_alive()]:
-        if cancel is not None and cancel.is_set():
-            job.stop.set()
-        alive[0].join(interval)
-        report()
+    try:
+        while alive := [t for t in threads if t.is_alive()]:
+            if cancel is not None and cancel.is_set():
+                job.stop.set()
+            alive[0].join(interval)
+            report()
+    except BaseException:
+        # A progress callback that raises (its reader gone: a broken pipe) ends the copy
+        # too; the loops must stop before the handles close, or they would spin forever
+        # and keep the process alive.
+        job.stop.set()
+        for t in threads:
+            t.join()
+        raise
     if job.error is not None and not isinstance(job.error, Stopped):
         raise job.error
     if cancel is not None and cancel.is_set():
