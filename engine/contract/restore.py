@@ -134,6 +134,8 @@ class VMRestoreRequest(_In):
     pool: PathText | None = None
     power_on: bool = False
     overwrite: Name | None = None
+    # Limit each disk's copy to this many MiB/s (spare a busy datastore).
+    max_rate_mib: RateMiB | None = None
 
 
 class RestoreJobDisk(DiskCounters):

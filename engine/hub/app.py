@@ -24,7 +24,13 @@ from engine.api.errors import install_error_handlers
 from engine.config import Settings, ensure_dirs, get_settings
 from engine.contract.hub import Health, errors
 from engine.db.session import session_scope, upgrade
-from engine.hub import routes_backups, routes_console, routes_restores, routes_vcenters
+from engine.hub import (
+    routes_backups,
+    routes_console,
+    routes_restore_vm,
+    routes_restores,
+    routes_vcenters,
+)
 from engine.hub.events import EventBus
 from engine.hub.exports.manager import ExportManager
 from engine.hub.jobs import JobManager
@@ -123,6 +129,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(public)
     guarded = [Depends(require_bearer(token))]
-    for routes in (routes_backups, routes_vcenters, routes_console, routes_restores):
+    for routes in (
+        routes_backups,
+        routes_vcenters,
+        routes_console,
+        routes_restores,
+        routes_restore_vm,
+    ):
         app.include_router(routes.router, dependencies=guarded, responses=errors(401))
     return app

@@ -9,6 +9,7 @@ fell silent about its job, and ends a job that waits too long for its exit repor
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,6 +30,10 @@ EXIT_WAIT_SECONDS = 30.0
 # A node silent this long is asked about the job; unreachable this long fails it.
 NODE_QUIET_SECONDS = 10.0
 NODE_LOST_SECONDS = 120.0
+
+# How the watch ends a job it gives up on: a backup's ``finalize_now``, unless another kind
+# of job that a node runs (a VM restore) is watched the same way.
+End = Callable[[JobContext, JobState], None]
 
 
 def ingest(ctx: JobContext, backup_id: str, lines: list[ProgressLine]) -> None:
@@ -101,21 +106,21 @@ def disk_events(ctx: JobContext) -> list[DiskEvent]:
         return [event for st in ctx.live.states() for event in st.take_sse()]
 
 
-def watch(ctx: JobContext) -> None:
+def watch(ctx: JobContext, end: End = finalize_now) -> None:
     """One round of checks on every running job."""
     now = time.monotonic()
     for state in [st for st in ctx.live.states() if not st.finalizing]:
         if state.failure is None and not state.exited:
-            _check_exports(ctx, state)
+            _check_exports(ctx, state, end)
         if state.failure is not None or state.cancel_requested:
             if now - state.last_event > EXIT_WAIT_SECONDS:
-                finalize_now(ctx, state)
+                end(ctx, state)
             continue
         if now - state.last_event > NODE_QUIET_SECONDS:
-            _ask_node(ctx, state, now)
+            _ask_node(ctx, state, now, end)
 
 
-def _check_exports(ctx: JobContext, state: JobState) -> None:
+def _check_exports(ctx: JobContext, state: JobState, end: End) -> None:
     """A dead qemu-nbd fails its job with qemu-nbd's own message; the node is told to
     stop the client (or, when it cannot be told, the job ends now)."""
     death = dead_export(ctx, state)
@@ -130,10 +135,10 @@ def _check_exports(ctx: JobContext, state: JobState) -> None:
             ctx.node(node).cancel(state.backup_id)
     except SendenseError as err:
         log.warning("backup %s: cancelling on node: %s", state.backup_id, err)
-        finalize_now(ctx, state)
+        end(ctx, state)
 
 
-def _ask_node(ctx: JobContext, state: JobState, now: float) -> None:
+def _ask_node(ctx: JobContext, state: JobState, now: float, end: End) -> None:
     node = ctx.node_of(state.backup_id)
     if node is None:
         return
@@ -143,16 +148,16 @@ def _ask_node(ctx: JobContext, state: JobState, now: float) -> None:
         since = ctx.live.node_lost_since.setdefault(state.backup_id, now)
         if now - since > NODE_LOST_SECONDS:
             state.failure = f"node {node.name} unreachable for {int(now - since)} s: {exc}"
-            finalize_now(ctx, state)
+            end(ctx, state)
         return
     ctx.live.node_lost_since.pop(state.backup_id, None)
     state.last_event = now
     if info is None:
         state.failure = f"node {node.name} no longer knows the job (was it restarted?)"
-        finalize_now(ctx, state)
+        end(ctx, state)
     elif info.state == NodeJobState.FINISHED and not state.exited:
         state.failure = (
             f"node {node.name} ended the job (exit code {info.exit_code}) "
             "but its final report never reached the hub"
         )
-        finalize_now(ctx, state)
+        end(ctx, state)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from engine.config import Settings
+from engine.contract.progress import ProgressLine
 from engine.contract.restore import (
     DiskRestoreRequest,
     ExportRequest,
@@ -20,6 +21,7 @@ from engine.contract.restore import (
     RestorePoint,
     RestorePointQuery,
     RestoreQuery,
+    VMRestoreRequest,
 )
 from engine.db.models import RestoreDisk
 from engine.hub.events import EventBus
@@ -28,6 +30,7 @@ from engine.hub.restores import points
 from engine.hub.restores.disk import DiskRestores
 from engine.hub.restores.instant import InstantExports
 from engine.hub.restores.store import RestoreStore
+from engine.hub.restores.vm import VMRestores
 
 
 def utc_now() -> datetime:
@@ -45,6 +48,7 @@ class RestoreManager:
         self.store = RestoreStore(settings, bus)
         self.instant = InstantExports(settings, exports)
         self.disks = DiskRestores(settings, self.store)
+        self.vms = VMRestores(settings, exports, bus, token, self.store)
 
     # -- restore points -------------------------------------------------------------------
 
@@ -77,6 +81,13 @@ class RestoreManager:
     def restore_disk(self, request: DiskRestoreRequest) -> RestoreJob:
         return self.disks.start(request)
 
+    def restore_vm(self, request: VMRestoreRequest) -> RestoreJob:
+        return self.vms.start(request)
+
+    def ingest(self, restore_id: str, lines: list[ProgressLine]) -> None:
+        """A node's lines for a VM restore."""
+        self.vms.ingest(restore_id, lines)
+
     def restores(self, query: RestoreQuery) -> list[RestoreJob]:
         return self.store.find(query)
 
@@ -101,12 +112,14 @@ class RestoreManager:
 
     def reconcile(self, now: datetime | None = None) -> list[str]:
         """After a hub restart, once the backup reconcile adopted the exports it spared."""
-        notes = self.disks.reconcile()
+        notes = self.disks.reconcile() + self.vms.reconcile()
         notes += [f"instant export {n} ended" for n in self.instant.sweep(now or utc_now())]
         return notes
 
     def watch(self, now: datetime | None = None) -> list[str]:
-        """The watch round: instant exports whose lease ran out end."""
+        """The watch round: instant exports whose lease ran out end; VM restores are
+        checked (their exports, their nodes)."""
+        self.vms.watch()
         return self.instant.sweep(now or utc_now())
 
     def publish_changed(self) -> None:

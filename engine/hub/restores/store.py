@@ -125,6 +125,34 @@ class RestoreStore:
                 setattr(row, name, value)
         self.touch(restore_id)
 
+    def place_disks(self, restore_id: str, places: dict[int, tuple[int, str, str]]) -> None:
+        """Where each disk (by its source key) is written, once known: (the key the new
+        VM gave it, its target file, the export it is read from). A VM restore learns
+        them only when vCenter has made the VM; its disks are keyed by the new keys from
+        then on, in memory and in the rows."""
+        with self.session() as s:
+            rows = list(
+                s.scalars(select(RestoreDisk).where(RestoreDisk.restore_job_id == restore_id))
+            )
+            # Through keys no disk has (negative), so that no two rows of the job share
+            # one on the way (the keys are unique per job).
+            for i, row in enumerate(rows):
+                row.disk_key = -1 - i
+            s.flush()
+            for row in rows:
+                key, target, export_name = places[row.source_disk_key]
+                row.disk_key, row.target, row.export_name = key, target, export_name
+        with self.lock:
+            live = self._live.get(restore_id)
+            if live is not None:
+                by_source = {src: key for src, (key, _, _) in places.items()}
+                live.disks = {
+                    by_source[k]: d.model_copy(update={"disk_key": by_source[k]})
+                    for k, d in live.disks.items()
+                }
+                live.sse_dirty = True
+        self.touch(restore_id)
+
     # -- progress -------------------------------------------------------------------------
 
     def live(self, restore_id: str) -> LiveRestore | None:
