@@ -8,7 +8,6 @@ import argparse
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -20,19 +19,18 @@ from pyVmomi import vmodl
 from engine import vcenter
 from engine.config import Settings
 from engine.contract.fields import normalise_thumbprint, split_host
-from engine.contract.progress import ClientError, ConfigRecorded, DiskStarted, SnapshotTaken
+from engine.contract.progress import ConfigRecorded, SnapshotTaken
 from engine.contract.status import BackupType
 from engine.contract.targets import NbdTarget, NbdTargets
 from engine.errors import SendenseError
-from engine.node.copier import CopyCancelled, CopyOptions, Progress, copy
-from engine.node.progress import Reporter, disk_done, disk_progress
+from engine.node.client.copying import DiskCopies, DiskCopy
+from engine.node.copier import CopyCancelled, CopyOptions
+from engine.node.progress import Reporter
 from engine.node.sources import NbdkitSource, VddkLogin, check_vddk, open_source, vddk_source
 from engine.vcenter.snapshots import SnapshotResult
 from engine.vcenter.tasks import fault_message
 
 log = logging.getLogger("sendense.client")
-
-LOG_RATE_SECONDS = 10.0
 
 
 @dataclass
@@ -167,7 +165,7 @@ class Migration:
         with ExitStack() as stack:
             # Sources start here, on the main thread: nbdkit's --exit-with-parent follows
             # the thread that started it.
-            uris: dict[int, str] = {}
+            copies: list[DiskCopy] = []
             for d in disks:
                 src = open_source(
                     self.args.source,
@@ -177,74 +175,12 @@ class Migration:
                 )
                 stack.callback(src.close)
                 log.info("disk %s: reading %s through nbdkit %s", d.key, d.file_name, src.plugin)
-                uris[d.key] = src.uri
+                copies.append(DiskCopy(d.key, d.capacity, src.uri, d.target.uri, d.change_id))
                 self.check_cancel()
-            errors: list[BaseException] = []
-            threads = [
-                threading.Thread(
-                    target=self._copy_one, args=(d, uris[d.key], errors), name=f"disk-{d.key}"
-                )
-                for d in disks
-            ]
-            for t in threads:
-                t.start()
-            # Join with a timeout so that signal handlers run on this (the main) thread.
-            while alive := [t for t in threads if t.is_alive()]:
-                alive[0].join(0.2)
-            real = [e for e in errors if not isinstance(e, CopyCancelled)]
-            if real:
-                raise real[0]
-            if errors:
-                raise errors[0]
-
-    def _copy_one(self, d: DiskPlan, source_uri: str, errors: list[BaseException]) -> None:
-        opts = CopyOptions.from_settings(
-            self.settings.copier,
-            # A full backup writes a new qcow2, which reads as zeroes.
-            target_is_zero=self.args.backup_type == BackupType.FULL,
-            max_rate_bps=self.args.max_rate * 2**20 if self.args.max_rate else None,
-        )
-        last_log = time.monotonic()
-
-        def on_progress(p: Progress) -> None:
-            nonlocal last_log
-            self.reporter.emit(disk_progress(self.job_id, d.key, p))
-            if time.monotonic() - last_log >= LOG_RATE_SECONDS:
-                last_log = time.monotonic()
-                log.info(
-                    "disk %s: %d of %d MiB, %.1f MiB/s",
-                    d.key,
-                    p.bytes_done >> 20,
-                    p.bytes_total >> 20,
-                    p.rate_bps / 2**20,
-                )
-
-        log.info("disk %s: copying %d bytes into %s", d.key, d.capacity, d.target.uri)
-        self.reporter.emit(DiskStarted(job_id=self.job_id, disk_key=d.key, bytes_total=d.capacity))
-        try:
-            final = copy(
-                source_uri,
-                d.target.uri,
-                disk=str(d.key),
-                options=opts,
-                progress=on_progress,
-                cancel=self.cancel,
+            options = CopyOptions.from_settings(
+                self.settings.copier,
+                # A full backup writes a new qcow2, which reads as zeroes.
+                target_is_zero=self.args.backup_type == BackupType.FULL,
+                max_rate_bps=self.args.max_rate * 2**20 if self.args.max_rate else None,
             )
-        except BaseException as exc:
-            errors.append(exc)
-            self.cancel.set()
-            if not isinstance(exc, CopyCancelled):
-                self.reported.add(id(exc))
-                self.reporter.emit(
-                    ClientError(job_id=self.job_id, message=str(exc), disk_key=d.key)
-                )
-            return
-        log.info(
-            "disk %s: done, %d bytes (%d as zero) at %.1f MiB/s over %d connection(s)",
-            d.key,
-            final.bytes_done,
-            final.bytes_zero,
-            final.rate_bps / 2**20,
-            final.connections,
-        )
-        self.reporter.emit(disk_done(self.job_id, d.key, final, d.change_id))
+            DiskCopies(self.job_id, self.reporter, self.cancel, options, self.reported).run(copies)
