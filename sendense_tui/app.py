@@ -20,12 +20,14 @@ from sendense_tui.commands import SendenseCommands
 from sendense_tui.config import ConsoleConfig, load_config, reload_token
 from sendense_tui.keymap import KeymapError, bindings, load_keymap
 from sendense_tui.launcher import LaunchNote, ensure_hub
-from sendense_tui.messages import HubFailed, OpenJob, OpenVM
+from sendense_tui.messages import HubFailed, OpenJob, OpenRestore, OpenRestorePoints, OpenVM
 from sendense_tui.screens.base import SendenseScreen, navigate
 from sendense_tui.screens.help import HelpScreen
 from sendense_tui.screens.inventory import InventoryScreen
 from sendense_tui.screens.jobs import JobsScreen
 from sendense_tui.screens.lists import NodesScreen, RepositoriesScreen, VCentersScreen
+from sendense_tui.screens.restore_job import RestoresScreen
+from sendense_tui.screens.restore_points import RestorePointsScreen
 from sendense_tui.state import ConsoleState
 
 STATUS_POLL_SECONDS = 10.0
@@ -38,6 +40,8 @@ SCREENS: dict[str, Callable[[ConsoleState], SendenseScreen]] = {
     "repositories": RepositoriesScreen,
     "vcenters": VCentersScreen,
     "nodes": NodesScreen,
+    "restore-points": RestorePointsScreen,
+    "restores": RestoresScreen,
 }
 
 
@@ -57,6 +61,8 @@ class SendenseApp(App[None]):
             "screen.repositories",
             "screen.vcenters",
             "screen.nodes",
+            "screen.restore_points",
+            "screen.restores",
             "nav.down",
             "nav.up",
             "nav.top",
@@ -106,6 +112,7 @@ class SendenseApp(App[None]):
             )
         self._poll_status()
         call_hub(self, state.client.jobs(), state.store.load, name="jobs")
+        call_hub(self, state.client.restores(), state.store.load_restores, name="restores")
         call_hub(self, state.client.repositories(), state.set_repositories, name="repositories")
         call_hub(self, state.client.vms(), state.set_contexts, name="vms")
         self.set_interval(1.0 / self.fps, self._frame)
@@ -134,9 +141,27 @@ class SendenseApp(App[None]):
         """Show this job; the jobs screen picks it up when it mounts or resumes."""
         self.state.pending_job = message.backup_id
         if isinstance(self.screen, JobsScreen):
-            self.screen.take_pending_job()
+            self.screen.take_pending()
         else:
             self.switch_mode("jobs")
+
+    def on_open_restore(self, message: OpenRestore) -> None:
+        """As ``on_open_job``, on the restores screen."""
+        self.state.pending_restore = message.restore_id
+        if isinstance(self.screen, RestoresScreen):
+            self.screen.take_pending()
+        else:
+            self.switch_mode("restores")
+
+    def on_open_restore_points(self, message: OpenRestorePoints) -> None:
+        """The list, scoped to the VM; a point opened on top of it earlier is left."""
+        self.state.points_vm = message.vm
+        self.switch_mode("restore-points")
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, RestorePointsScreen):
+            self.pop_screen()
+        screen = self.screen
+        if isinstance(screen, RestorePointsScreen) and screen.is_mounted:
+            screen.reload()  # once mounted it reloads itself (on mount, on resume)
 
     def on_open_vm(self, message: OpenVM) -> None:
         self.switch_mode("inventory")
@@ -184,6 +209,7 @@ class SendenseApp(App[None]):
             delay = min(RECONNECT_MAX_SECONDS, delay * 2)
             try:
                 state.store.load(await state.client.jobs())
+                state.store.load_restores(await state.client.restores())
                 state.status.hub_ok = True
             except SendenseError:
                 continue

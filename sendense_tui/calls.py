@@ -23,7 +23,7 @@ T = TypeVar("T")
 MEANING: dict[type[SendenseError], str] = {
     Unauthorized: "the hub refused the API token (check the token file in the data folder)",
     NotFound: "the hub does not know it",
-    Conflict: "busy: it already has a job running",
+    Conflict: "busy, or already there",
     BadInput: "the hub cannot use it as it is",
     Unavailable: "the node is not reachable, so nothing can run",
 }

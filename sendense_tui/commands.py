@@ -7,7 +7,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from sendense_tui.messages import OpenJob, OpenVM
+from sendense_tui.messages import OpenJob, OpenRestore, OpenRestorePoints, OpenVM
 from sendense_tui.screens.base import SendenseScreen
 
 SCREENS = {
@@ -16,6 +16,8 @@ SCREENS = {
     "repositories": "Repositories",
     "vcenters": "vCenters and credentials",
     "nodes": "Nodes and tunnel",
+    "restore-points": "Restore points: what can be given back",
+    "restores": "Restores: running and history",
 }
 MAX_VMS = 2000
 
@@ -37,6 +39,22 @@ class SendenseCommands(Provider):
                     f"job {job.vm_name} {job.backup_id}",
                     partial(self._open_job, job.backup_id),
                     f"{job.status} backup of {job.vm_name}",
+                )
+            )
+        for restore in state.store.ordered_restores():
+            targets.append(
+                (
+                    f"restore {restore.vm_name} {restore.restore_id}",
+                    partial(self.app.post_message, OpenRestore(restore.restore_id)),
+                    f"{restore.status} restore of {restore.vm_name} to {restore.target}",
+                )
+            )
+        for path in state.contexts:  # the VMs the hub has backed up or may back up
+            targets.append(
+                (
+                    f"points {path.rsplit('/', 1)[-1]}",
+                    partial(self.app.post_message, OpenRestorePoints(path)),
+                    f"restore points of {path}",
                 )
             )
         for vcenter_id, inventory in state.inventories.items():

@@ -7,6 +7,7 @@ rather than widgets; that keeps one row a single cheap update.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from rich.text import Text
 
@@ -70,3 +71,8 @@ def sparkline(values: Sequence[float], width: int = 20) -> str:
         return _SPARKS[0] * len(tail)
     steps = len(_SPARKS) - 1
     return "".join(_SPARKS[round(v / top * steps)] for v in tail)
+
+
+def moment(at: datetime | None) -> str:
+    """A time in a table row: the month, day and time of day (jobs last hours, not years)."""
+    return at.strftime("%m-%d %H:%M:%S") if at else ""

@@ -22,6 +22,7 @@ class Key:
     show: bool = True
     # Priority keys win over the focused widget (enter in a modal confirms, whatever has focus).
     priority: bool = False
+    footer: str = ""  # a shorter word for the footer, where the description does not fit
 
 
 KEYS: dict[str, Key] = {
@@ -33,6 +34,10 @@ KEYS: dict[str, Key] = {
     "screen.repositories": Key("3", "switch_mode('repositories')", "Repositories screen", False),
     "screen.vcenters": Key("4", "switch_mode('vcenters')", "vCenters screen", False),
     "screen.nodes": Key("5", "switch_mode('nodes')", "Nodes and tunnel screen", False),
+    "screen.restore_points": Key(
+        "6", "switch_mode('restore-points')", "Restore points screen", False
+    ),
+    "screen.restores": Key("7", "switch_mode('restores')", "Restores screen (restore jobs)", False),
     "nav.down": Key("j", "nav('down')", "Cursor down (as ↓)", False),
     "nav.up": Key("k", "nav('up')", "Cursor up (as ↑)", False),
     "nav.top": Key("g", "nav('top')", "First line", False),
@@ -40,17 +45,39 @@ KEYS: dict[str, Key] = {
     "nav.back": Key("escape", "back", "Back / close", False),
     # Priority: acted on before the next key is routed, so typing ahead ("/pg⏎jb") works.
     "inventory.filter": Key("slash", "filter", "Filter VMs by name", priority=True),
-    "filter.done": Key("enter", "done", "Back to the tree, filter kept", False, priority=True),
+    "filter.done": Key("enter", "done", "Back to the list, filter kept", False, priority=True),
     "inventory.mark": Key("space", "mark", "Mark / unmark the VM"),
     "inventory.backup": Key("b", "backup", "Back up marked VMs (or this one)"),
     "inventory.refresh": Key("r", "refresh", "Refresh"),
     "inventory.expand_all": Key("e", "expand_all", "Open every node (all VMs)", False),
     "inventory.expand": Key("enter", "expand", "Open / close the node", False),
+    "inventory.points": Key("p", "restore_points", "Restore points of this VM", footer="Points"),
     "jobs.cancel": Key("c", "cancel_job", "Cancel the job (asks first)"),
     "jobs.refresh": Key("r", "refresh", "Refresh"),
     "vcenters.add": Key("a", "add_vcenter", "Add a vCenter"),
     "vcenters.test": Key("t", "test_vcenter", "Test the vCenter's login"),
     "list.refresh": Key("r", "refresh", "Refresh"),
+    "points.filter": Key("slash", "filter", "Filter points by VM name or id", priority=True),
+    "points.open": Key(
+        "enter", "open_point", "Open the point: disks, exports, ways back", footer="Open"
+    ),
+    "points.all": Key(
+        "escape", "back", "Clear the filter, then show every VM's points", footer="All VMs"
+    ),
+    "points.refresh": Key("r", "refresh", "Refresh"),
+    "point.export": Key(
+        "x", "export", "Export a disk for instant access (NBD)", footer="Instant export"
+    ),
+    "point.unexport": Key(
+        "u", "unexport", "End the instant export under the cursor", footer="End export"
+    ),
+    "point.restore_disk": Key("f", "restore_disk", "Restore a disk to a file", footer="Disk→file"),
+    "point.restore_vm": Key("v", "restore_vm", "Restore the whole VM to vCenter", footer="VM"),
+    "point.delete": Key("d", "delete_point", "Delete the point (asks first)", footer="Delete"),
+    "point.refresh": Key("r", "refresh", "Refresh"),
+    "point.back": Key("escape", "back", "Back to the restore points", footer="Back"),
+    "restores.cancel": Key("c", "cancel_job", "Cancel the restore (asks first)", footer="Cancel"),
+    "restores.refresh": Key("r", "refresh", "Refresh"),
     "modal.confirm": Key("enter", "confirm", "Confirm", priority=True),
     "modal.cancel": Key("escape", "dismiss_modal", "Back"),
 }
@@ -59,7 +86,7 @@ KEYS: dict[str, Key] = {
 def bindings(*ids: str) -> list[BindingType]:
     """The ``Binding`` objects for these ids, with their default keys."""
     return [
-        Binding(k.keys, k.action, k.description, show=k.show, priority=k.priority, id=i)
+        Binding(k.keys, k.action, k.footer or k.description, show=k.show, priority=k.priority, id=i)
         for i, k in ((i, KEYS[i]) for i in ids)
     ]
 

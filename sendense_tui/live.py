@@ -1,16 +1,19 @@
-"""What the console knows about jobs, kept current from the hub's event stream.
+"""What the console knows about jobs (backups and restores), kept current from the
+hub's event stream.
 
 Events only change this store (cheap field updates, however fast they come); screens
 read it on a steady frame timer. Rate history is sampled on a clock, not per event, so
-a sparkline shows time and not event density.
+a sparkline shows time and not event density. Histories are keyed by job id: backup
+ids (``backup-…``) and restore ids (``restore-…``) never meet.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
-from engine.contract.hub import DiskEvent, Job, JobDisk
+from engine.contract.hub import ByteCounters, DiskCounters, DiskEvent, Job, JobDisk
 from engine.contract.restore import RestoreJob
 from engine.contract.status import DiskStatus
 
@@ -19,7 +22,7 @@ JOB_HISTORY_POINTS = 3600  # an hour of the whole job's throughput, then the old
 DISK_ENDS = frozenset({DiskStatus.COMPLETED, DiskStatus.FAILED, DiskStatus.CANCELLED})
 
 
-def disk_running(disk: JobDisk) -> bool:
+def disk_running(disk: DiskCounters) -> bool:
     return disk.status not in DISK_ENDS
 
 
@@ -37,7 +40,13 @@ class LiveStore:
     def load(self, jobs: list[Job]) -> None:
         """Replace the job list with the hub's (on start and after the stream reconnects)."""
         self.jobs = {job.backup_id: job for job in jobs}
-        self.sample()
+        self._sample_jobs()
+        self.version += 1
+
+    def load_restores(self, restores: list[RestoreJob]) -> None:
+        """Replace the restore list with the hub's (on start and after a reconnect)."""
+        self.restores = {r.restore_id: r for r in restores}
+        self._sample_restores()
         self.version += 1
 
     def apply(self, event: Job | DiskEvent | RestoreJob) -> None:
@@ -46,6 +55,8 @@ class LiveStore:
             if old_restore is not None and old_restore.finished and not event.finished:
                 return
             self.restores[event.restore_id] = event
+            if old_restore is None:
+                self._record(event.restore_id, event, event.disks)
         elif isinstance(event, DiskEvent):
             if not self._apply_disk(event):
                 return
@@ -55,7 +66,7 @@ class LiveStore:
                 return  # a stale event overtaken by the end: a finished job stays finished
             self.jobs[event.backup_id] = event
             if old is None:
-                self._record(event)
+                self._record(event.backup_id, event, event.disks)
         self.version += 1
 
     def _apply_disk(self, event: DiskEvent) -> bool:
@@ -76,29 +87,50 @@ class LiveStore:
 
     def sample(self) -> None:
         """Record one rate sample per running job and disk (called once a second)."""
+        self._sample_jobs()
+        self._sample_restores()
+
+    def _sample_jobs(self) -> None:
         for job in self.jobs.values():
             if not job.finished:
-                self._record(job)
+                self._record(job.backup_id, job, job.disks)
 
-    def _record(self, job: Job) -> None:
+    def _sample_restores(self) -> None:
+        for restore in self.restores.values():
+            if not restore.finished:
+                self._record(restore.restore_id, restore, restore.disks)
+
+    def _record(self, job_id: str, job: ByteCounters, disks: Sequence[DiskCounters]) -> None:
         now = self.clock()
-        t0 = self._job_t0.setdefault(job.backup_id, now)
-        points = self.job_history.setdefault(job.backup_id, [])
+        t0 = self._job_t0.setdefault(job_id, now)
+        points = self.job_history.setdefault(job_id, [])
         points.append((now - t0, job.rate_bps))
         del points[:-JOB_HISTORY_POINTS]
-        for disk in job.disks:
-            key = (job.backup_id, disk.disk_key)
+        for disk in disks:
+            key = (job_id, disk.disk_key)
             history = self.disk_history.setdefault(key, deque(maxlen=HISTORY_SECONDS))
             history.append(disk.rate_bps)
 
     def ordered(self) -> list[Job]:
-        """Running jobs first, then history, newest first within each."""
-        jobs = sorted(self.jobs.values(), key=_created, reverse=True)
-        return [j for j in jobs if not j.finished] + [j for j in jobs if j.finished]
+        return _running_first(self.jobs.values())
+
+    def ordered_restores(self) -> list[RestoreJob]:
+        return _running_first(self.restores.values())
 
     def running_count(self) -> int:
-        return sum(1 for job in self.jobs.values() if not job.finished)
+        """Backups and restores: both are jobs the hub is running."""
+        jobs = sum(1 for job in self.jobs.values() if not job.finished)
+        return jobs + sum(1 for restore in self.restores.values() if not restore.finished)
 
 
-def _created(job: Job) -> float:
+J = TypeVar("J", Job, RestoreJob)
+
+
+def _running_first(jobs: Iterable[J]) -> list[J]:
+    """Running jobs first, then history, newest first within each."""
+    ordered = sorted(jobs, key=_created, reverse=True)
+    return [j for j in ordered if not j.finished] + [j for j in ordered if j.finished]
+
+
+def _created(job: Job | RestoreJob) -> float:
     return job.created_at.timestamp() if job.created_at else 0.0

@@ -28,3 +28,19 @@ class HubFailed(Message):
     def __init__(self, words: str) -> None:
         super().__init__()
         self.words = words
+
+
+class OpenRestorePoints(Message):
+    """Show the restore points of this VM (its name or inventory path), or of every VM."""
+
+    def __init__(self, vm: str | None) -> None:
+        super().__init__()
+        self.vm = vm
+
+
+class OpenRestore(Message):
+    """Show this restore job on the restores screen."""
+
+    def __init__(self, restore_id: str) -> None:
+        super().__init__()
+        self.restore_id = restore_id

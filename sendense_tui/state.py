@@ -55,6 +55,9 @@ class ConsoleState:
         self.keymap: dict[str, str] = {}  # the user's rebindings, by binding id
         # A job to show once the jobs screen is up (asked for before it mounted).
         self.pending_job: str | None = None
+        self.pending_restore: str | None = None  # the same, for the restores screen
+        # Whose restore points the restore-points screen lists (a VM path); None: every VM.
+        self.points_vm: str | None = None
 
     def login(self, vcenter_id: int) -> LoginState:
         return self.logins.get(vcenter_id, LoginState.UNTESTED)

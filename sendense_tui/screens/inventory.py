@@ -21,10 +21,11 @@ from engine.contract.inventory import Inventory, VMInfo
 from sendense_tui import fmt
 from sendense_tui.inventory import Group, InventoryIndex, datacenter_of, folder_of, total_bytes
 from sendense_tui.keymap import bindings
-from sendense_tui.messages import OpenJob
+from sendense_tui.messages import OpenJob, OpenRestorePoints
 from sendense_tui.screens.backup import BackupModal
 from sendense_tui.screens.base import SendenseScreen
 from sendense_tui.state import ConsoleState, LoginState
+from sendense_tui.widgets.filter_box import FilterInput
 from sendense_tui.widgets.header import HubHeader
 
 FILTER_LIMIT = 500
@@ -56,19 +57,11 @@ class InventoryTree(Tree[Entry]):
             node.toggle()
 
 
-class FilterInput(Input):
-    BINDINGS = bindings("filter.done")
-
-    def action_done(self) -> None:
-        screen = self.screen
-        if isinstance(screen, InventoryScreen):
-            self.app.set_focus(screen.vm_tree)
-
-
 class InventoryScreen(SendenseScreen):
     BINDINGS = bindings(
         "inventory.filter",
         "inventory.backup",
+        "inventory.points",
         "inventory.refresh",
         "inventory.expand_all",
         "nav.back",
@@ -78,7 +71,7 @@ class InventoryScreen(SendenseScreen):
         yield HubHeader(self.state)
         with Horizontal(id="inventory-body"):
             with Vertical(id="tree-pane"):
-                yield FilterInput(placeholder="/ filters VMs by name", id="filter", compact=True)
+                yield FilterInput(self.vm_tree, "/ filters VMs by name", id="filter")
                 yield self.vm_tree
             yield Static(id="vm-detail")
         yield Static(id="inventory-status")
@@ -222,7 +215,8 @@ class InventoryScreen(SendenseScreen):
         text.append(f"\ndisks ({fmt.size(total_bytes(vm))})\n", style="bold")
         for disk in vm.disks:
             text.append(f"  {disk.key:<5} {fmt.size(disk.capacity_bytes):>10}  {disk.datastore}\n")
-        text.append("\nlast backups\n", style="bold")
+        text.append("\nlast backups", style="bold")
+        text.append("  p: restore points\n", style="dim")
         backups: Sequence[JobSummary | Job] = (context.last_backups if context else []) or [
             job for job in self.state.store.ordered() if job.vm_name == vm.name
         ][:5]
@@ -309,6 +303,13 @@ class InventoryScreen(SendenseScreen):
                 return
             chosen = [(node.data.vcenter_id, node.data.vm)]
         self.app.push_screen(BackupModal(self.state, chosen), self._backup_started)
+
+    def action_restore_points(self) -> None:
+        node = self.vm_tree.cursor_node
+        if node is None or node.data is None or node.data.vm is None:
+            self.notify("Move to a VM first.", severity="warning")
+            return
+        self.post_message(OpenRestorePoints(node.data.vm.path))
 
     def _backup_started(self, backup_ids: list[str] | None) -> None:
         if not backup_ids:

@@ -28,16 +28,17 @@ class ConfirmModal(ModalScreen[bool]):
 
     BINDINGS = bindings("modal.cancel")
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, question: str, yes: str = "Yes, cancel it") -> None:
         super().__init__()
         self.question = question
+        self.yes = yes
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal", id="confirm-modal"):
             yield Label(self.question)
             with Horizontal(classes="buttons"):
                 yield Button("No", id="no", variant="primary")
-                yield Button("Yes, cancel it", id="yes", variant="error")
+                yield Button(self.yes, id="yes", variant="error")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -138,7 +139,7 @@ class AddVCenterModal(ModalScreen[bool]):
                 thumbprint=self.thumbprint,
             )
         except ValidationError as exc:
-            self._error(f"{_first_problem(exc)} (enter the password again)")
+            self._error(f"{first_problem(exc)} (enter the password again)")
             return
         self.run_worker(self._add(request))
 
@@ -151,7 +152,7 @@ class AddVCenterModal(ModalScreen[bool]):
         self.dismiss(True)
 
 
-def _first_problem(exc: ValidationError) -> str:
+def first_problem(exc: ValidationError) -> str:
     """What is wrong with the form, as the field's name and pydantic's sentence."""
     first = exc.errors(include_url=False)[0]
     where = ".".join(str(part) for part in first["loc"])
