@@ -181,17 +181,17 @@ def standin() -> StandinState:
     pg, other = state.vm("pgtest1"), state.vm("DC0_VM1")
     assert pg is not None and other is not None
     state.add_job(pg, done_fraction=0.4, rate=48 * MiB, job_id="backup-pgtest1-1790000100")
-    state.add_point(pg, FULL, hours_ago=26, verification=Verification.VERIFIED)
-    state.add_point(pg, INCREMENTAL, hours_ago=2, parent=FULL)
-    state.add_point(
+    state.restore.add_point(pg, FULL, hours_ago=26, verification=Verification.VERIFIED)
+    state.restore.add_point(pg, INCREMENTAL, hours_ago=2, parent=FULL)
+    state.restore.add_point(
         other,
         DAMAGED,
         hours_ago=14,
         verification=Verification.DAMAGED,
         detail="disk 2000: chunk 12 at 48.0 MiB does not match",
     )
-    state.export(INCREMENTAL, ExportRequest(disk_key=2000))
-    state.add_restore(
+    state.restore.export(INCREMENTAL, ExportRequest(disk_key=2000))
+    state.restore.add_restore(
         INCREMENTAL,
         RestoreKind.DISK,
         "/srv/restore/pgtest1-2000.raw",
@@ -199,7 +199,7 @@ def standin() -> StandinState:
         rate=48 * MiB,
         disk_keys=[2000],
     )
-    state.add_restore(
+    state.restore.add_restore(
         DAMAGED,
         RestoreKind.VM,
         "DC0_VM1-restored",
@@ -276,11 +276,11 @@ async def test_overwrite_needs_the_vms_name_typed_again(tmp_path: Path) -> None:
         await pilot.press("tab", *"pgtest", "enter")
         error = str(app.screen.query_one("#form-error", Static).render())
         assert "type the VM's name, pgtest1, exactly" in error
-        assert isinstance(app.screen, VMRestoreModal) and len(state.restores) == 2
+        assert isinstance(app.screen, VMRestoreModal) and len(state.restore.restores) == 2
         await pilot.press("1", "enter")
         await settle(pilot)
         assert isinstance(app.screen, RestoresScreen)
-    restore = list(state.restores.values())[-1]
+    restore = list(state.restore.restores.values())[-1]
     assert (restore.kind, restore.target, restore.point_id) == (
         RestoreKind.VM,
         "pgtest1",
@@ -297,7 +297,7 @@ async def test_unticking_the_overwrite_gives_the_new_name_back(tmp_path: Path) -
         await pilot.press("space", "enter")
         await settle(pilot)
         assert isinstance(app.screen, RestoresScreen)
-    assert [r.target for r in state.restores.values()][-1] == "pg-copy"
+    assert [r.target for r in state.restore.restores.values()][-1] == "pg-copy"
 
 
 async def test_points_filter_and_escape_back_to_every_vm(tmp_path: Path) -> None:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from engine.contract.hub import (
     DiskEvent,
@@ -33,26 +33,9 @@ from engine.contract.hub import (
     VMContext,
 )
 from engine.contract.inventory import DiskInfo, EntityInfo, Inventory, VMInfo
-from engine.contract.restore import (
-    DiskRestoreRequest,
-    ExportRequest,
-    RestoreExport,
-    RestoreJob,
-    RestoreJobDisk,
-    RestorePoint,
-    RestorePointDisk,
-    VMRestoreRequest,
-)
-from engine.contract.status import (
-    BackupType,
-    DiskFormat,
-    DiskStatus,
-    JobStatus,
-    NodeState,
-    RestoreKind,
-    SnapshotKind,
-    Verification,
-)
+from engine.contract.restore import RestoreJob
+from engine.contract.status import BackupType, DiskStatus, JobStatus, NodeState, SnapshotKind
+from tests.tui_standin_restores import StandinRestores, restore_routes
 
 TOKEN = "standin-token"
 FROZEN_AT = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
@@ -122,9 +105,7 @@ class StandinState:
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
         self.jobs: dict[str, Job] = {}
-        self.points: dict[str, RestorePoint] = {}  # newest first, as the hub lists them
-        self.exports: dict[str, RestoreExport] = {}
-        self.restores: dict[str, RestoreJob] = {}
+        self.restore = StandinRestores(self.vm, self.publish, FROZEN_AT)
         self.queues: list[asyncio.Queue[str]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -211,147 +192,6 @@ class StandinState:
                 job.bytes_done = job.bytes_total
                 self.publish(job)
 
-    # -- restore points, exports, restores ----------------------------------------------
-
-    def add_point(
-        self,
-        vm: VMInfo,
-        point_id: str,
-        hours_ago: float = 0.0,
-        parent: str | None = None,
-        verification: Verification = Verification.UNVERIFIED,
-        detail: str | None = None,
-    ) -> RestorePoint:
-        """A completed backup of ``vm``; with ``parent``, an incremental on that point."""
-        at = FROZEN_AT - timedelta(hours=hours_ago)
-        chain = [*self.points[parent].chain, point_id] if parent else [point_id]
-        disks = [
-            RestorePointDisk(
-                disk_key=d.key,
-                capacity_bytes=d.capacity_bytes,
-                qcow2_path=f"/repo/{vm.name}/{point_id}/disk-{d.key}.qcow2",
-                qcow2_size_bytes=d.capacity_bytes // (8 if parent else 2),
-                parent_qcow2_path=(
-                    f"/repo/{vm.name}/{parent}/disk-{d.key}.qcow2" if parent else None
-                ),
-            )
-            for d in vm.disks
-        ]
-        point = RestorePoint(
-            point_id=point_id,
-            vm_name=vm.name,
-            vm_context_id=f"ctx-{vm.name}",
-            vm_path=vm.path,
-            backup_type=BackupType.INCREMENTAL if parent else BackupType.FULL,
-            snapshot_kind=SnapshotKind.QUIESCED,
-            created_at=at - timedelta(minutes=2),
-            completed_at=at,
-            repository_id=1,
-            repository_name="default",
-            node_id=1,
-            node_name="local",
-            parent_point_id=parent,
-            chain=chain,
-            bytes_total=sum(d.capacity_bytes for d in disks),
-            size_bytes=sum(d.qcow2_size_bytes or 0 for d in disks),
-            verification=verification,
-            verification_detail=detail,
-            has_config=True,
-            disks=disks,
-        )
-        self.points[point_id] = point
-        self.points = dict(sorted(self.points.items(), key=_newest_first))
-        return point
-
-    def export(self, point_id: str, request: ExportRequest) -> RestoreExport:
-        point = self.points[point_id]
-        name = f"{point.vm_name}-{point_id[-4:]}-{request.disk_key}"
-        export = RestoreExport(
-            name=name,
-            point_id=point_id,
-            vm_name=point.vm_name,
-            disk_key=request.disk_key,
-            host="127.0.0.1",
-            port=10809 + len(self.exports),
-            uri=f"nbd://127.0.0.1:{10809 + len(self.exports)}/{name}",
-            created_at=FROZEN_AT,
-            expires_at=FROZEN_AT + timedelta(seconds=request.ttl_seconds),
-        )
-        self.exports[name] = export
-        point.exports.append(name)
-        return export
-
-    def add_restore(
-        self,
-        point_id: str,
-        kind: RestoreKind,
-        target: str,
-        status: JobStatus = JobStatus.RUNNING,
-        done_fraction: float = 0.0,
-        rate: float = 0.0,
-        restore_id: str | None = None,
-        disk_keys: list[int] | None = None,
-        error: str | None = None,
-    ) -> RestoreJob:
-        point = self.points[point_id]
-        running = status is JobStatus.RUNNING
-        restore_id = restore_id or f"restore-{point.vm_name}-{1790000200 + len(self.restores)}"
-        disks = []
-        for n, source in enumerate(point.disks):
-            if disk_keys is not None and source.disk_key not in disk_keys:
-                continue
-            total = source.capacity_bytes
-            done = int(total * done_fraction)
-            unfinished = DiskStatus.COPYING if running else DiskStatus(status.value)
-            disks.append(
-                RestoreJobDisk(
-                    disk_key=source.disk_key,
-                    status=DiskStatus.COMPLETED if done >= total else unfinished,
-                    bytes_done=done,
-                    bytes_total=total,
-                    bytes_zero=done // 3,
-                    rate_bps=rate * (n + 1) if running else 0.0,
-                    source_path=source.qcow2_path,
-                    target=(
-                        target
-                        if kind is RestoreKind.DISK
-                        else f"[LocalDS_0] {target}/{target}{'_' + str(n) if n else ''}.vmdk"
-                    ),
-                    export_name=f"{restore_id}-{source.disk_key}" if running else None,
-                    error_message=error if status is JobStatus.FAILED else None,
-                )
-            )
-        job = RestoreJob(
-            restore_id=restore_id,
-            kind=kind,
-            point_id=point_id,
-            vm_name=point.vm_name,
-            target=target,
-            status=status,
-            node_id=1 if kind is RestoreKind.VM else None,
-            vm_path=f"/DatabanxDC/vm/{target}" if kind is RestoreKind.VM else None,
-            format=DiskFormat.RAW if kind is RestoreKind.DISK else None,
-            created_at=FROZEN_AT,
-            started_at=FROZEN_AT,
-            completed_at=None if running else FROZEN_AT,
-            error_message=error,
-            bytes_done=sum(d.bytes_done for d in disks),
-            bytes_total=sum(d.bytes_total for d in disks),
-            bytes_zero=sum(d.bytes_zero for d in disks),
-            rate_bps=sum(d.rate_bps for d in disks),
-            disks=disks,
-        )
-        self.restores[restore_id] = job
-        return job
-
-
-def _newest_first(item: tuple[str, RestorePoint]) -> float:
-    return -(item[1].completed_at or FROZEN_AT).timestamp()
-
-
-def _refused(status: int, detail: str) -> JSONResponse:
-    return JSONResponse(ErrorAnswer(detail=detail).model_dump(), status_code=status)
-
 
 def build_app(state: StandinState) -> FastAPI:
     app = FastAPI()
@@ -421,68 +261,7 @@ def build_app(state: StandinState) -> FastAPI:
             ]
         )
 
-    @app.get(f"{api}/restore-points")
-    def restore_points(vm: str | None = None, limit: int = 200) -> list[RestorePoint]:
-        points = state.points.values()
-        return [p for p in points if vm in (None, p.vm_name, p.vm_path)][:limit]
-
-    @app.get(f"{api}/restore-points/{{point_id}}", response_model=None)
-    def restore_point(point_id: str) -> RestorePoint | JSONResponse:
-        point = state.points.get(point_id)
-        return point or _refused(404, f"no restore point {point_id}")
-
-    @app.delete(f"{api}/restore-points/{{point_id}}", response_model=None)
-    def delete_restore_point(point_id: str) -> Response:
-        point = state.points.get(point_id)
-        if point is None:
-            return _refused(404, f"no restore point {point_id}")
-        if point.exports:
-            return _refused(409, f"restore point {point_id} has a live export")
-        del state.points[point_id]
-        return Response(status_code=204)
-
-    @app.post(f"{api}/restore-points/{{point_id}}/exports", status_code=201, response_model=None)
-    def export_point(point_id: str, request: ExportRequest) -> RestoreExport | JSONResponse:
-        if point_id not in state.points:
-            return _refused(404, f"no restore point {point_id}")
-        return state.export(point_id, request)
-
-    @app.get(f"{api}/restore-exports")
-    def restore_exports() -> list[RestoreExport]:
-        return list(state.exports.values())
-
-    @app.delete(f"{api}/restore-exports/{{name}}", status_code=204)
-    def unexport(name: str) -> None:
-        export = state.exports.pop(name)
-        state.points[export.point_id].exports.remove(name)
-
-    @app.post(f"{api}/restores/disk", status_code=202)
-    def restore_disk(request: DiskRestoreRequest) -> RestoreJob:
-        return state.add_restore(
-            request.point_id, RestoreKind.DISK, request.path, disk_keys=[request.disk_key]
-        )
-
-    @app.post(f"{api}/restores/vm", status_code=202, response_model=None)
-    def restore_vm(request: VMRestoreRequest) -> RestoreJob | JSONResponse:
-        name = request.overwrite or request.name or ""
-        if state.vm(name) is not None and request.overwrite != name:
-            return _refused(409, f"a VM named {name} already exists")
-        return state.add_restore(request.point_id, RestoreKind.VM, name)
-
-    @app.get(f"{api}/restores")
-    def restores() -> list[RestoreJob]:
-        return list(state.restores.values())
-
-    @app.get(f"{api}/restores/{{restore_id}}")
-    def restore(restore_id: str) -> RestoreJob:
-        return state.restores[restore_id]
-
-    @app.delete(f"{api}/restores/{{restore_id}}")
-    def cancel_restore(restore_id: str) -> RestoreJob:
-        job = state.restores[restore_id]
-        job.status, job.completed_at, job.rate_bps = JobStatus.CANCELLED, FROZEN_AT, 0.0
-        state.publish(job)
-        return job
+    app.include_router(restore_routes(state.restore), prefix=api)
 
     @app.get(f"{api}/events")
     async def events() -> StreamingResponse:
