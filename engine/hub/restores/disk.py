@@ -7,27 +7,20 @@ point, the disk key, the path, an existing file without ``force``, the free spac
 image is written to a temporary file beside the target and renamed over it only once it
 is whole and on disk, so a failed or cancelled restore never costs the old file.
 
-Speed: out-of-order writes (``-W``) with 16 coroutines, and ``O_DIRECT`` writes where the
-target's file system takes them (no page cache to flush afterwards, and none evicted
-from the hub's backups); the bench (bench/bench_restore.py) compares it with a plain
-``qemu-img convert -O raw``.
+The qemu-img side (its command, what it is fast with) is in convert.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import hashlib
-import json
 import logging
 import os
-import re
-import signal
+import select
 import subprocess
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -38,83 +31,27 @@ from engine.contract.status import DiskFormat, DiskStatus, JobStatus, RestoreKin
 from engine.db.models import RestoreDisk
 from engine.db.models import RestoreJob as RestoreRow
 from engine.errors import BadInput, Conflict, NoSpace, NotFound, SendenseError
-from engine.hub.exports.process import describe_exit, o_direct_works
+from engine.hub.exports.process import describe_exit
+from engine.hub.restores.convert import (
+    PROGRESS,
+    chain_bytes,
+    convert_argv,
+    data_bytes,
+    needed_bytes,
+    on_disk,
+    one_line,
+    part_path,
+    size_text,
+    spawn,
+    written_bytes,
+)
 from engine.hub.restores.points import completed_point, point_disk
 from engine.hub.restores.store import LiveRestore, RestoreStore
 
 log = logging.getLogger("sendense.hub.restores")
 
-MiB = 1024 * 1024
-COROUTINES = 16  # qemu-img's maximum
 RATE_WINDOW_SECONDS = 2.0
-# ``qemu-img convert -p`` prints ``    (12.34/100%)\r`` whenever a percent more is done.
-PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the thread that started it dies (a hub that crashed
-    leaves no qemu-img writing)."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def size_text(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / MiB:.1f} MiB"
-
-
-def one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def data_bytes(qemu_img: str, qcow2: Path) -> int:
-    """What the point's chain holds as data (not holes, not zeroes)."""
-    done = subprocess.run(
-        [qemu_img, "map", "--output=json", "-f", "qcow2", str(qcow2)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SendenseError(f"qemu-img cannot read {qcow2}: {one_line(done.stderr)}")
-    return sum(e["length"] for e in json.loads(done.stdout) if e["data"] and not e["zero"])
-
-
-def needed_bytes(fmt: DiskFormat, data: int, capacity: int) -> int:
-    """Room the image takes at most: its data, the format's tables, and a MiB to spare."""
-    if fmt == DiskFormat.QCOW2:  # L2 tables and refcounts: 8 + 2 bytes a 64 KiB cluster
-        return data + capacity // 4096 + MiB
-    if fmt == DiskFormat.VMDK:  # grain tables, and a marker a 64 KiB grain
-        return data + data // 64 + capacity // 8192 + MiB
-    return data + MiB
-
-
-def part_path(target: Path, restore_id: str) -> Path:
-    """The temporary file beside ``target`` (found again from the job after a restart)."""
-    digest = hashlib.sha256(restore_id.encode()).hexdigest()[:12]
-    return target.with_name(f".{target.name[:180]}.{digest}.part")
-
-
-def convert_argv(
-    qemu_img: str,
-    source: Path,
-    output: Path,
-    fmt: DiskFormat,
-    *,
-    direct: bool,
-    max_rate_mib: float | None,
-) -> list[str]:
-    argv = [qemu_img, "convert", "-p", "-f", "qcow2", "-O", fmt.value]
-    if fmt == DiskFormat.VMDK:
-        # Compressed grains in order; out-of-order writes gain nothing here.
-        argv += ["-o", "subformat=streamOptimized"]
-    else:
-        argv += ["-W", "-m", str(COROUTINES)]
-        if direct:
-            argv += ["-t", "none"]
-    if max_rate_mib is not None:
-        argv += ["-r", str(int(max_rate_mib * MiB))]
-    return [*argv, str(source), str(output)]
+POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -126,10 +63,14 @@ class Plan:
     disk_key: int
     source: Path
     capacity: int
+    # The chain's data: measured when space was tight, else an upper bound until the
+    # job measures it (beside its qemu-img convert, not before it).
     data: int
+    measured: bool
 
 
-def check_target(request: DiskRestoreRequest, needed: int) -> None:
+def check_target(request: DiskRestoreRequest) -> int:
+    """Refuse a target that cannot be written; the free space where it would be."""
     target = Path(request.path)
     if not target.is_absolute():
         raise BadInput(f"restore target {request.path!r} must be an absolute path")
@@ -141,12 +82,7 @@ def check_target(request: DiskRestoreRequest, needed: int) -> None:
     if target.exists() and not request.force:
         raise Conflict(f"{target} exists; --force replaces it")
     space = os.statvfs(folder)
-    free = space.f_bavail * space.f_frsize
-    if free < needed:
-        raise NoSpace(
-            f"too little space in {folder} for {target.name}: "
-            f"needs {size_text(needed)}, {size_text(free)} free"
-        )
+    return space.f_bavail * space.f_frsize
 
 
 class DiskRestores:
@@ -167,10 +103,21 @@ class DiskRestores:
     def _plan(self, s: Session, request: DiskRestoreRequest) -> Plan:
         row = completed_point(s, request.point_id)
         disk = point_disk(row, request.disk_key)
-        source = Path(disk.qcow2_path)
-        data = data_bytes(self.qemu_img, source)
-        check_target(request, needed_bytes(request.format, data, disk.bytes_total))
-        return Plan(row.id, row.vm_name, disk.disk_key, source, disk.bytes_total, data)
+        source, capacity = Path(disk.qcow2_path), disk.bytes_total
+        free = check_target(request)
+        # What the chain's files take bounds its data from above: enough room for that
+        # is enough, and only a tight fit is worth measuring the data (qemu-img map).
+        data, measured = min(chain_bytes(source), capacity), False
+        if needed_bytes(request.format, data, capacity) > free:
+            data, measured = data_bytes(self.qemu_img, source), True
+            needed = needed_bytes(request.format, data, capacity)
+            if needed > free:
+                target = Path(request.path)
+                raise NoSpace(
+                    f"too little space in {target.parent} for {target.name}: "
+                    f"needs {size_text(needed)}, {size_text(free)} free"
+                )
+        return Plan(row.id, row.vm_name, disk.disk_key, source, capacity, data, measured)
 
     def start(self, request: DiskRestoreRequest) -> RestoreJob:
         """Check everything, write the pending job, and run it in a thread of its own."""
@@ -248,31 +195,22 @@ class DiskRestores:
     def _write(
         self, live: LiveRestore, plan: Plan, request: DiskRestoreRequest, part: Path
     ) -> tuple[JobStatus, str | None]:
-        # Claim the name first: whether O_DIRECT works is asked of a file on that system.
+        # Made here, private: qemu-img keeps the mode of a file it writes over, and a
+        # disk's bytes are nobody else's to read.
         os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-        direct = o_direct_works(part)
         argv = convert_argv(
-            self.qemu_img,
-            plan.source,
-            part,
-            request.format,
-            direct=direct,
-            max_rate_mib=request.max_rate_mib,
+            self.qemu_img, plan.source, part, request.format, max_rate_mib=request.max_rate_mib
         )
-        self.store.running(live.restore_id)
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # a prctl only: takes no lock in the child
-        )
+        proc = spawn(argv)
         live.canceller = proc.terminate
         if live.cancel_requested.is_set():
             proc.terminate()
+        self.store.running(live.restore_id)  # the database's part, while qemu-img works
+        if not plan.measured:
+            plan = replace(plan, data=self._measure(plan), measured=True)
         assert proc.stdout is not None and proc.stderr is not None
         with proc.stdout, proc.stderr:
-            self._follow(proc.stdout.fileno(), live.restore_id, plan)
+            self._follow(proc, live.restore_id, plan, request.format)
             said = proc.stderr.read().decode(errors="replace")
         returncode = proc.wait()
         if live.cancel_requested.is_set():
@@ -280,14 +218,13 @@ class DiskRestores:
         if returncode != 0:
             reason = f"qemu-img convert {describe_exit(returncode)}"
             return JobStatus.FAILED, f"disk {plan.disk_key}: {reason}: {one_line(said)}"
-        if not direct:  # written through the page cache: on disk before it counts
-            fd = os.open(part, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-        os.replace(part, request.path)
-        _sync_folder(part.parent)
+        target = Path(request.path)
+        if target.exists():
+            # Replacing a file: the new one is on disk before the old one goes, so not
+            # even a crash right after costs the old file. A new file is like qemu-img's
+            # or cp's own: in the page cache until the kernel writes it back.
+            on_disk(part)
+        os.replace(part, target)
         self.store.update_disk(
             live.restore_id,
             plan.disk_key,
@@ -298,28 +235,54 @@ class DiskRestores:
         )
         return JobStatus.COMPLETED, None
 
-    def _follow(self, fd: int, restore_id: str, plan: Plan) -> None:
-        """qemu-img's percentages as the disk's live numbers, until its output ends."""
+    def _measure(self, plan: Plan) -> int:
+        """The chain's data, for the job's numbers (its upper bound if unreadable)."""
+        try:
+            return data_bytes(self.qemu_img, plan.source)
+        except SendenseError as exc:
+            log.warning("disk restore of %s: %s", plan.source, exc)
+            return plan.data
+
+    def _follow(
+        self, proc: subprocess.Popen[bytes], restore_id: str, plan: Plan, fmt: DiskFormat
+    ) -> None:
+        """The disk's live numbers until qemu-img's output ends.
+
+        ``-p``'s percentage counts chunks as qemu-img takes them up, ahead of what is
+        written (all of a small disk at once, and a throttle's wait comes after it); the
+        bytes qemu-img has written (``wchar`` in /proc) are what reached the file. A VMDK
+        is written compressed, so its progress is the percentage."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        by_percent = fmt == DiskFormat.VMDK
+        share = 0.0
         samples: deque[tuple[float, int]] = deque()
-        while chunk := os.read(fd, 4096):
-            found = PROGRESS.findall(chunk)
-            if not found:
-                continue
-            share = min(float(found[-1]) / 100.0, 1.0)
+        while True:
+            readable, _, _ = select.select([fd], [], [], POLL_SECONDS)
+            if readable:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    return
+                found = PROGRESS.findall(chunk)
+                if by_percent and found:
+                    share = max(share, float(found[-1]) / 100.0)
+            if not by_percent:  # (a process that just ended reads as 0: never back)
+                written = written_bytes(proc.pid) / plan.data if plan.data else 1.0
+                share = max(share, written)
+            share = min(share, 1.0)
             done = int(plan.capacity * share)
             now = time.monotonic()
             samples.append((now, done))
             while len(samples) > 2 and now - samples[0][0] > RATE_WINDOW_SECONDS:
                 samples.popleft()
             span = now - samples[0][0]
-            rate = (done - samples[0][1]) / span if span > 0 else 0.0
             self.store.update_disk(
                 restore_id,
                 plan.disk_key,
                 status=DiskStatus.COPYING,
                 bytes_done=done,
                 bytes_zero=int((plan.capacity - plan.data) * share),
-                rate_bps=rate,
+                rate_bps=(done - samples[0][1]) / span if span > 0 else 0.0,
             )
 
     # -- restart and stop -----------------------------------------------------------------
@@ -352,13 +315,3 @@ class DiskRestores:
                 if live.canceller is not None:
                     live.canceller()
             thread.join(wait)
-
-
-def _sync_folder(folder: Path) -> None:
-    """The rename itself on disk."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

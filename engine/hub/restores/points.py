@@ -156,6 +156,7 @@ def delete_point(s: Session, point_id: str, busy: set[str]) -> None:
     # The restores of the point are history of a point that is no more.
     for restore in s.scalars(select(RestoreJob).where(RestoreJob.backup_job_id == point_id)):
         s.delete(restore)
+    s.flush()  # no relationship tells the session to delete those first
     s.delete(row)
     s.flush()
     _rebase_change_ids(s, context_id)
