@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -126,6 +127,9 @@ def test_refusals_are_one_line_and_write_nothing(
     existing = tmp_path / "existing.raw"
     existing.write_bytes(b"old")
     target = str(tmp_path / "new.raw")
+    source = point.disks[2000]  # over the point itself, with --force: never
+    with svc.client() as api:
+        repo = api.get("/api/v1/repositories").json()[0]
     cases = [
         ({"point_id": "backup-nope-1", "disk_key": 2000, "path": target}, 404,
          "restore point backup-nope-1 does not exist"),
@@ -141,6 +145,11 @@ def test_refusals_are_one_line_and_write_nothing(
          f"restore target {tmp_path} is a folder"),
         ({"point_id": point.point_id, "disk_key": 2000, "path": str(existing)}, 409,
          f"{existing} exists; --force replaces it"),
+        ({"point_id": point.point_id, "disk_key": 2000, "path": "/etc/d.raw", "force": True},
+         422, "restore target /etc/d.raw is in a system folder (/etc): choose another"),
+        ({"point_id": point.point_id, "disk_key": 2000, "path": str(source), "force": True},
+         422, f"restore target {source} is in repository {repo['name']} ({repo['path']}): "
+         "choose another"),
     ]  # fmt: skip
     for body, status, detail in cases:
         assert refused(svc, body) == (status, detail)
@@ -218,11 +227,52 @@ def test_force_replaces_only_once_whole_and_cancel_leaves_nothing(
     assert leftovers(tmp_path) == []
 
 
-def test_a_hub_crash_fails_the_restore_and_removes_its_partial_file(
+def corrupt_first_cluster_at(qcow2: Path, guest_offset: int) -> None:
+    """Point the L2 entry of ``guest_offset``'s cluster half a cluster off its data:
+    qemu-img opens the image, and fails reading that cluster ("unaligned")."""
+    with qcow2.open("r+b") as fh:
+        header = fh.read(48)
+        cluster_bits = struct.unpack(">I", header[20:24])[0]
+        l1_offset = struct.unpack(">Q", header[40:48])[0]
+        cluster = 1 << cluster_bits
+        index = guest_offset // cluster
+        l2_entries = cluster // 8
+        fh.seek(l1_offset + 8 * (index // l2_entries))
+        l2_offset = struct.unpack(">Q", fh.read(8))[0] & 0x00FFFFFFFFFFFE00
+        entry_at = l2_offset + 8 * (index % l2_entries)
+        fh.seek(entry_at)
+        entry = struct.unpack(">Q", fh.read(8))[0]
+        assert entry & 0x00FFFFFFFFFFFE00, "the cluster must hold data"
+        fh.seek(entry_at)
+        fh.write(struct.pack(">Q", entry + cluster // 2))
+
+
+def test_a_failing_qemu_img_fails_the_job_with_its_words_and_leaves_nothing(
+    point: Point, settings: Settings, tmp_path: Path
+) -> None:
+    child = chained_point(settings, point)
+    corrupt_first_cluster_at(child.disks[2000], MiB)
+    job = wait_restore(
+        point.services, start(point.services, child.point_id, tmp_path / "d.raw")["restore_id"]
+    )
+    assert job["status"] == "failed"
+    assert job["error_message"].startswith("disk 2000: qemu-img convert exited with status 1: ")
+    assert "unaligned" in job["error_message"] and "\n" not in job["error_message"]
+    assert job["disks"][0]["status"] == "failed"
+    assert leftovers(tmp_path) == [] and not (tmp_path / "d.raw").exists()
+
+
+def test_a_hub_that_stops_or_crashes_fails_its_restore_and_leaves_nothing(
     point: Point, settings: Settings, tmp_path: Path
 ) -> None:
     svc, slow = point.services, slow_point(settings, point)
-    job = start(svc, slow.point_id, tmp_path / "d.raw", max_rate_mib=1)
+    stopped = start(svc, slow.point_id, tmp_path / "a.raw", max_rate_mib=1)
+    wait_for(lambda: leftovers(tmp_path), what="the restore to write its partial file")
+    svc.hub.stop()  # SIGTERM: the hub ends the restore on its way out
+    assert leftovers(tmp_path) == []
+
+    svc.start(svc.hub)
+    crashed = start(svc, slow.point_id, tmp_path / "b.raw", max_rate_mib=1)
     wait_for(lambda: leftovers(tmp_path), what="the restore to write its partial file")
     svc.hub.stop(signal.SIGKILL)
     # qemu-img dies with the hub's thread that ran it.
@@ -231,11 +281,15 @@ def test_a_hub_crash_fails_the_restore_and_removes_its_partial_file(
         what="qemu-img to die with the hub",
     )
     svc.start(svc.hub)
-    ended = wait_restore(svc, job["restore_id"])
-    assert ended["status"] == "failed"
-    assert ended["error_message"] == "the hub restarted while it ran"
-    assert ended["disks"][0]["status"] == "failed"
-    assert leftovers(tmp_path) == [] and not (tmp_path / "d.raw").exists()
+    for job, reason in (
+        (stopped, "the hub stopped while it ran"),
+        (crashed, "the hub restarted while it ran"),
+    ):
+        ended = wait_restore(svc, job["restore_id"])
+        assert (ended["status"], ended["error_message"]) == ("failed", reason)
+        assert ended["disks"][0]["status"] == "failed"
+    assert leftovers(tmp_path) == []
+    assert not (tmp_path / "a.raw").exists() and not (tmp_path / "b.raw").exists()
 
 
 def test_cli_restore_disk_list_show_cancel(point: Point, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 
 from engine.contract.status import DiskFormat
-from engine.errors import SendenseError
+from engine.errors import NotFound, SendenseError
 from engine.hub.exports.images import QCOW2_MAGIC
 
 MiB = 1024 * 1024
@@ -77,6 +77,8 @@ def chain_bytes(qcow2: Path) -> int:
         try:
             total += current.stat().st_blocks * 512
             current = backing_file(current)
+        except FileNotFoundError:
+            raise NotFound(f"the restore point's file {current} is missing") from None
         except OSError as exc:
             raise SendenseError(f"cannot read {current}: {exc.strerror}") from None
     return total
@@ -119,11 +121,14 @@ def _die_with_parent() -> None:
 
 
 def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+    """qemu-img in a process group of its own: a signal to the hub's group (a Ctrl-C)
+    reaches the hub, which ends its restores itself."""
     return subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        process_group=0,
         preexec_fn=_die_with_parent,  # a prctl only: takes no lock in the child
     )
 

@@ -47,6 +47,7 @@ from engine.hub.restores.convert import (
 )
 from engine.hub.restores.points import completed_point, point_disk
 from engine.hub.restores.store import LiveRestore, RestoreStore
+from engine.repository import SYSTEM_TREES, list_repositories
 
 log = logging.getLogger("sendense.hub.restores")
 
@@ -69,14 +70,19 @@ class Plan:
     measured: bool
 
 
-def check_target(request: DiskRestoreRequest) -> int:
-    """Refuse a target that cannot be written; the free space where it would be."""
+def check_target(request: DiskRestoreRequest, forbidden: list[tuple[Path, str]]) -> int:
+    """Refuse a target that cannot or must not be written (in one of the ``forbidden``
+    folders: the system's, the restore points'); the free space where it would be."""
     target = Path(request.path)
     if not target.is_absolute():
         raise BadInput(f"restore target {request.path!r} must be an absolute path")
     folder = target.parent
     if not folder.is_dir():
         raise NotFound(f"folder {folder} does not exist")
+    real = folder.resolve() / target.name
+    for place, what in forbidden:
+        if place == real or place in real.parents or place.resolve() in real.parents:
+            raise BadInput(f"restore target {target} is in {what} ({place}): choose another")
     if target.is_dir():
         raise BadInput(f"restore target {target} is a folder")
     if target.exists() and not request.force:
@@ -104,7 +110,10 @@ class DiskRestores:
         row = completed_point(s, request.point_id)
         disk = point_disk(row, request.disk_key)
         source, capacity = Path(disk.qcow2_path), disk.bytes_total
-        free = check_target(request)
+        forbidden = [(tree, "a system folder") for tree in SYSTEM_TREES]
+        forbidden += [(Path(r.path), f"repository {r.name}") for r in list_repositories(s)]
+        forbidden.append((self.settings.home.expanduser(), "Sendense's data folder"))
+        free = check_target(request, forbidden)
         # What the chain's files take bounds its data from above: enough room for that
         # is enough, and only a tight fit is worth measuring the data (qemu-img map).
         data, measured = min(chain_bytes(source), capacity), False
@@ -216,8 +225,8 @@ class DiskRestores:
         if live.cancel_requested.is_set():
             return JobStatus.CANCELLED, None
         if returncode != 0:
-            reason = f"qemu-img convert {describe_exit(returncode)}"
-            return JobStatus.FAILED, f"disk {plan.disk_key}: {reason}: {one_line(said)}"
+            reason = f"disk {plan.disk_key}: qemu-img convert {describe_exit(returncode)}"
+            return JobStatus.FAILED, reason + (f": {one_line(said)}" if said.strip() else "")
         target = Path(request.path)
         if target.exists():
             # Replacing a file: the new one is on disk before the old one goes, so not
