@@ -4,8 +4,9 @@ Everything runs on a private data folder and free ports: ``sendense lab up`` (wh
 registers the lab's vCenter, a repository and pgtest1), then hub and node as the console
 itself starts them (``sendense run --no-console --no-lab``); the console is driven
 headless with Textual's pilot. A backup is throttled (the hub's ``max_rate_mib``) so
-that it is still running, with some history, when its picture is taken. Everything
-started is stopped at the end (``sendense stop``, ``sendense lab down``).
+that it is still running, with some history, when its picture is taken; so is the VM
+restore behind the restore job's picture. Everything started is stopped at the end
+(``sendense stop``, ``sendense lab down``).
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ from typing import Any
 from textual.pilot import Pilot
 
 from engine.contract.hub import BackupRequest, VMIn
+from engine.contract.restore import VMRestoreRequest
 from engine.contract.status import JobStatus
 from engine.hub_client import HubClient
 from sendense_tui.app import SendenseApp
 from sendense_tui.config import ConsoleConfig
-from sendense_tui.messages import OpenJob
+from sendense_tui.messages import OpenJob, OpenRestore
+from sendense_tui.screens.restore_modals import ExportModal
+from sendense_tui.screens.restore_point import RestorePointScreen
+from sendense_tui.screens.restore_points import RestorePointsScreen
 
 SENDENSE = str(Path(sys.executable).parent / "sendense")
 WIDE, SMALL = (120, 40), (80, 24)
@@ -152,7 +157,51 @@ async def _shoot(env: dict[str, str], hub: HubClient, out: Path) -> list[Path]:
         await until(pilot, lambda: second in jobs and jobs[second].status is JobStatus.COMPLETED)
         await pilot.pause(1.0)
         save(app, "job-history")
+        await _shoot_restores(app, pilot, hub, save)
     return made
+
+
+async def _shoot_restores(
+    app: SendenseApp, pilot: Pilot[None], hub: HubClient, save: Callable[[SendenseApp, str], None]
+) -> None:
+    """The points of both backups above, pgtest1's point with a live export, the VM
+    restore modal with its overwrite asked, and a VM restore running."""
+    await pilot.press("6")
+    screen = app.screen
+    await until(pilot, lambda: isinstance(screen, RestorePointsScreen) and len(screen.points) == 2)
+    await pilot.pause(0.3)
+    save(app, "restore-points")
+    await pilot.press("G", "enter")  # the oldest: pgtest1's
+    await until(pilot, lambda: isinstance(app.screen, RestorePointScreen))
+    await pilot.pause(0.5)
+    await pilot.press("x")
+    await until(pilot, lambda: isinstance(app.screen, ExportModal))
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, ExportModal) and app.screen.export)
+    save(app, "restore-export")
+    await pilot.press("escape")
+    point = app.screen
+    assert isinstance(point, RestorePointScreen)
+    await until(pilot, lambda: point.exports)
+    await pilot.pause(0.3)
+    save(app, "restore-point")
+    await pilot.press("v", "tab", "tab", "tab", "tab", "tab", "space", "tab", *"pgtest1")
+    await pilot.pause(0.3)
+    save(app, "restore-vm-modal")
+    await pilot.press("escape")
+    request = VMRestoreRequest(
+        point_id=point.point.point_id, name="pgtest1-restored", max_rate_mib=2
+    )
+    restore_id = (await hub.restore_vm(request)).restore_id
+    app.post_message(OpenRestore(restore_id))
+    restores = app.state.store.restores
+    started = time.monotonic()
+    await until(pilot, lambda: restore_id in restores and restores[restore_id].bytes_done)
+    await until(pilot, lambda: time.monotonic() - started > RUNNING_SECONDS)
+    save(app, "restore-job")
+    await until(pilot, lambda: restores[restore_id].finished)
+    for export in point.exports:
+        await hub.unexport(export.name)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Three kinds of test, as for the rest of the console:
 - pilot flows against the real hub and node on the lab, from a real completed backup
   (``point`` in tests/fixtures/points.py): open the points from the VM pane, export a
   disk and read it through the URI shown, restore a disk into a file and see the job end,
-  cancel a throttled restore on its key;
+  restore the whole VM (on an 80x24 terminal), cancel a throttled restore on its key;
 - SVG snapshots of every new screen at 80x24 and 120x40 from the stand-in hub
   (tests/tui_standin_hub.py), clocks and rates frozen; update after an intended change
   with ``pytest tests/test_tui_restore.py -k snapshot --snapshot-update``;
@@ -14,6 +14,7 @@ Three kinds of test, as for the rest of the console:
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,7 +31,9 @@ from engine.contract.restore import (
     RestoreJobDisk,
 )
 from engine.contract.status import DiskStatus, JobStatus, RestoreKind, Verification
+from engine.errors import VMNotFound
 from engine.hub_client import HubClient
+from engine.vcenter import destroy_vm, find_vm, vm_info
 from sendense_tui.app import SendenseApp
 from sendense_tui.config import ConsoleConfig
 from sendense_tui.live import LiveStore
@@ -40,6 +43,7 @@ from sendense_tui.screens.restore_job import RestoresScreen
 from sendense_tui.screens.restore_modals import DiskRestoreModal, ExportModal, VMRestoreModal
 from sendense_tui.screens.restore_point import RestorePointScreen
 from sendense_tui.screens.restore_points import RestorePointsScreen
+from tests.fixtures.lab import Lab
 from tests.fixtures.points import Point
 from tests.test_tui_pilot import console, hub, until
 from tests.tui_standin_hub import FROZEN_AT, TOKEN, MiB, StandinState, build_app, lab_inventory
@@ -171,6 +175,39 @@ async def test_a_running_restore_is_live_and_cancelled_on_its_key(
         await until(pilot, lambda: restores[restore_id].status is JobStatus.CANCELLED)
         await until(pilot, lambda: cells(app, "restores-table", "state") == ["cancelled"])
     assert not target.exists()  # a cancelled restore leaves no partial file
+
+
+async def test_restore_the_whole_vm_on_a_small_terminal(
+    point: Point, lab: Lab, tmp_path: Path
+) -> None:
+    name, dc = "pgtest1-console", "/DatabanxDC/vm"
+    app = console(point.services, tmp_path)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("6")
+            await until(pilot, lambda: isinstance(app.screen, RestorePointsScreen))
+            await until(pilot, lambda: cells(app, "points-table", "VM") == ["pgtest1"])
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, RestorePointScreen))
+            await until(pilot, lambda: "configuration recorded" in text_of(app, "point-title"))
+            await pilot.press("v")
+            await until(pilot, lambda: isinstance(app.screen, VMRestoreModal))
+            await pilot.press(*name, "enter")  # the name box comes selected: typed over
+            await until(pilot, lambda: isinstance(app.screen, RestoresScreen))
+            restores = app.state.store.restores
+            await until(pilot, lambda: len(restores) == 1)
+            (job,) = restores.values()
+            assert (job.kind, job.target, job.point_id) == (RestoreKind.VM, name, point.point_id)
+            await until(pilot, lambda: restores[job.restore_id].status is JobStatus.COMPLETED)
+            await until(pilot, lambda: cells(app, "disks-table", "state") == ["completed"] * 2)
+            await until(pilot, lambda: f"{dc}/{name}" in text_of(app, "restore-info"))
+            assert "read through export" not in text_of(app, "restore-info")  # ended with it
+        with lab.connect() as vc:
+            restored = vm_info(vc, find_vm(vc, f"{dc}/{name}"))
+        assert sorted(d.key for d in restored.disks) == sorted(point.disks)
+    finally:
+        with lab.connect() as vc, contextlib.suppress(VMNotFound):
+            destroy_vm(vc, find_vm(vc, f"{dc}/{name}")._moId)
 
 
 # -- snapshots from the stand-in hub ---------------------------------------------------

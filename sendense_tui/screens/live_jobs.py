@@ -40,7 +40,7 @@ class LiveJobsScreen(SendenseScreen, Generic[J]):
         super().__init__(state)
         self.selected: str | None = None
         self._ready = False
-        self._slow_for: str | None = None
+        self._slow_for: tuple[str, bool] | None = None  # (job id, finished) last drawn
         # The frame timer may fire between switching here and on_mount.
         self._slow_drawn_at = 0.0
 
@@ -162,9 +162,10 @@ class LiveJobsScreen(SendenseScreen, Generic[J]):
         title.update(self.headline(job))
         disks.show([(str(d.disk_key), self.disk_cells(job, d)) for d in job.disks], None)
         now = time.monotonic()
-        job_id = self.job_id(job)
-        if self._slow_for != job_id or (not job.finished and now - self._slow_drawn_at >= 1):
-            self._slow_for, self._slow_drawn_at = job_id, now
+        # Drawn for another job, or before this one ended: now; while it runs: each second.
+        drawn_for = (self.job_id(job), job.finished)
+        if self._slow_for != drawn_for or (not job.finished and now - self._slow_drawn_at >= 1):
+            self._slow_for, self._slow_drawn_at = drawn_for, now
             self.slow_redraw(job)
 
     # -- actions ------------------------------------------------------------------------

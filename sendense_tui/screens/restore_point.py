@@ -9,7 +9,9 @@ in the modal that asked, or as the app's error toast (``calls.call_hub``).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Label, Static
@@ -74,10 +76,6 @@ class RestorePointScreen(SendenseScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        for table_id, columns in (("point-disks", DISK_COLUMNS), ("point-exports", EXPORT_COLUMNS)):
-            table = self.query_one(f"#{table_id}", DataTable)
-            for column, width in columns.items():
-                table.add_column(column, key=column, width=width)
         self.query_one("#point-disks", DataTable).focus()
         self._show_point(self.point)
         self._show_exports([])
@@ -96,18 +94,16 @@ class RestorePointScreen(SendenseScreen):
     def _show_point(self, point: RestorePoint) -> None:
         self.point = point
         self.query_one("#point-title", Static).update(self._title(point))
-        table = self.query_one("#point-disks", DataTable)
-        row = table.cursor_row
-        table.clear()
-        for disk in point.disks:
-            table.add_row(
+        rows = [
+            (
                 str(disk.disk_key),
                 fmt.size(disk.capacity_bytes),
                 fmt.size(disk.qcow2_size_bytes),
                 disk.qcow2_path,
-                key=str(disk.disk_key),
             )
-        table.move_cursor(row=row)
+            for disk in point.disks
+        ]
+        refill(self.query_one("#point-disks", DataTable), DISK_COLUMNS, rows)
 
     @staticmethod
     def _title(point: RestorePoint) -> Text:
@@ -146,20 +142,13 @@ class RestorePointScreen(SendenseScreen):
 
     def _show_exports(self, exports: list[RestoreExport]) -> None:
         self.exports = [e for e in exports if e.point_id == self.point.point_id]
-        table = self.query_one("#point-exports", DataTable)
-        row = table.cursor_row
-        table.clear()
         now = self.state.store.clock()
-        for export in self.exports:
-            table.add_row(
-                str(export.disk_key),
-                expiry(export.expires_at, now),
-                export.uri,
-                key=export.name,
-            )
-        if not self.exports:
-            table.add_row("", Text("none: x starts one", style="dim"), "", key="")
-        table.move_cursor(row=row)
+        rows: list[tuple[Any, ...]] = [
+            (str(e.disk_key), expiry(e.expires_at, now), e.uri) for e in self.exports
+        ]
+        if not rows:
+            rows = [("", Text("none: x starts one", style="dim"), "")]
+        refill(self.query_one("#point-exports", DataTable), EXPORT_COLUMNS, rows)
 
     def _disk_under_cursor(self) -> int | None:
         table = self.query_one("#point-disks", DataTable)
@@ -226,6 +215,26 @@ class RestorePointScreen(SendenseScreen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+
+def refill(
+    table: DataTable[Any], columns: dict[str, int | None], rows: list[tuple[Any, ...]]
+) -> None:
+    """The table anew, its columns too, a column without a width (a path, a URI) as wide
+    as what it holds now, measured here: a table sizes such a column when it is next idle,
+    which a table behind a modal that opened meanwhile may not be (seen: a path cut to
+    its heading's width). The cursor stays on its line."""
+    row = table.cursor_row
+    table.clear(columns=True)
+    for at, (column, width) in enumerate(columns.items()):
+        fit = max([len(column), *(cell_width(r[at]) for r in rows)])
+        table.add_column(column, key=column, width=width or fit)
+    table.add_rows(rows)
+    table.move_cursor(row=row)
+
+
+def cell_width(cell: str | Text) -> int:
+    return cell.cell_len if isinstance(cell, Text) else cell_len(cell)
 
 
 def expiry(expires_at: datetime, now: float) -> Text:
