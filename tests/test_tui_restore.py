@@ -354,6 +354,25 @@ async def test_points_filter_and_escape_back_to_every_vm(tmp_path: Path) -> None
         assert "chunk 12 at 48.0 MiB" in text_of(app, "point-title")
 
 
+async def test_palette_opens_a_restore_and_the_restore_points(tmp_path: Path) -> None:
+    app = frozen_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        for query, screen in (
+            ("restore DC0_VM1", RestoresScreen),
+            ("restore-points", RestorePointsScreen),
+        ):
+            await pilot.press("colon", *query)
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, screen)
+        await pilot.press("7")
+        assert isinstance(app.screen, RestoresScreen)
+        assert app.screen.selected == "restore-DC0_VM1-1790000201"
+        assert "node stopped answering" in text_of(app, "job-title")
+
+
 def _restore(status: JobStatus, done: int, rate: float) -> RestoreJob:
     disk = RestoreJobDisk(
         disk_key=2000,

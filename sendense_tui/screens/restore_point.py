@@ -36,6 +36,7 @@ WAYS_BACK = {
     "point.restore_vm": "the whole VM back to vCenter, as its configuration was recorded",
     "point.unexport": "end the instant export under the cursor",
     "point.delete": "delete this point (asks first)",
+    "screen.restores": "every restore job, running and past (a restore started here opens it)",
 }
 EXPIRY_TICK_SECONDS = 30.0  # "in 3h59m" moves on; the hub ends an export on its TTL
 VERIFICATION_STYLE = {
