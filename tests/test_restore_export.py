@@ -54,7 +54,9 @@ def no_qemu_nbd(svc: Services) -> bool:
     return processes_mentioning(str(svc.home), "qemu-nbd") == []
 
 
-def test_export_is_identical_read_only_one_per_disk_and_holds_its_point(point: Point) -> None:
+def test_export_is_identical_read_only_one_per_disk_and_holds_its_point(
+    point: Point, tmp_path: Path
+) -> None:
     svc, flat = point.services, point.registration.pgtest1.flat
     first = export(svc, point.point_id, 2000)
     assert first["name"].startswith("point-pgtest1-disk2000-")
@@ -85,6 +87,15 @@ def test_export_is_identical_read_only_one_per_disk_and_holds_its_point(point: P
     second = export(svc, point.point_id, 2001)
     assert second["name"] != first["name"]
     compare(second["uri"], str(flat[2001]))
+    # An exported disk can be restored meanwhile (both only read the chain).
+    with svc.client() as api:
+        body = {"point_id": point.point_id, "disk_key": 2001, "path": str(tmp_path / "d.raw")}
+        restore_id = api.post("/api/v1/restores/disk", json=body).json()["restore_id"]
+        wait_for(
+            lambda: api.get(f"/api/v1/restores/{restore_id}").json()["status"] == "completed",
+            what="the restore of an exported disk",
+        )
+    compare(str(tmp_path / "d.raw"), str(flat[2001]))
 
     with svc.client() as api:
         listed = api.get("/api/v1/restore-exports").json()
