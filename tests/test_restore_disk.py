@@ -140,7 +140,7 @@ def test_refusals_are_one_line_and_write_nothing(
         ({"point_id": point.point_id, "disk_key": 2000, "path": "rel/d.raw"}, 422,
          "restore target 'rel/d.raw' must be an absolute path"),
         ({"point_id": point.point_id, "disk_key": 2000, "path": str(tmp_path / "no" / "d.raw")},
-         404, f"folder {tmp_path / 'no'} does not exist"),
+         422, f"folder {tmp_path / 'no'} does not exist"),
         ({"point_id": point.point_id, "disk_key": 2000, "path": str(tmp_path)}, 422,
          f"restore target {tmp_path} is a folder"),
         ({"point_id": point.point_id, "disk_key": 2000, "path": str(existing)}, 409,

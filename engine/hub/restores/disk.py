@@ -78,7 +78,7 @@ def check_target(request: DiskRestoreRequest, forbidden: list[tuple[Path, str]])
         raise BadInput(f"restore target {request.path!r} must be an absolute path")
     folder = target.parent
     if not folder.is_dir():
-        raise NotFound(f"folder {folder} does not exist")
+        raise BadInput(f"folder {folder} does not exist")
     real = folder.resolve() / target.name
     for place, what in forbidden:
         if place == real or place in real.parents or place.resolve() in real.parents:
