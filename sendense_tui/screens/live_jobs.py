@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Static
 
-from engine.contract.hub import DiskCounters, Job
+from engine.contract.hub import Job
 from engine.contract.restore import RestoreJob
 from sendense_tui.screens.base import SendenseScreen
 from sendense_tui.screens.modals import ConfirmModal
@@ -64,10 +64,6 @@ class LiveJobsScreen(SendenseScreen, Generic[J]):
 
     def headline(self, job: J) -> Text:
         raise NotImplementedError
-
-    def disk_cells(self, job: J, disk: DiskCounters) -> list[Any]:
-        history = self.state.store.disk_history.get((self.job_id(job), disk.disk_key))
-        return DiskProgress.cells(disk, history or ())
 
     def side_pane(self) -> Widget:
         raise NotImplementedError
@@ -160,10 +156,16 @@ class LiveJobsScreen(SendenseScreen, Generic[J]):
             disks.rebuild([], None)
             return
         title.update(self.headline(job))
-        disks.show([(str(d.disk_key), self.disk_cells(job, d)) for d in job.disks], None)
+        history = self.state.store.disk_history
+        job_id = self.job_id(job)
+        rows = [
+            (str(d.disk_key), DiskProgress.cells(d, history.get((job_id, d.disk_key)) or ()))
+            for d in job.disks
+        ]
+        disks.show(rows, None)
         now = time.monotonic()
         # Drawn for another job, or before this one ended: now; while it runs: each second.
-        drawn_for = (self.job_id(job), job.finished)
+        drawn_for = (job_id, job.finished)
         if self._slow_for != drawn_for or (not job.finished and now - self._slow_drawn_at >= 1):
             self._slow_for, self._slow_drawn_at = drawn_for, now
             self.slow_redraw(job)
