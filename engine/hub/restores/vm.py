@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,18 +116,30 @@ class VMRestores:
         return self.store.view(restore_id)
 
     def _setup(self, run: Run, vc: vcenter.VCenter) -> None:
-        """Make the VM, export the point, start the node; any failure ends the job."""
+        """Make the VM (the point's exports start meanwhile), start the node; any failure
+        ends the job."""
         plan = run.plan
+        run.exports = [export_name(run.restore_id, d.key) for d in plan.disks]
         try:
-            with vc:
-                self._check_cancel(run)
-                run.created = vcenter.create_vm(
-                    vc, plan.config, plan.name, plan.placement, keep_mac=plan.original is not None
-                )
+            with ThreadPoolExecutor(len(plan.disks) + 1) as pool:
+                exporting = [
+                    pool.submit(self.ctx.exports.start, name, Path(d.qcow2_path), read_only=True)
+                    for name, d in zip(run.exports, plan.disks, strict=True)
+                ]
+                with vc:
+                    self._check_cancel(run)
+                    run.created = vcenter.create_vm(
+                        vc,
+                        plan.config,
+                        plan.name,
+                        plan.placement,
+                        keep_mac=plan.original is not None,
+                    )
+                for future in exporting:
+                    future.result()  # the first failure, in disk order
             self.store.running(run.restore_id, vm_moref=run.created.moref, vm_path=run.created.path)
             self._check_cancel(run)
-            state = self._export(run, run.created)
-            self._check_cancel(run)
+            state = self._place(run, run.created)
             self.ctx.live.register(state)
             self.ctx.node(plan.node).start_restore(self._node_request(run, state))
             with self.ctx.session() as s:
@@ -149,16 +162,14 @@ class VMRestores:
         if run.live.cancel_requested.is_set():
             raise Cancelled("cancelled by request")
 
-    def _export(self, run: Run, created: vcenter.CreatedVM) -> JobState:
-        """A read-only export of each point disk, keyed by the new VM's disk it fills."""
-        by_source = {d.key: d for d in run.plan.disks}
+    def _place(self, run: Run, created: vcenter.CreatedVM) -> JobState:
+        """Each export of a point disk paired with the new VM's disk it fills, in the
+        store and in the state that follows the node's lines."""
+        by_source = {d.key: (d, name) for d, name in zip(run.plan.disks, run.exports, strict=True)}
         places: dict[int, tuple[int, str, str]] = {}
         disks: dict[int, DiskState] = {}
         for new in created.disks:
-            source = by_source[new.source_key]
-            name = export_name(run.restore_id, source.key)
-            self.ctx.exports.start(name, Path(source.qcow2_path), read_only=True)
-            run.exports.append(name)
+            source, name = by_source[new.source_key]
             places[source.key] = (new.key, new.file_name, name)
             disks[new.key] = DiskState(
                 disk_key=new.key,
@@ -262,8 +273,9 @@ class VMRestores:
             self.ctx.live.forget(state.backup_id)
 
     def _end(self, run: Run, status: JobStatus, reason: str | None) -> None:
-        for name in run.exports:
-            self.ctx.stop_export(name)
+        if run.exports:
+            with ThreadPoolExecutor(len(run.exports)) as pool:
+                list(pool.map(self.ctx.stop_export, run.exports))
         if status == JobStatus.COMPLETED:
             for key in run.live.disks:
                 self.store.update_disk(run.restore_id, key, status=DiskStatus.COMPLETED)
@@ -284,6 +296,8 @@ class VMRestores:
         """The disks are whole: replace the original (overwrite), power on (if asked)."""
         plan, created = run.plan, run.created
         assert created is not None
+        if plan.original is None and not plan.request.power_on:
+            return
         with self.ctx.session() as s:
             vc = connect_stored(s, self.ctx.settings.key_path, plan.credential_id)
         with vc:
