@@ -96,8 +96,7 @@ def test_chain_and_delete_a_point_only_once_nothing_builds_on_it(
         ]
         assert refused.status_code == 409
         assert refused.json()["detail"] == (
-            f"point {point.point_id} is the base of point {child.point_id}: "
-            "delete that one first"
+            f"point {point.point_id} is the base of point {child.point_id}: delete that one first"
         )
         assert all(p.exists() for p in point.disks.values())
 
