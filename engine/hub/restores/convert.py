@@ -11,12 +11,10 @@ waits for that only where it replaces a file.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
 import re
-import signal
 import struct
 import subprocess
 from pathlib import Path
@@ -30,8 +28,6 @@ COROUTINES = 16  # qemu-img's maximum
 # ``qemu-img convert -p`` prints ``    (12.34/100%)\r`` as it takes up chunks.
 PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 QCOW2_HEADER = 20  # magic, version, backing file offset (u64) and size (u32)
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def size_text(n: int) -> str:
@@ -120,22 +116,18 @@ def convert_argv(
     return [*argv, str(source), str(output)]
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the thread that started it dies (a hub that crashed
-    leaves no qemu-img writing)."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
-    """qemu-img in a process group of its own: a signal to the hub's group (a Ctrl-C)
-    reaches the hub, which ends its restores itself."""
+    """qemu-img that dies with the thread that started it (a hub that crashed leaves no
+    qemu-img writing: util-linux's setpriv sets the parent-death signal and execs it, so
+    Python can vfork instead of copying the hub's memory for a preexec function), in a
+    process group of its own (a signal to the hub's group reaches the hub, which ends
+    its restores itself)."""
     return subprocess.Popen(
-        argv,
+        ["setpriv", "--pdeathsig", "TERM", "--", *argv],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         process_group=0,
-        preexec_fn=_die_with_parent,  # a prctl only: takes no lock in the child
     )
 
 

@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -68,6 +68,18 @@ class Plan:
     # job measures it (beside its qemu-img convert, not before it).
     data: int
     measured: bool
+
+
+@dataclass
+class _Handoff:
+    """From the request to the job's thread: the job once written (None: it was not)."""
+
+    ready: threading.Event = field(default_factory=threading.Event)
+    live: LiveRestore | None = None
+
+    def abort(self) -> None:
+        self.live = None
+        self.ready.set()
 
 
 def check_target(request: DiskRestoreRequest, forbidden: list[tuple[Path, str]]) -> int:
@@ -129,38 +141,43 @@ class DiskRestores:
         return Plan(row.id, row.vm_name, disk.disk_key, source, capacity, data, measured)
 
     def start(self, request: DiskRestoreRequest) -> RestoreJob:
-        """Check everything, write the pending job, and run it in a thread of its own."""
+        """Check everything, then write the pending job while its thread already starts
+        qemu-img (the database's commit is not on the copy's path)."""
         target = Path(request.path)
         with self.lock:
             if self._stopping:
                 raise Conflict("the hub is stopping")
             if target in self._targets:
                 raise Conflict(f"a restore is writing {target} already")
-            live: LiveRestore | None = None
+            handoff = _Handoff()
             try:
                 with self.store.session() as s:
                     plan = self._plan(s, request)
-                    live = self.store.add(s, self._row(s, plan, request))
-            except Exception:
-                if live is not None:  # followed, but its row was never written
+                    restore_id = self.store.new_id(s, plan.vm_name)
+                    thread = threading.Thread(
+                        target=self._run,
+                        args=(restore_id, plan, request, handoff),
+                        name=f"restore-{restore_id}",
+                        daemon=True,
+                    )
+                    thread.start()
+                    handoff.live = self.store.add(s, self._row(restore_id, plan, request))
+            except BaseException:
+                if handoff.live is not None:  # followed, but its row was never written
                     with contextlib.suppress(NotFound):
-                        self.store.finish(live.restore_id, JobStatus.FAILED)
+                        self.store.finish(restore_id, JobStatus.FAILED)
+                handoff.abort()
                 raise
+            handoff.ready.set()
             self._targets.add(target)
-            thread = threading.Thread(
-                target=self._run,
-                args=(live, plan, request),
-                name=f"restore-{live.restore_id}",
-                daemon=True,
-            )
-            self._threads[live.restore_id] = thread
-        thread.start()
-        log.info("disk restore %s of %s disk %s", live.restore_id, plan.point_id, plan.disk_key)
-        return self.store.view(live.restore_id)
+            self._threads[restore_id] = thread
+        log.info("disk restore %s of %s disk %s", restore_id, plan.point_id, plan.disk_key)
+        return self.store.view(restore_id)
 
-    def _row(self, s: Session, plan: Plan, request: DiskRestoreRequest) -> RestoreRow:
+    @staticmethod
+    def _row(restore_id: str, plan: Plan, request: DiskRestoreRequest) -> RestoreRow:
         return RestoreRow(
-            id=self.store.new_id(s, plan.vm_name),
+            id=restore_id,
             kind=RestoreKind.DISK,
             backup_job_id=plan.point_id,
             vm_name=plan.vm_name,
@@ -182,38 +199,56 @@ class DiskRestores:
 
     # -- running --------------------------------------------------------------------------
 
-    def _run(self, live: LiveRestore, plan: Plan, request: DiskRestoreRequest) -> None:
+    def _run(
+        self, restore_id: str, plan: Plan, request: DiskRestoreRequest, handoff: _Handoff
+    ) -> None:
+        """The job's thread: qemu-img dies with it, so it starts qemu-img itself."""
         target = Path(request.path)
-        part = part_path(target, live.restore_id)
-        status, error = JobStatus.FAILED, None
-        try:
-            status, error = self._write(live, plan, request, part)
-        except Exception as exc:  # whatever it was, the job ends with it and nothing stays
-            log.exception("disk restore %s", live.restore_id)
-            error = f"disk {plan.disk_key}: {exc}"
-        finally:
-            if status != JobStatus.COMPLETED:
-                part.unlink(missing_ok=True)
-            with self.lock:
-                self._targets.discard(target)
-                self._threads.pop(live.restore_id, None)
-            if status != JobStatus.COMPLETED and self._stopping:
-                status, error = JobStatus.FAILED, "the hub stopped while it ran"
-            self.store.finish(live.restore_id, status, error)
-
-    def _write(
-        self, live: LiveRestore, plan: Plan, request: DiskRestoreRequest, part: Path
-    ) -> tuple[JobStatus, str | None]:
-        # Made here, private: qemu-img keeps the mode of a file it writes over, and a
-        # disk's bytes are nobody else's to read.
-        os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        part = part_path(target, restore_id)
         argv = convert_argv(
             self.qemu_img, plan.source, part, request.format, max_rate_mib=request.max_rate_mib
         )
-        proc = spawn(argv)
-        live.canceller = proc.terminate
-        if live.cancel_requested.is_set():
-            proc.terminate()
+        proc = None
+        status, error = JobStatus.FAILED, None
+        try:
+            # Made here, private: qemu-img keeps the mode of a file it writes over, and a
+            # disk's bytes are nobody else's to read.
+            os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            proc = spawn(argv)
+            handoff.ready.wait()
+            live = handoff.live
+            if live is None:  # the job was never written: nothing happened
+                return
+            live.canceller = proc.terminate
+            if live.cancel_requested.is_set():
+                proc.terminate()
+            status, error = self._write(live, plan, request, proc, part)
+        except Exception as exc:  # whatever it was, the job ends with it and nothing stays
+            log.exception("disk restore %s", restore_id)
+            error = f"disk {plan.disk_key}: {exc}"
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if status != JobStatus.COMPLETED:
+                part.unlink(missing_ok=True)
+            handoff.ready.wait()  # a job written after an early failure is ended too
+            if handoff.live is not None:
+                with self.lock:
+                    self._targets.discard(target)
+                    self._threads.pop(restore_id, None)
+                if status != JobStatus.COMPLETED and self._stopping:
+                    status, error = JobStatus.FAILED, "the hub stopped while it ran"
+                self.store.finish(restore_id, status, error)
+
+    def _write(
+        self,
+        live: LiveRestore,
+        plan: Plan,
+        request: DiskRestoreRequest,
+        proc: subprocess.Popen[bytes],
+        part: Path,
+    ) -> tuple[JobStatus, str | None]:
         self.store.running(live.restore_id)  # the database's part, while qemu-img works
         if not plan.measured:
             plan = replace(plan, data=self._measure(plan), measured=True)
