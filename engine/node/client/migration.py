@@ -4,10 +4,8 @@ the clean-up of the ones before it, whatever ends the run."""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
-import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -17,16 +15,15 @@ from typing import Any
 from pyVmomi import vmodl
 
 from engine import vcenter
-from engine.config import Settings
-from engine.contract.fields import normalise_thumbprint, split_host
 from engine.contract.progress import ConfigRecorded, SnapshotTaken
 from engine.contract.status import BackupType
 from engine.contract.targets import NbdTarget, NbdTargets
 from engine.errors import SendenseError
 from engine.node.client.copying import DiskCopies, DiskCopy
-from engine.node.copier import CopyCancelled, CopyOptions
+from engine.node.client.run import ClientRun
+from engine.node.copier import CopyOptions
 from engine.node.progress import Reporter
-from engine.node.sources import NbdkitSource, VddkLogin, check_vddk, open_source, vddk_source
+from engine.node.sources import NbdkitSource, open_source, vddk_source
 from engine.vcenter.snapshots import SnapshotResult
 from engine.vcenter.tasks import fault_message
 
@@ -62,44 +59,18 @@ def record_config(
     reporter.emit(ConfigRecorded(job_id=job_id, config=config))
 
 
-class Migration:
+class Migration(ClientRun):
     """One run of ``migrate``: the steps in order, with the clean-up each step owes."""
 
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        job_id: str,
-        password: str,
-        settings: Settings,
-        reporter: Reporter,
-    ) -> None:
-        self.args = args
-        self.job_id = job_id
-        self.password = password
-        self.settings = settings
-        self.reporter = reporter
-        self.cancel = threading.Event()
-        self.nbd_targets = NbdTargets.parse(args.nbd_targets)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nbd_targets = NbdTargets.parse(self.args.nbd_targets)
         self.targets = self.nbd_targets.by_key()
-        tp = args.vmware_thumbprint
-        self.thumbprint = normalise_thumbprint(tp) if tp else None
-        # Errors already sent as an `error` line with their disk key.
-        self.reported: set[int] = set()
-
-    def check_cancel(self) -> None:
-        if self.cancel.is_set():
-            raise CopyCancelled("cancelled")
 
     def run(self) -> None:
         a = self.args
         log.info("job %s: backing up %s from %s", self.job_id, a.vmware_path, a.vmware_endpoint)
-        with vcenter.connect(
-            a.vmware_endpoint,
-            a.vmware_username,
-            self.password,
-            thumbprint=self.thumbprint,
-            insecure=a.vmware_insecure,
-        ) as vc:
+        with self.connect() as vc:
             vm = vcenter.find_vm(vc, a.vmware_path)
             info = vcenter.vm_info(vc, vm)
             self.nbd_targets.match_disks(d.key for d in info.disks)
@@ -147,11 +118,8 @@ class Migration:
         log.info("snapshot %s removed", snap.name)
 
     def vddk_factory(self, disk: DiskPlan, vm_moref: str, snap_moref: str) -> NbdkitSource:
-        check_vddk(self.settings.vddk)
-        host, port = split_host(self.args.vmware_endpoint)
-        login = VddkLogin(host, port, self.args.vmware_username, self.password, self.thumbprint)
         return vddk_source(
-            login,
+            self.vddk_login(),
             vm_moref=vm_moref,
             snapshot_moref=snap_moref,
             file_name=disk.file_name,

@@ -10,52 +10,29 @@ run, every sink's nbdkit is stopped before it returns.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
-import threading
 from contextlib import ExitStack
+from typing import Any
 
 from engine import vcenter
-from engine.config import Settings
-from engine.contract.fields import normalise_thumbprint, split_host
 from engine.contract.inventory import DiskInfo
 from engine.contract.targets import NbdTargets
 from engine.node.client.copying import DiskCopies, DiskCopy
-from engine.node.copier import CopyCancelled, CopyOptions
-from engine.node.progress import Reporter
+from engine.node.client.run import ClientRun
+from engine.node.copier import CopyOptions
 from engine.node.sinks import open_sink
-from engine.node.sources import NbdkitSource, VddkLogin, check_vddk, vddk_source
+from engine.node.sources import NbdkitSource, vddk_source
 
 log = logging.getLogger("sendense.client")
 
 
-class Restore:
+class Restore(ClientRun):
     """One run of ``restore``: the steps in order, each sink closed whatever happens."""
 
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        job_id: str,
-        password: str,
-        settings: Settings,
-        reporter: Reporter,
-    ) -> None:
-        self.args = args
-        self.job_id = job_id
-        self.password = password
-        self.settings = settings
-        self.reporter = reporter
-        self.cancel = threading.Event()
-        self.nbd_sources = NbdTargets.parse(args.nbd_sources)
-        tp = args.vmware_thumbprint
-        self.thumbprint = normalise_thumbprint(tp) if tp else None
-        # Errors already sent as an `error` line with their disk key.
-        self.reported: set[int] = set()
-
-    def check_cancel(self) -> None:
-        if self.cancel.is_set():
-            raise CopyCancelled("cancelled")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nbd_sources = NbdTargets.parse(self.args.nbd_sources)
 
     def run(self) -> None:
         a = self.args
@@ -65,13 +42,7 @@ class Restore:
             sources = self.nbd_sources.by_key()
             # The vCenter session is needed only to find the VM and its files; it ends
             # before the copy, however long that takes.
-            with vcenter.connect(
-                a.vmware_endpoint,
-                a.vmware_username,
-                self.password,
-                thumbprint=self.thumbprint,
-                insecure=a.vmware_insecure,
-            ) as vc:
+            with self.connect() as vc:
                 info = vcenter.vm_info(vc, vcenter.find_vm(vc, a.vmware_path))
                 self.nbd_sources.match_disks((d.key for d in info.disks), what="nbd source")
                 self.check_cancel()
@@ -104,11 +75,8 @@ class Restore:
             DiskCopies(self.job_id, self.reporter, self.cancel, options, self.reported).run(copies)
 
     def vddk_sink(self, disk: DiskInfo, vm_moref: str) -> NbdkitSource:
-        check_vddk(self.settings.vddk)
-        host, port = split_host(self.args.vmware_endpoint)
-        login = VddkLogin(host, port, self.args.vmware_username, self.password, self.thumbprint)
         return vddk_source(
-            login,
+            self.vddk_login(),
             vm_moref=vm_moref,
             snapshot_moref=None,
             file_name=disk.file_name,
