@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
 from engine.contract.restore import (
@@ -46,6 +44,7 @@ from sendense_tui.screens.restore_points import RestorePointsScreen
 from tests.fixtures.lab import Lab
 from tests.fixtures.points import Point
 from tests.test_tui_pilot import console, hub, until
+from tests.test_tui_snapshots import settle, steps
 from tests.tui_standin_hub import FROZEN_AT, TOKEN, MiB, StandinState, build_app, lab_inventory
 
 SIZES = [(80, 24), (120, 40)]
@@ -259,22 +258,6 @@ def frozen_app(tmp_path: Path, state: StandinState | None = None) -> SendenseApp
     client = HubClient(config.hub_url, TOKEN, transport=transport)
     clock = FROZEN_AT.timestamp() + 60
     return SendenseApp(config, clock=lambda: clock, live=False, client=client)
-
-
-async def settle(pilot: Pilot[None]) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
-    async def run(pilot: Pilot[None]) -> None:
-        await settle(pilot)
-        for key in keys:
-            await pilot.press(key)
-            await settle(pilot)
-
-    return run
 
 
 SCREENS = {
