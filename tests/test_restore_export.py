@@ -5,6 +5,7 @@ or ended as its lease says across a hub restart."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import nbd
 import pytest
 
+from engine.cli.launcher import _end_instant_exports
 from engine.cli.restore import duration_seconds
 from engine.config import Settings
 from engine.contract.restore import ExportRequest
@@ -24,6 +26,7 @@ from engine.db.session import session_scope
 from engine.errors import BadInput, NotFound
 from engine.hub.exports.manager import ExportManager
 from engine.hub.restores.instant import InstantExports
+from engine.hub_client import HubClient
 from tests.conftest import wait_for
 from tests.fixtures.backups import running, seed_vm
 from tests.fixtures.exports import qemu_nbd_pids
@@ -320,3 +323,19 @@ def test_a_dead_qemu_nbd_is_forgotten_and_asked_again_started_anew(
     _kill(again.pid)
     assert leases.sweep(T0) == [one.name]
     assert leases.leased() == []
+
+
+def test_stopping_the_hub_for_good_ends_its_instant_exports(point: Point) -> None:
+    """`sendense stop` ends the leases first: a restarted hub would keep them, but a hub
+    stopped for good could never end them on their TTL."""
+    svc = point.services
+    pids = [export(svc, point.point_id, key)["pid"] for key in (2000, 2001)]
+
+    async def end() -> int:
+        async with HubClient(svc.hub.url, svc.token) as hub:
+            return await _end_instant_exports(hub)
+
+    assert asyncio.run(end()) == 2
+    wait_for(lambda: not any(running(pid) for pid in pids), what="the exports' qemu-nbd to end")
+    with svc.client() as api:
+        assert api.get("/api/v1/restore-exports").json() == []

@@ -132,7 +132,8 @@ def stop_command(
     """Stop the hub and node that `sendense run` (or the console) started in the background.
 
     Refused while backups run, unless --force: then the node goes first, so its clients
-    remove their snapshots and the hub stops their exports before it stops itself.
+    remove their snapshots and the hub stops their exports before it stops itself. Instant
+    exports of restore points end too (a restarted hub keeps them; a stopped one cannot).
     """
     s = settings()
     pids = {name: started_pid(s, name) for name in ("node", "hub")}
@@ -147,6 +148,10 @@ def stop_command(
             continue
         if name == "hub" and pids["node"]:
             on_hub(_until_no_running_jobs, s)
+        if name == "hub":
+            ended = on_hub(_end_instant_exports, s)
+            if ended:
+                console.print(f"exports: ended {ended} instant export(s)")
         _stop_group(pid)
         pid_file(s, name).unlink(missing_ok=True)
         console.print(f"{name}: stopped (pid {pid})")
@@ -187,6 +192,18 @@ async def _until_no_running_jobs(hub: HubClient) -> None:
         except HubUnreachable:
             return
         await asyncio.sleep(0.2)
+
+
+async def _end_instant_exports(hub: HubClient) -> int:
+    """End the instant exports: a hub restart keeps them for the next hub, but once it is
+    stopped for good nothing would end them on their TTL. How many there were."""
+    try:
+        exports = await hub.restore_exports()
+        for export in exports:
+            await hub.unexport(export.name)
+    except HubUnreachable:
+        return 0
+    return len(exports)
 
 
 def _stop_group(pid: int, grace: float = 15.0) -> None:
