@@ -6,7 +6,8 @@ PY := /usr/bin/python3
 VENV := .venv
 STAMPS := .make
 DEB_PACKAGES := qemu-utils nbdkit python3-libnbd libnbd-bin python3-venv \
-	mariadb-server openssh-server golang-go golang-github-vmware-govmomi-dev tmux procps
+	mariadb-server openssh-server golang-go golang-github-vmware-govmomi-dev tmux procps \
+	fdisk e2fsprogs ntfs-3g dosfstools mtools
 
 .PHONY: setup run test test-fast lint bench screenshots clean
 

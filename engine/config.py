@@ -103,6 +103,9 @@ class CopySettings(Section):
     request_size: int = Field(1024 * 1024, ge=4096, le=32 * 1024 * 1024)
     requests_in_flight: int = Field(16, ge=1, le=1024)
     connections: int = Field(4, ge=1, le=16)
+    # Verification: the copier takes a digest of every chunk of this size (a power of
+    # two, and a divisor of request_size: each read holds whole chunks).
+    chunk_size: int = Field(1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
 
 
 class VddkSettings(Section):

@@ -21,6 +21,7 @@ exit  meaning                                                    HTTP
 10    a service could not be reached (hub, node, no free port)   503
 11    a service behind the one asked refused (node said no)      502
 12    too little free space for what must be written             507
+13    a restore point is damaged (``verify`` found bad bytes)      409
 130   cancelled (SIGINT or SIGTERM)
 ====  =========================================================  ====
 """
@@ -104,6 +105,11 @@ class Refused(SendenseError, exit_code=11, http_status=502):
 class NoSpace(SendenseError, exit_code=12, http_status=507):
     """Too little free space for what must be written; the message says how much is
     needed and how much is free."""
+
+
+class Damaged(SendenseError, exit_code=13, http_status=409):
+    """A restore point's bytes are not what was backed up; the message names the disk
+    and the byte range."""
 
 
 class Cancelled(SendenseError, exit_code=130, http_status=409):

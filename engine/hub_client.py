@@ -18,6 +18,7 @@ import httpx
 from httpx_sse import EventSource, aconnect_sse
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from engine.contract.files import ContentQuery, FileEntry, FileQuery, FolderListing, Partition
 from engine.contract.hub import (
     BackupRequest,
     BackupStarted,
@@ -47,6 +48,7 @@ from engine.contract.restore import (
     VMRestoreRequest,
 )
 from engine.contract.status import JobStatus
+from engine.contract.verify import VerifyReport
 from engine.errors import SendenseError, Unavailable, error_for_status
 
 M = TypeVar("M", bound=BaseModel)
@@ -231,6 +233,79 @@ class HubClient:
 
     async def cancel_restore(self, restore_id: str) -> RestoreJob:
         return await self._get(RestoreJob, "DELETE", f"/restores/{_segment(restore_id)}")
+
+    # ---- single files out of a restore point --------------------------------------------
+
+    def _disk_path(self, point_id: str, disk_key: int) -> str:
+        return f"/restore-points/{_segment(point_id)}/disks/{int(disk_key)}"
+
+    async def partitions(self, point_id: str, disk_key: int) -> list[Partition]:
+        """The disk's partitions and the file system found in each (``0``: the whole
+        disk, when it has no partition table)."""
+        return await self._list(Partition, f"{self._disk_path(point_id, disk_key)}/partitions")
+
+    async def list_folder(
+        self, point_id: str, disk_key: int, path: str = "/", partition: int | None = None
+    ) -> FolderListing:
+        params = FileQuery(path=path, partition=partition).model_dump(exclude_none=True)
+        return await self._get(
+            FolderListing, "GET", f"{self._disk_path(point_id, disk_key)}/files", params=params
+        )
+
+    async def stat_file(
+        self, point_id: str, disk_key: int, path: str, partition: int | None = None
+    ) -> FileEntry:
+        params = FileQuery(path=path, partition=partition).model_dump(exclude_none=True)
+        return await self._get(
+            FileEntry, "GET", f"{self._disk_path(point_id, disk_key)}/files/stat", params=params
+        )
+
+    @asynccontextmanager
+    async def file_content(
+        self,
+        point_id: str,
+        disk_key: int,
+        path: str,
+        partition: int | None = None,
+        *,
+        archive: bool = False,
+    ) -> AsyncIterator[httpx.Response]:
+        """The streamed answer (read it with ``aiter_bytes``): a file's bytes, or a tar
+        stream for a folder or when ``archive`` asks for one (``Content-Type`` says
+        which). An error answer raises before the block begins."""
+        query = ContentQuery(path=path, partition=partition, archive=archive)
+        params = query.model_dump(exclude_none=True)
+        params["archive"] = "true" if archive else "false"
+        url = f"{self._disk_path(point_id, disk_key)}/files/content"
+        request = self._http.build_request(
+            "GET", url, params=params, timeout=httpx.Timeout(60.0, connect=3.0, read=None)
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise HubUnreachable(
+                f"the hub at {self.base_url} is not answering ({reason})"
+            ) from None
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise_for_answer(response)
+            yield response
+        finally:
+            await response.aclose()
+
+    # ---- verification -------------------------------------------------------------------
+
+    async def verify(self, point_id: str) -> VerifyReport:
+        """Start verifying the point (running already: that verification)."""
+        path = f"/restore-points/{_segment(point_id)}/verify"
+        return await self._get(VerifyReport, "POST", path)
+
+    async def verification(self, point_id: str) -> VerifyReport:
+        """The point's running or last verification; ``NotFound`` if it never ran."""
+        path = f"/restore-points/{_segment(point_id)}/verify"
+        return await self._get(VerifyReport, "GET", path)
 
     async def events(self) -> AsyncIterator[HubEvent]:
         """The hub's server-sent events, typed; ends when the stream does."""

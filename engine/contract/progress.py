@@ -84,6 +84,18 @@ class DiskDone(_Line):
     change_id: Annotated[str, Field(max_length=255)] | None = None
 
 
+class ChunkDigests(_Line):
+    """Digests of consecutive chunks of one disk, as the copier read them from the source
+    (engine/contract/verify.py): ``digests`` is base64 of 16-byte xxh3-128 digests, the
+    first for the chunk at ``offset``. A disk sends them in any order, each chunk once."""
+
+    type: Literal["chunk_digests"] = "chunk_digests"
+    disk_key: DiskKey
+    chunk_size: Annotated[int, Field(ge=4096, le=64 * 2**20)]
+    offset: Count
+    digests: Annotated[str, Field(max_length=1_500_000)]
+
+
 class ClientError(_Line):
     type: Literal["error"] = "error"
     message: Message
@@ -111,6 +123,7 @@ ProgressLine = Annotated[
     | DiskStarted
     | DiskProgress
     | DiskDone
+    | ChunkDigests
     | ClientError
     | ClientDone
     | ClientExit,
