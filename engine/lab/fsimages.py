@@ -7,7 +7,8 @@ A GPT (or MBR) disk: partition 1 ext4 (``mke2fs -d`` from a folder), partition 2
 (``mkfs.vfat`` + ``mmd``/``mcopy -m``). Each file system's manifest holds only what that
 file system really keeps: ext4 everything (modes, mtimes, symlinks, folders); NTFS files
 in its root and their bytes (ntfscp makes no folders and stamps its own times); FAT
-folders, files, long names and mtimes to 2 s.
+folders, files, long names and mtimes to 2 s (every name mixed-case or long, so that it
+has a long-name entry: an all-lowercase 8.3 name is only a case flag, which readers drop).
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ KNOWN: dict[str, list[KnownFile]] = {
         _file("/A long file name.txt", b"long names on fat\n", mode=None),
         _folder("/Folder One", mode=None),
         _folder("/Folder One/Sub", mode=None),
-        _file("/Folder One/inside.txt", b"inside folder one\n", mode=None),
-        _file("/Folder One/Sub/deep.bin", _pattern("fat-deep", 70 * 1024 + 1), mode=None),
+        _file("/Folder One/Inside folder.txt", b"inside folder one\n", mode=None),
+        _file("/Folder One/Sub/Deep data.bin", _pattern("fat-deep", 70 * 1024 + 1), mode=None),
     ],
 }
 
