@@ -2,6 +2,8 @@
 
 Layout under the lab folder (``<SENDENSE_HOME>/lab`` for the CLI):
   bin/sendense-lab-<hash>   the build, keyed by a hash of the Go source (rebuilt on change)
+  bin/fsimages-<hash>/      fstest1's disk images (fsimages.py), keyed by its source: the
+                            Go lab copies them into fstest1's flat files at each start
   identity/                 password (0600), certificate and key: kept across restarts so
                             the registered credential and its pinned thumbprint stay valid
   run/                      pid, log, lab.json and the datastores: removed by ``stop``
@@ -65,6 +67,36 @@ def source_hash() -> str:
     for path in sorted(GO_SOURCE.glob("*.go")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def fs_images(cache: Path) -> Path:
+    """The folder holding fstest1's disk images (``gpt.raw``, ``fat.raw``), built once
+    per version of ``fsimages.py`` into ``cache`` (a second to build, cached all the same:
+    the lab's start stays quick)."""
+    from engine.lab import fsimages
+
+    digest = hashlib.sha256(Path(fsimages.__file__).read_bytes()).hexdigest()[:16]
+    folder = cache / f"fsimages-{digest}"
+    if folder.is_dir():
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f"{folder.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fsimages.build_gpt_disk(tmp / "gpt.raw")
+        fsimages.build_fat_disk(tmp / "fat.raw")
+        os.rename(tmp, folder)
+    except Exception as exc:
+        if not folder.is_dir():  # else another start made them first: as good
+            raise LabError(f"building fstest1's disk images failed: {exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for stale in cache.glob("fsimages-*"):  # older versions, if not in recent use
+        with contextlib.suppress(OSError):
+            if stale != folder and time.time() - stale.stat().st_mtime > STALE_BUILD_SECONDS:
+                shutil.rmtree(stale)
+    return folder
 
 
 def build(lab_dir: Path, bin_dir: Path | None = None) -> Path:
@@ -153,6 +185,7 @@ def start(
     if _answers(port):
         raise LabError(f"port {port} on 127.0.0.1 is already in use; choose another with --port")
     binary = build(lab_dir, bin_dir)
+    images = fs_images(bin_dir or lab_dir / "bin")
     p = _paths(lab_dir)
     shutil.rmtree(p["run"], ignore_errors=True)
     p["run"].mkdir(parents=True, mode=0o700)
@@ -171,6 +204,7 @@ def start(
         f"-hosts={hosts}",
         f"-clusters={clusters}",
         f"-disk-mib={disk_mib}",
+        f"-fs-images={images}",
     ]
     with open(p["log"], "ab") as log:
         proc = subprocess.Popen(

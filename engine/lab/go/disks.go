@@ -96,6 +96,12 @@ func writeDiskFiles(path string, capacity, granule, extent int64, seed int64) er
 	if err := f.Close(); err != nil {
 		return err
 	}
+	return writeDescriptor(path, capacity, seed)
+}
+
+// writeDescriptor writes the VMDK descriptor of a flat extent of capacity bytes.
+func writeDescriptor(path string, capacity int64, seed int64) error {
+	flat := flatName(path)
 	sectors := capacity / 512
 	cylinders := sectors / (255 * 63)
 	if cylinders < 1 {

@@ -88,14 +88,17 @@ func datastoreFile(vm *simulator.VirtualMachine, name string) (string, error) {
 
 var seedVMs = map[string]bool{"pgtest1": true, "web 01": true}
 
-// prepareDisks writes a descriptor and flat file behind every disk of every VM and starts
-// change tracking for the VMs created with it enabled.
-func (l *Lab) prepareDisks() error {
+// prepareDisks writes a descriptor and flat file behind every disk of every VM (fstest1's
+// from its images) and starts change tracking for the VMs created with it enabled.
+func (l *Lab) prepareDisks(images fsImages) error {
 	for _, e := range simulator.Map.All("VirtualMachine") {
 		vm := e.(*simulator.VirtualMachine)
 		renumberDisks(vm)
 		full := seedVMs[vm.Name]
 		err := l.adopt(vm, func(file string, capacity, seed int64) error {
+			if image, ok := images[path.Base(file)]; ok && vm.Name == fsVMName {
+				return writeImageDisk(file, image, capacity, seed)
+			}
 			return writeDisk(file, capacity, full, seed)
 		})
 		if err != nil {

@@ -1,5 +1,5 @@
 // Command sendense-lab serves a vCenter simulator (govmomi's vcsim) extended for Sendense:
-// a seed site (DatabanxDC/pgtest1), real VMDK descriptor and flat files behind every disk,
+// a seed site (DatabanxDC/pgtest1, fstest1 with real file systems), real VMDK descriptor and flat files behind every disk,
 // QueryChangedDiskAreas with change ids, and authenticated /sendense/ endpoints to write
 // into a disk, reset its change tracking and inject a quiesce fault.
 package main
@@ -32,6 +32,7 @@ func main() {
 	certFile := flag.String("cert", "", "TLS certificate (PEM); made with -key when missing")
 	keyFile := flag.String("key", "", "TLS private key (PEM)")
 	diskMiB := flag.Int("disk-mib", 24, "size of pgtest1's first disk in MiB (the second is 5/3 of it)")
+	fsImageDir := flag.String("fs-images", "", "folder with gpt.raw and fat.raw: fstest1's disks (none: no fstest1)")
 	flag.Parse()
 
 	if *passwordFile == "" || *home == "" || *certFile == "" || *keyFile == "" {
@@ -65,12 +66,12 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	site := &seedSite{client: client, dsRoot: dsRoot, diskMiB: int64(*diskMiB)}
+	site := &seedSite{client: client, dsRoot: dsRoot, diskMiB: int64(*diskMiB), fsImageDir: *fsImageDir}
 	if err := site.build(ctx); err != nil {
 		log.Fatalf("building the seed site: %v", err)
 	}
 	lab := newLab()
-	if err := lab.prepareDisks(); err != nil {
+	if err := lab.prepareDisks(site.fsImages); err != nil {
 		log.Fatalf("writing disks: %v", err)
 	}
 

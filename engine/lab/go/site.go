@@ -13,11 +13,15 @@ import (
 // seedSite builds the seed's site beside the simulator's own inventory: datacenter
 // DatabanxDC, VM pgtest1 with two disks of different sizes (device keys 2000 and 2001)
 // and a vmxnet3 NIC on "VM Network", and a VM whose name has a space, in a nested folder
-// (/DatabanxDC/vm/Prod/Web Tier/web 01).
+// (/DatabanxDC/vm/Prod/Web Tier/web 01); with -fs-images, fstest1 (fsvm.go).
 type seedSite struct {
 	client  *vim25.Client
 	dsRoot  string
 	diskMiB int64
+	// fsImageDir, when set, holds the images of fstest1's disks (fsvm.go); fsImages is
+	// filled from it.
+	fsImageDir string
+	fsImages   fsImages
 }
 
 const seedDatastore = "DatabanxDS"
@@ -81,10 +85,16 @@ func (s *seedSite) build(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	return s.createVM(ctx, web, pool, hosts[1], vmSpec{
+	if err := s.createVM(ctx, web, pool, hosts[1], vmSpec{
 		name: "web 01", guest: "rhel8_64Guest", cpus: 1, memoryMB: 2048, cbt: false,
 		disksMiB: []int64{8},
-	})
+	}); err != nil {
+		return err
+	}
+	if s.fsImageDir == "" {
+		return nil
+	}
+	return s.createFSVM(ctx, folders.VmFolder, pool, hosts[0])
 }
 
 type vmSpec struct {
@@ -120,10 +130,7 @@ func (s *seedSite) createVM(ctx context.Context, folder *object.Folder, pool *ob
 		Device:    scsi,
 	})
 	for i, mib := range v.disksMiB {
-		file := v.name + ".vmdk"
-		if i > 0 {
-			file = fmt.Sprintf("%s_%d.vmdk", v.name, i)
-		}
+		file := vmdkName(v.name, i)
 		disk := &types.VirtualDisk{
 			VirtualDevice: types.VirtualDevice{
 				Key:           int32(2000 + i),
