@@ -202,3 +202,7 @@ def restore_cancel(
 from engine.cli.restore_vm import restore_vm_command  # noqa: E402 - a module of its own
 
 restore_app.command("vm")(restore_vm_command)
+
+from engine.cli.restore_files import files_app  # noqa: E402 - a module of its own
+
+restore_app.add_typer(files_app, name="files")
