@@ -13,8 +13,9 @@ with other work penalises none of them more than the others):
   threads as connections, since nbdcopy opens no more connections than threads);
 - ``sendense nbd copy --target-is-zero --progress json``: the command as shipped, with
   the settings' defaults (``[copier]``), start-up included;
-- ``copier``: the same copy (the settings' defaults, progress reported) in a child that
-  imports only the copier: the engine without the command's start-up.
+- ``copier``: the same copy (the settings' defaults, progress reported, chunk digests taken
+  as a backup takes them) in a child that imports only the copier: the engine without
+  the command's start-up.
 
 Printed per case: throughputs of the best run, the ratio nbdcopy time / our time for
 the best runs and for the median runs, and the largest peak RSS.
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from engine.hub.exports.manager import ExportManager
 
 MiB = 1024 * 1024
+CHUNK_SIZE = MiB  # copier.chunk_size
 
 
 @dataclass
@@ -113,7 +115,14 @@ def child(src: str, dst: str) -> None:
     checks), so the child need not load the settings (pydantic) at all."""
     from engine.node.copier import CopyOptions, copy
 
-    copy(src, dst, options=CopyOptions(target_is_zero=True), progress=lambda p: None)
+    # A backup's copy: chunk digests taken (``main`` checks the size is the settings').
+    copy(
+        src,
+        dst,
+        options=CopyOptions(target_is_zero=True, chunk_size=CHUNK_SIZE),
+        progress=lambda p: None,
+        digests=lambda offset, digests: None,
+    )
 
 
 def bench_case(
@@ -162,6 +171,8 @@ def main() -> None:
 
     if CopyOptions.from_settings(CopySettings()) != CopyOptions():
         raise SystemExit("CopyOptions' defaults differ from CopySettings': the copier row lies")
+    if CopySettings().chunk_size != CHUNK_SIZE:
+        raise SystemExit("CHUNK_SIZE differs from CopySettings.chunk_size: the copier row lies")
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--random-mib", type=int, default=2048)

@@ -8,11 +8,16 @@ a fast copy never turns into a write storm.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from dataclasses import dataclass, field
 
+from pydantic import ConfigDict
+
 from engine.contract.hub import DiskCounters, DiskEvent
 from engine.contract.progress import (
+    ChunkDigests,
     ClientDone,
     ClientError,
     ClientExit,
@@ -23,10 +28,14 @@ from engine.contract.progress import (
     SnapshotTaken,
 )
 from engine.contract.status import ClientOutcome, DiskStatus, JobStatus, SnapshotKind
+from engine.hub.verify.table import TableError, TableWriter
 
 
 class DiskState(DiskCounters):
-    """A disk's live numbers (the contract's counters) and what only the hub keeps."""
+    """A disk's live numbers (the contract's counters) and what only the hub keeps:
+    a backup's disk has its digest table's writer (a restore's has none)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     export_name: str
     qcow2_path: str
@@ -35,6 +44,7 @@ class DiskState(DiskCounters):
     error: str | None = None
     sse_dirty: bool = False
     db_dirty: bool = False
+    digests: TableWriter | None = None
 
     def to_event(self, backup_id: str) -> DiskEvent:
         counters = {name: getattr(self, name) for name in DiskCounters.model_fields}
@@ -100,6 +110,9 @@ class JobState:
                     disk.error = message
                     message = f"disk {disk.disk_key}: {message}"
                 self.errors.append(message)
+            case ChunkDigests() if disk is not None:
+                self._take_digests(disk, line)
+                return False
             case ClientDone():
                 self.client_status, self.client_message = line.status, line.message
             case ClientExit():
@@ -109,6 +122,15 @@ class JobState:
         if disk is not None:
             disk.sse_dirty = disk.db_dirty = True
         return True
+
+    def _take_digests(self, disk: DiskState, line: ChunkDigests) -> None:
+        if disk.digests is None or self.failure:
+            return
+        try:
+            raw = base64.b64decode(line.digests, validate=True)
+            disk.digests.put(line.chunk_size, line.offset, raw)
+        except (binascii.Error, TableError, OSError) as exc:
+            self.failure = f"disk {disk.disk_key}: chunk digests not recorded: {exc}"
 
     def take_sse(self) -> list[DiskEvent]:
         """Disk events changed since the last call."""
@@ -129,8 +151,10 @@ class JobState:
     def outcome(self) -> tuple[JobStatus, str | None]:
         """(status, reason) once the node reported the client's exit, or the hub saw a fault.
 
-        Completed needs all of: the client's own ``done completed``, exit code 0, and a
-        ``disk_done`` for every disk. Anything less is a failure with the reason.
+        Completed needs all of: the client's own ``done completed``, exit code 0, a
+        ``disk_done`` for every disk, and each backup disk's digest table complete (a
+        point ``verify`` could not check is not a good one). Anything less is a failure
+        with the reason.
         """
         cancelled_by_client = self.exit_code == 130 or self.client_status == JobStatus.CANCELLED
         if self.cancel_requested and cancelled_by_client:
@@ -139,6 +163,9 @@ class JobState:
             return JobStatus.FAILED, self.failure
         unfinished = [k for k, d in sorted(self.disks.items()) if d.status != DiskStatus.COPIED]
         if self.exit_code == 0 and self.client_status == JobStatus.COMPLETED and not unfinished:
+            for key, d in sorted(self.disks.items()):
+                if d.digests is not None and not d.digests.complete:
+                    return JobStatus.FAILED, f"disk {key}: {d.digests.describe()}"
             return JobStatus.COMPLETED, None
         if self.cancel_requested:
             return JobStatus.CANCELLED, "cancelled by request"

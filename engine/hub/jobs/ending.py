@@ -23,6 +23,7 @@ from engine.hub.exports.errors import ExportError
 from engine.hub.jobs.live import JobContext, log
 from engine.hub.nodes import NodeUnreachable
 from engine.hub.progress import JobState
+from engine.hub.verify.table import remove_table
 
 CANCEL_WAIT_SECONDS = 20.0
 
@@ -73,6 +74,9 @@ def finalize(ctx: JobContext, state: JobState) -> None:
                 status, reason = JobStatus.FAILED, f"disk {disk.disk_key}: {problem}"
                 break
             sizes[disk.disk_key] = Path(disk.qcow2_path).stat().st_size
+    for disk in state.disks.values():
+        if disk.digests is not None:
+            disk.digests.close(sync=status == JobStatus.COMPLETED)
     if status != JobStatus.COMPLETED:
         for disk in state.disks.values():
             remove_restore_point(Path(disk.qcow2_path))
@@ -144,8 +148,10 @@ def cancel(ctx: JobContext, backup_id: str) -> Job:
 
 
 def remove_restore_point(path: Path) -> None:
-    """Delete a qcow2 that is not a good restore point, and its folders if now empty."""
+    """Delete a qcow2 that is not a good restore point (its digest table with it), and
+    its folders if now empty."""
     path.unlink(missing_ok=True)
+    remove_table(path)
     for folder in (path.parent, path.parent.parent):
         try:
             folder.rmdir()

@@ -15,6 +15,7 @@ from engine.hub.jobs.ending import finalize_now
 from engine.hub.jobs.live import JobContext
 from engine.hub.nodes import NodeRef, node_ref
 from engine.hub.progress import DiskState, JobState
+from engine.hub.verify.table import TableWriter, table_path
 
 
 def reconcile(ctx: JobContext, spare: set[str] | None = None) -> list[str]:
@@ -45,7 +46,8 @@ def reconcile(ctx: JobContext, spare: set[str] | None = None) -> list[str]:
 
 
 def _state_of(row: BackupJob) -> JobState:
-    """The job as its rows left it: the numbers of the last flush."""
+    """The job as its rows left it: the numbers of the last flush, and the digests the
+    tables already hold."""
     disks = {
         d.disk_key: DiskState(
             disk_key=d.disk_key,
@@ -55,6 +57,7 @@ def _state_of(row: BackupJob) -> JobState:
             bytes_done=d.bytes_done,
             bytes_total=d.bytes_total,
             bytes_zero=d.bytes_zero,
+            digests=TableWriter(table_path(d.qcow2_path), d.bytes_total),
         )
         for d in row.disks
     }

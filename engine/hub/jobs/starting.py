@@ -23,6 +23,7 @@ from engine.hub.jobs.live import JobContext, log
 from engine.hub.jobs.plan import JobPlan, find_context, make_plan
 from engine.hub.nodes import mark_seen
 from engine.hub.progress import DiskState, JobState
+from engine.hub.verify.table import TableWriter, table_path
 
 
 def start_job(ctx: JobContext, request: BackupRequest) -> BackupStarted:
@@ -54,6 +55,7 @@ def _run(ctx: JobContext, plan: JobPlan) -> BackupStarted:
                 export_name=disk.export_name,
                 qcow2_path=str(disk.qcow2_path),
                 bytes_total=disk.capacity_bytes,
+                digests=TableWriter(table_path(disk.qcow2_path), disk.capacity_bytes),
             )
             results.append(
                 DiskResult(
@@ -132,6 +134,8 @@ def _undo(ctx: JobContext, state: JobState, created: list[Path]) -> None:
     ctx.live.forget(state.backup_id)
     for disk in state.disks.values():
         ctx.stop_export(disk.export_name)
+        if disk.digests is not None:
+            disk.digests.close()
     for path in created:
         remove_restore_point(path)
     with ctx.session() as s:

@@ -1,25 +1,31 @@
 """Every disk of a run copied at once, each on its own thread, reported line by line:
 what ``migrate`` (VMware → qcow2 exports) and ``restore`` (exports → VMware) share.
 
-A disk's lines are ``disk_started``, ``progress`` several times a second, then
+A disk's lines are ``disk_started``, ``progress`` several times a second (with
+``chunk_digests`` as work units complete, when the options take digests), then
 ``disk_done`` or an ``error`` naming the disk; the first failure cancels the other
 disks, and that failure is the one raised.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
-from engine.contract.progress import ClientError, DiskStarted
+from engine.contract.progress import ChunkDigests, ClientError, DiskStarted
+from engine.contract.verify import DIGEST_SIZE
 from engine.node.copier import CopyCancelled, CopyOptions, Progress, copy
 from engine.node.progress import Reporter, disk_done, disk_progress
 
 log = logging.getLogger("sendense.client")
 
 LOG_RATE_SECONDS = 10.0
+# Digests per ``chunk_digests`` line: 43 KiB of base64, under the node's 64 KiB line
+# buffer (asyncio's default) and far under the contract's limit.
+DIGESTS_PER_LINE = 2048
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,21 @@ class DiskCopies:
                     p.rate_bps / 2**20,
                 )
 
+        def on_digests(offset: int, digests: bytes) -> None:
+            chunk = self.options.chunk_size
+            assert chunk is not None
+            step = DIGESTS_PER_LINE * DIGEST_SIZE
+            for i in range(0, len(digests), step):
+                self.reporter.emit(
+                    ChunkDigests(
+                        job_id=self.job_id,
+                        disk_key=c.key,
+                        chunk_size=chunk,
+                        offset=offset + i // DIGEST_SIZE * chunk,
+                        digests=base64.b64encode(digests[i : i + step]).decode(),
+                    )
+                )
+
         log.info(
             "disk %s: copying %d bytes from %s to %s", c.key, c.capacity, c.source_uri, c.target_uri
         )
@@ -98,6 +119,7 @@ class DiskCopies:
                 options=self.options,
                 progress=on_progress,
                 cancel=self.cancel,
+                digests=on_digests if self.options.chunk_size else None,
             )
         except BaseException as exc:
             errors.append(exc)

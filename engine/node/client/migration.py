@@ -150,5 +150,7 @@ class Migration(ClientRun):
                 # A full backup writes a new qcow2, which reads as zeroes.
                 target_is_zero=self.args.backup_type == BackupType.FULL,
                 max_rate_bps=self.args.max_rate * 2**20 if self.args.max_rate else None,
+                # The point's digest table, for ``sendense verify``.
+                chunk_size=self.settings.copier.chunk_size,
             )
             DiskCopies(self.job_id, self.reporter, self.cancel, options, self.reported).run(copies)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import nbd
 
 from engine.errors import CopyError
+from engine.node.copier.digests import Digests, UnitDigests, align_allocation, read_size
 from engine.node.copier.extents import Extent, allocation, work_units, zero_runs
 from engine.node.copier.options import CopyOptions
 
@@ -24,9 +25,20 @@ class Stopped(Exception):
 class DiskJob:
     """State shared by the connections copying one disk: units left, counters, first error."""
 
-    def __init__(self, disk: str, extents: Sequence[Extent], opts: CopyOptions) -> None:
+    def __init__(
+        self,
+        disk: str,
+        extents: Sequence[Extent],
+        opts: CopyOptions,
+        digests: Digests | None = None,
+    ) -> None:
         self.disk = disk
         self.opts = opts
+        # With digests, reads hold whole chunks (``digests`` has the why).
+        self.digests = digests
+        self.read_size = (
+            read_size(opts.request_size, digests.chunk) if digests else opts.request_size
+        )
         self.units = collections.deque(work_units(extents))
         self.total = sum(e.length for e in extents)
         # Each connection counts its own bytes (one writer per counter, no lock per
@@ -105,11 +117,18 @@ class Connection:
             unit = job.next_unit()
             if unit is None:
                 break
-            for ext, zero in self._extents(unit):
+            parts = self._extents(unit)
+            sums = None
+            if job.digests is not None:
+                sums = job.digests.unit(unit)
+                parts = align_allocation(parts, sums.chunk, unit.offset + unit.length)
+            for ext, zero in parts:
                 if zero:
+                    if sums is not None:
+                        sums.zero(ext)
                     yield from self._zero_run(ext)
                 else:
-                    yield from self._data_run(ext)
+                    yield from self._data_run(ext, sums)
         while self.in_flight and not job.stop.is_set():
             yield
 
@@ -144,8 +163,8 @@ class Connection:
         yield from self._slot()
         self._issue_zero(ext.offset, ext.length)
 
-    def _data_run(self, ext: Extent) -> Iterator[None]:
-        size = self.job.opts.request_size
+    def _data_run(self, ext: Extent, sums: UnitDigests | None) -> Iterator[None]:
+        size = self.job.read_size
         throttled = bool(self.job.opts.max_rate_bps)
         off = ext.offset
         end = ext.offset + ext.length
@@ -158,7 +177,7 @@ class Connection:
             yield from self._slot()
             buf = self.free.pop() if n == size and self.free else nbd.Buffer(n)
             self.in_flight += 1
-            self.src.aio_pread(buf, off, completion=self._read_done(buf, off))
+            self.src.aio_pread(buf, off, completion=self._read_done(buf, off, sums))
             off += n
 
     def _slot(self) -> Iterator[None]:
@@ -177,7 +196,7 @@ class Connection:
             self.zero += n
 
     def _release(self, buf: nbd.Buffer) -> None:
-        if len(buf) == self.job.opts.request_size:
+        if len(buf) == self.job.read_size:
             self.free.append(buf)
 
     def _failed(self, kind: str, offset: int, length: int, errno: int) -> None:
@@ -188,7 +207,9 @@ class Connection:
                 f"failed on the {end}: {os.strerror(errno)}"
             )
 
-    def _read_done(self, buf: nbd.Buffer, offset: int) -> Callable[[object], int]:
+    def _read_done(
+        self, buf: nbd.Buffer, offset: int, sums: UnitDigests | None
+    ) -> Callable[[object], int]:
         def completion(err: object) -> int:
             self.in_flight -= 1
             errno = _errno(err)
@@ -196,6 +217,8 @@ class Connection:
                 self._failed("read", offset, len(buf), errno)
                 return 1
             try:
+                if sums is not None:
+                    sums.read(buf, offset)
                 self._route(buf, offset)
             except nbd.Error as exc:  # the target refused a command at once: it is dead
                 self.error = self.error or CopyError(f"disk {self.job.disk}: {exc.string}")

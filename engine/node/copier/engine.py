@@ -13,6 +13,7 @@ import nbd
 
 from engine.errors import CopyError
 from engine.node.copier.connection import Connection, DiskJob, Stopped
+from engine.node.copier.digests import Digests, DigestsCallback, align_extents
 from engine.node.copier.extents import Extent
 from engine.node.copier.handles import close_handle, open_all
 from engine.node.copier.options import CopyCancelled, CopyOptions, Progress, ProgressCallback
@@ -73,8 +74,13 @@ def copy(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     interval: float = 0.25,
+    digests: DigestsCallback | None = None,
 ) -> Progress:
     """Copy ``extents`` (default: the whole source) and flush; the final progress on success.
+
+    With ``options.chunk_size`` and ``digests``, every chunk's digest goes to ``digests``
+    exactly once (from this thread, a work unit at a time, all before this returns); the
+    extents are then grown to whole chunks.
 
     Raises CopyError on any failed command (naming disk, offset and error) and
     CopyCancelled when ``cancel`` is set; either way all connections are closed.
@@ -108,7 +114,11 @@ def copy(
             handles,
         )
         pairs = [(first_src, first_dst), *zip(more[::2], more[1::2], strict=True)]
-        job = DiskJob(disk, extents, opts)
+        sums = None
+        if opts.chunk_size and digests is not None:
+            sums = Digests(opts.chunk_size, digests)
+            extents = align_extents(extents, opts.chunk_size, size)
+        job = DiskJob(disk, extents, opts, sums)
         return _run(job, pairs, progress, cancel, interval)
     finally:
         for h in handles:
@@ -183,6 +193,8 @@ def _run(
         t0, d0 = window[0]
         rate = (done - d0) / (now - t0) if now > t0 else 0.0
         p = Progress(job.disk, done, job.total, zero, rate, len(pairs))
+        if job.digests is not None:
+            job.digests.deliver()
         if progress is not None:
             progress(p)
         return p
@@ -218,6 +230,8 @@ def _run(
     done, zero = job.counts()
     if job.error is not None or done != job.total:
         raise CopyError(f"disk {job.disk}: copy stopped at {done} of {job.total} bytes")
+    if job.digests is not None:
+        job.digests.deliver()
     # One flush once every write has been answered: with multi-conn (the only way there
     # is more than one connection) a flush on one connection covers them all.
     try:

@@ -30,6 +30,9 @@ class CopyOptions:
     # the qcow2 cluster: finer only sends more commands to a target that allocates whole
     # clusters anyway, and checking 4 KiB pieces from Python costs ~25x more CPU.
     sparse_size: int = 64 * 1024
+    # Take a digest of every chunk of this size (verification; ``copy``'s ``digests``
+    # callback gets them); None takes none. Backups ask, restores do not.
+    chunk_size: int | None = None
 
     @classmethod
     def from_settings(cls, s: CopySettings, **overrides: object) -> CopyOptions:
