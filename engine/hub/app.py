@@ -30,12 +30,14 @@ from engine.hub import (
     routes_restore_vm,
     routes_restores,
     routes_vcenters,
+    routes_verify,
 )
 from engine.hub.events import EventBus
 from engine.hub.exports.manager import ExportManager
 from engine.hub.jobs import JobManager
 from engine.hub.nodes import ensure_default_node
 from engine.hub.restores.manager import RestoreManager
+from engine.hub.verify.manager import VerifyManager
 from engine.version import __version__
 
 log = logging.getLogger("sendense.hub")
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     exports = ExportManager.from_settings(settings)
     jobs = JobManager(settings, exports, bus, token)
     restores = RestoreManager(settings, exports, bus, token)
+    verify = VerifyManager(settings)
 
     def publish_disks() -> None:
         for event in jobs.disk_events():
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await task
             await anyio.to_thread.run_sync(restores.shutdown)
+            await anyio.to_thread.run_sync(verify.shutdown)
             await anyio.to_thread.run_sync(flush)
             jobs.shutdown()
 
@@ -115,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.jobs = jobs
     app.state.restores = restores
+    app.state.verify = verify
     app.state.bus = bus
     app.state.exports = exports
     app.state.token = token
@@ -135,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes_console,
         routes_restores,
         routes_restore_vm,
+        routes_verify,
     ):
         app.include_router(routes.router, dependencies=guarded, responses=errors(401))
     return app
