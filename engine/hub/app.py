@@ -27,6 +27,7 @@ from engine.db.session import session_scope, upgrade
 from engine.hub import (
     routes_backups,
     routes_console,
+    routes_files,
     routes_restore_vm,
     routes_restores,
     routes_vcenters,
@@ -34,6 +35,7 @@ from engine.hub import (
 )
 from engine.hub.events import EventBus
 from engine.hub.exports.manager import ExportManager
+from engine.hub.files.service import FileService
 from engine.hub.jobs import JobManager
 from engine.hub.nodes import ensure_default_node
 from engine.hub.restores.manager import RestoreManager
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     exports = ExportManager.from_settings(settings)
     jobs = JobManager(settings, exports, bus, token)
     restores = RestoreManager(settings, exports, bus, token)
+    files = FileService(settings, restores)
     verify = VerifyManager(settings)
 
     def publish_disks() -> None:
@@ -95,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             (flush_seconds, restores.flush, "restore flush"),
             (WATCH_INTERVAL, jobs.watch, "watch"),
             (WATCH_INTERVAL, restores.watch, "restore watch"),
+            (WATCH_INTERVAL, files.sweep, "file sessions"),
         ]
         tasks = [asyncio.create_task(_every(*r)) for r in rounds]
         try:
@@ -106,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await task
             await anyio.to_thread.run_sync(restores.shutdown)
+            await anyio.to_thread.run_sync(files.close_all)
             await anyio.to_thread.run_sync(verify.shutdown)
             await anyio.to_thread.run_sync(flush)
             jobs.shutdown()
@@ -119,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.jobs = jobs
     app.state.restores = restores
+    app.state.files = files
     app.state.verify = verify
     app.state.bus = bus
     app.state.exports = exports
@@ -141,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes_restores,
         routes_restore_vm,
         routes_verify,
+        routes_files,
     ):
         app.include_router(routes.router, dependencies=guarded, responses=errors(401))
     return app

@@ -10,8 +10,8 @@ the cache. Not thread-safe: its session's lock guards it, like the parsers' obje
 from __future__ import annotations
 
 import io
-from contextlib import suppress
 from collections import OrderedDict
+from contextlib import suppress
 
 import nbd
 
