@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("engine.cli.backup", "backup_app"),
     "restore-points": ("engine.cli.restore_points", "restore_points_app"),
     "restore": ("engine.cli.restore", "restore_app"),
+    "verify": ("engine.cli.verify", "verify_command"),
     "hub": ("engine.cli.serve", "hub_command"),
     "node": ("engine.cli.serve", "node_command"),
     "run": ("engine.cli.launcher", "run_command"),
@@ -45,7 +46,7 @@ EXIT_CODES = (
     "Exit codes: 0 done, 1 internal error, 2 bad input, 3 vCenter error, 4 snapshot error, "
     "5 copy error, 6 disk source error, 7 not found, 8 conflict, 9 token refused, "
     "10 a service unreachable, 11 refused by the service behind the hub, 12 too little space, "
-    "130 cancelled. "
+    "13 a damaged restore point, 130 cancelled. "
     "backup start --wait: 0 completed, 1 failed, 130 cancelled."
 )
 
