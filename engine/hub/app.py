@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     exports = ExportManager.from_settings(settings)
     jobs = JobManager(settings, exports, bus, token)
     restores = RestoreManager(settings, exports, bus, token)
-    files = FileService(settings, restores)
+    files = FileService(settings, restores.point)
     verify = VerifyManager(settings)
 
     def publish_disks() -> None:

@@ -220,6 +220,6 @@ def open_filesystem(name: str, fh: BinaryIO) -> FileSystem:
         return UnixFS(name, xfs, label)
     if name == "ntfs":
         return NtfsFS(fh)
-    if name == "fat":
+    if name.startswith("fat"):
         return FatFS(fh)
     raise ValueError(f"no reader for {name}")

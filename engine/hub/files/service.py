@@ -7,18 +7,18 @@ system, the point and the disk.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
 from engine.config import Settings
 from engine.contract.files import FileEntry, FileKind, FileQuery, FolderListing, Partition
+from engine.contract.restore import RestorePoint
 from engine.errors import BadInput, NotFound
 from engine.hub.files.filesystems import FileSystem, Node
 from engine.hub.files.sessions import DiskSession, Sessions
-from engine.hub.files.tarstream import copy_file, produce, write_tar
+from engine.hub.files.tarstream import Stream, copy_file, write_tar
 from engine.hub.files.volumes import Volume
-from engine.hub.restores.manager import RestoreManager
 from engine.hub.restores.reading import PrivateExport
 
 
@@ -32,13 +32,13 @@ def _parts(path: str) -> list[str]:
 
 
 class FileService:
-    def __init__(self, settings: Settings, restores: RestoreManager) -> None:
-        self.restores = restores
+    def __init__(self, settings: Settings, point: Callable[[str], RestorePoint]) -> None:
+        self.point = point  # the restore manager's: NotFound for what is not a point
         runtime = settings.run / "readers"
         self.sessions = Sessions(lambda qcow2: PrivateExport(settings.nbd.qemu_nbd, qcow2, runtime))
 
     def _qcow2(self, point_id: str, disk_key: int) -> Path:
-        point = self.restores.point(point_id)
+        point = self.point(point_id)
         for disk in point.disks:
             if disk.disk_key == disk_key:
                 return Path(disk.qcow2_path)
@@ -151,7 +151,7 @@ class FileService:
 
     def content(
         self, point_id: str, disk_key: int, query: FileQuery, archive: bool
-    ) -> tuple[FileEntry, bool, AsyncIterator[bytes]]:
+    ) -> tuple[FileEntry, bool, Stream]:
         """The entry, whether the stream is a tar, and the stream (which gives the
         session back when it ends)."""
         session = self._acquire(point_id, disk_key)
@@ -170,7 +170,7 @@ class FileService:
         except BaseException:
             self.sessions.release(session)
             raise
-        return entry, tar, produce(work, lambda: self.sessions.release(session))
+        return entry, tar, Stream(work, lambda: self.sessions.release(session))
 
     def sweep(self, now: float | None = None) -> list[str]:
         return self.sessions.sweep(now)

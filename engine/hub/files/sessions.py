@@ -61,6 +61,7 @@ class DiskSession:
                     f"but cannot be read: {exc}"
                 ) from None
             volume.partition.label = fs.label
+            volume.partition.filesystem = fs.name  # "fat" becomes fat12/16/32
             self._filesystems[number] = fs
         return fs
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import tarfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from typing import BinaryIO, cast
 
@@ -67,44 +67,67 @@ class Sink:
             self.buffer.clear()
 
 
-async def produce(work: Callable[[Sink], None], done: Callable[[], None]) -> AsyncIterator[bytes]:
-    """Run ``work`` in a thread and yield what it writes; ``done`` runs when the thread
-    ends (the stream read out, failed or abandoned)."""
-    sink = Sink()
+class Stream:
+    """Runs ``work`` in a thread from the first chunk asked and yields what it writes;
+    ``done`` runs once when it is over: read out, failed, cancelled (the client went
+    away), or closed before it ever started."""
 
-    def run() -> None:
+    def __init__(self, work: Callable[[Sink], None], done: Callable[[], None]) -> None:
+        self.work = work
+        self.done = done
+        self.sink = Sink()
+        self.thread: threading.Thread | None = None
+        self.finished = False
+
+    def _run(self) -> None:
         try:
-            work(sink)
-            sink.flush()
-            sink.put(_END)
+            self.work(self.sink)
+            self.sink.flush()
+            self.sink.put(_END)
         except _Stopped:
             pass
         except BaseException as exc:
             with suppress(_Stopped):
-                sink.put(exc)
+                self.sink.put(exc)
         finally:
-            done()
+            self.done()
 
-    threading.Thread(target=run, name="files-stream", daemon=True).start()
-
-    def take() -> bytes | BaseException | _End | None:
+    def _take(self) -> bytes | BaseException | _End | None:
         try:
-            return sink.queue.get(timeout=POLL)
+            return self.sink.queue.get(timeout=POLL)
         except queue.Empty:
             return None
 
-    try:
-        while True:
-            item = await anyio.to_thread.run_sync(take)
-            if item is None:
-                continue
-            if isinstance(item, _End):
-                return
-            if isinstance(item, BaseException):
-                raise item  # mid-stream: the answer is cut short, the client sees it
-            yield item
-    finally:
-        sink.stop.set()
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.finished:
+            raise StopAsyncIteration
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="files-stream", daemon=True)
+            self.thread.start()
+        try:
+            while True:
+                item = await anyio.to_thread.run_sync(self._take)
+                if item is None:
+                    continue
+                if isinstance(item, _End):
+                    raise StopAsyncIteration
+                if isinstance(item, BaseException):
+                    raise item  # mid-stream: the answer is cut short, the client sees it
+                return item
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.sink.stop.set()
+        if self.thread is None:
+            self.done()
 
 
 class _LockedReader:
