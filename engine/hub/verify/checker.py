@@ -9,6 +9,7 @@ says data there is damage too. Adjacent bad chunks merge into one ``DamagedRange
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator
@@ -108,17 +109,23 @@ def _size_of(uri: str, disk: DiskCheck) -> int:
     try:
         h.connect_uri(uri)
         size = int(h.get_size())
-        h.shutdown()
     except nbd.Error as exc:
         raise SendenseError(f"disk {disk.disk_key}: cannot read the point: {exc.string}") from None
     finally:
-        h.close()
+        _close(h)
     if disk.table is not None and disk.table.header.capacity != size:
         raise SendenseError(
             f"disk {disk.disk_key}: its digest table is of {disk.table.header.capacity} bytes,"
             f" the disk of {size}"
         )
     return size
+
+
+def _close(h: nbd.NBD) -> None:
+    """Disconnect politely when connected; the handle goes with its last reference."""
+    with contextlib.suppress(nbd.Error):
+        if h.aio_is_ready():
+            h.shutdown()
 
 
 def _read_units(
@@ -157,9 +164,11 @@ def _read_units(
         if failed:
             raise SendenseError(failed[0])
     except nbd.Error as exc:
-        raise SendenseError(f"disk {disk.disk_key}: reading the point failed: {exc.string}") from None
+        raise SendenseError(
+            f"disk {disk.disk_key}: reading the point failed: {exc.string}"
+        ) from None
     finally:
-        h.close()
+        _close(h)
 
 
 def _parts(
@@ -171,14 +180,7 @@ def _parts(
         return
     pos = start
     while pos < end:
-        found: list[tuple[int, int]] = []
-
-        def collect(ctx: str, off: int, entries: list[int], err: object) -> int:
-            if ctx == nbd.CONTEXT_BASE_ALLOCATION:
-                found.extend(zip(entries[::2], entries[1::2], strict=True))
-            return 0
-
-        h.block_status(end - pos, pos, collect)
+        found = _allocation(h, end - pos, pos)
         if not found:
             yield pos, end - pos, False
             return
@@ -198,6 +200,18 @@ def _parts(
             yield zs, ze - zs, True
             if e > ze:
                 yield ze, e - ze, False
+
+
+def _allocation(h: nbd.NBD, count: int, offset: int) -> list[tuple[int, int]]:
+    found: list[tuple[int, int]] = []
+
+    def collect(ctx: str, off: int, entries: list[int], err: object) -> int:
+        if ctx == nbd.CONTEXT_BASE_ALLOCATION:
+            found.extend(zip(entries[::2], entries[1::2], strict=True))
+        return 0
+
+    h.block_status(count, offset, collect)
+    return found
 
 
 def _compare_zero(disk: DiskCheck, off: int, n: int, chunk: int) -> None:
@@ -255,8 +269,9 @@ def damaged_ranges(disk: DiskCheck) -> list[DamagedRange]:
         ):
             last.length = end - (last.offset or 0)
         else:
-            out.append(DamagedRange(disk_key=disk.disk_key, offset=start, length=end - start,
-                                    reason=reason))
+            out.append(
+                DamagedRange(
+                    disk_key=disk.disk_key, offset=start, length=end - start, reason=reason
+                )
+            )
     return out
-
-
