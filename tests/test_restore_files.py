@@ -18,7 +18,7 @@ import pytest
 
 from engine.contract.files import FileEntry, FileKind, FolderListing, Partition
 from engine.errors import BadInput
-from engine.extract import UnsafeArchive, check_target, extract
+from engine.extract import ExtractResult, UnsafeArchive, check_target, extract
 from engine.hub_client import HubClient
 from engine.lab.fsimages import KNOWN, KnownFile
 from tests.fixtures.points import Point
@@ -202,6 +202,29 @@ def test_a_disk_without_a_known_file_system_names_what_is_there(point: Point) ->
         point, 2, "restore", "files", point.point_id, "--disk", "2000", "ls", "/"
     )
     assert "unknown data" in line or "zeros" in line
+
+
+@pytest.mark.slow
+def test_extract_reports_progress_and_totals(fs_point: Point, tmp_path: Path) -> None:
+    """What the console calls: a known total for files, a few reports, the last one whole."""
+    from engine.extract import ExtractProgress
+
+    seen: list[ExtractProgress] = []
+    big = next(k for k in KNOWN["ext4"] if k.path == "/docs/nested/data.bin")
+
+    async def run() -> object:
+        async with HubClient(fs_point.services.hub.url, fs_point.services.token) as hub:
+            return await extract(
+                hub, fs_point.point_id, 2000, [big.path, "/run.sh"], tmp_path,
+                partition=1, progress=seen.append,
+            )  # fmt: skip
+
+    result = asyncio.run(run())
+    total = len(big.data or b"") + 19
+    assert result == ExtractResult(files=2, folders=0, symlinks=0, bytes=total, skipped=[])
+    assert seen and all(p.bytes_total == total for p in seen)
+    assert seen[-1].files == 2 and seen[-1].bytes_done == total
+    assert {p.path for p in seen} <= {big.path, "/run.sh"}
 
 
 # ---- hostile tar streams (a fault the real hub cannot be made to show: a fake answer) ----
