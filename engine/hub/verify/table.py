@@ -117,7 +117,9 @@ class TableWriter:
     def put(self, chunk_size: int, offset: int, digests: bytes) -> None:
         if self.header is None:
             self._create(chunk_size)
-        assert self.header is not None and self._fd is not None
+        assert self.header is not None
+        if self._fd is None:  # a line after the job ended
+            raise TableError(f"{self.path}: the table is closed")
         if chunk_size != self.header.chunk_size:
             raise TableError(
                 f"chunk digests of {chunk_size}-byte chunks, the table has "
