@@ -74,8 +74,25 @@ KEYS: dict[str, Key] = {
     "point.restore_disk": Key("f", "restore_disk", "Restore a disk to a file", footer="Disk→file"),
     "point.restore_vm": Key("v", "restore_vm", "Restore the whole VM to vCenter", footer="VM"),
     "point.delete": Key("d", "delete_point", "Delete the point (asks first)", footer="Delete"),
+    "point.browse": Key(
+        "b", "browse", "Browse the files of the disk under the cursor", footer="Files"
+    ),
+    "point.verify": Key(
+        "V", "verify", "Verify the point: every chunk read back and compared", footer="Verify"
+    ),
     "point.refresh": Key("r", "refresh", "Refresh"),
     "point.back": Key("escape", "back", "Back to the restore points", footer="Back"),
+    "files.open": Key("enter", "open", "Open the folder or partition", footer="Open"),
+    "files.up": Key("backspace", "up", "Up one folder (at the top: the partitions)", footer="Up"),
+    "files.filter": Key(
+        "slash", "filter", "Filter this folder by name", priority=True, footer="Filter"
+    ),
+    "files.mark": Key("space", "mark", "Mark / unmark the entry", footer="Mark"),
+    "files.extract": Key(
+        "e", "extract", "Extract the marked entries (or this one) to a folder", footer="Extract"
+    ),
+    "files.refresh": Key("r", "refresh", "Refresh"),
+    "files.back": Key("escape", "back", "Clear the filter, then back to the point", footer="Back"),
     "restores.cancel": Key("c", "cancel_job", "Cancel the restore (asks first)", footer="Cancel"),
     "restores.refresh": Key("r", "refresh", "Refresh"),
     "modal.confirm": Key("enter", "confirm", "Confirm", priority=True),

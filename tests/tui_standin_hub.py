@@ -35,6 +35,7 @@ from engine.contract.hub import (
 from engine.contract.inventory import DiskInfo, EntityInfo, Inventory, VMInfo
 from engine.contract.restore import RestoreJob
 from engine.contract.status import BackupType, DiskStatus, JobStatus, NodeState, SnapshotKind
+from tests.tui_standin_files import StandinFiles, file_routes
 from tests.tui_standin_restores import StandinRestores, restore_routes
 
 TOKEN = "standin-token"
@@ -106,6 +107,7 @@ class StandinState:
         self.inventory = inventory
         self.jobs: dict[str, Job] = {}
         self.restore = StandinRestores(self.vm, self.publish, FROZEN_AT)
+        self.files = StandinFiles(self.restore)
         self.queues: list[asyncio.Queue[str]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -262,6 +264,7 @@ def build_app(state: StandinState) -> FastAPI:
         )
 
     app.include_router(restore_routes(state.restore), prefix=api)
+    app.include_router(file_routes(state.files), prefix=api)
 
     @app.get(f"{api}/events")
     async def events() -> StreamingResponse:

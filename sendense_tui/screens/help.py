@@ -22,6 +22,7 @@ SCOPES = {
     "jobs": "Jobs",
     "points": "Restore points",
     "point": "A restore point",
+    "files": "Files of a restore point",
     "restores": "Restores",
     "vcenters": "vCenters",
     "list": "Lists",

@@ -1,17 +1,18 @@
 """One restore point: what it is, its disks, its live instant exports, and the ways
-back, each on a key (instant export, a disk to a file, the whole VM, delete).
+back, each on a key (instant export, single files, a disk to a file, the whole VM,
+verify, delete).
 
-A restore started here opens the restores screen on it (``OpenRestore``); exports and
-deletion are answered at once, so they stay here. What the hub refuses is one line,
-in the modal that asked, or as the app's error toast (``calls.call_hub``).
-"""
+Single files come out on the file browser (``FilesScreen``); a verification runs in the
+hub and is watched here, on its own line (``VerificationLine``). A restore started
+here opens the restores screen on it (``OpenRestore``); exports and deletion are
+answered at once, so they stay here. What the hub refuses is one line, in the modal
+that asked, or as the app's error toast (``calls.call_hub``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Label, Static
@@ -22,19 +23,24 @@ from sendense_tui import fmt
 from sendense_tui.keymap import bindings, keys_for
 from sendense_tui.messages import OpenRestore
 from sendense_tui.screens.base import SendenseScreen
+from sendense_tui.screens.files import FilesScreen
 from sendense_tui.screens.help import pretty
 from sendense_tui.screens.modals import ConfirmModal
 from sendense_tui.screens.restore_modals import DiskRestoreModal, ExportModal, VMRestoreModal
 from sendense_tui.state import ConsoleState
 from sendense_tui.widgets.header import HubHeader
+from sendense_tui.widgets.tables import refill
+from sendense_tui.widgets.verification import VerificationLine
 
 DISK_COLUMNS = {"disk": 5, "capacity": 10, "qcow2 size": 10, "qcow2": None}
 EXPORT_COLUMNS = {"disk": 5, "expires": 23, "nbd URI": None}
 WAYS_BACK = {
     "point.export": "instant access: a disk served read-only over NBD, as of this point",
+    "point.browse": "single files: the disk's partitions and folders, marked files out",
     "point.restore_disk": "a disk into a standalone file on the hub (raw, qcow2, vmdk)",
     "point.restore_vm": "the whole VM back to vCenter, as its configuration was recorded",
     "point.unexport": "end the instant export under the cursor",
+    "point.verify": "verify: read the point back through its chain, every chunk compared",
     "point.delete": "delete this point (asks first)",
     "screen.restores": "every restore job, running and past (a restore started here opens it)",
 }
@@ -54,8 +60,10 @@ class RestorePointScreen(SendenseScreen):
     BINDINGS = bindings(
         "point.export",
         "point.unexport",
+        "point.browse",
         "point.restore_disk",
         "point.restore_vm",
+        "point.verify",
         "point.delete",
         "point.refresh",
         "point.back",
@@ -69,6 +77,7 @@ class RestorePointScreen(SendenseScreen):
     def compose(self) -> ComposeResult:
         yield HubHeader(self.state)
         yield Static(id="point-title")
+        yield VerificationLine(self.state.client, self.point.point_id, id="point-verify")
         yield Label(Text("disks", style="bold"), classes="point-heading")
         yield DataTable(id="point-disks", cursor_type="row")
         yield Label(Text("instant exports", style="bold"), classes="point-heading")
@@ -183,6 +192,19 @@ class RestorePointScreen(SendenseScreen):
 
         self.call_hub(self.state.client.unexport(export.name), ended)
 
+    def action_browse(self) -> None:
+        disk_key = self._disk_under_cursor()
+        if disk_key is not None:
+            self.app.push_screen(FilesScreen(self.state, self.point, disk_key))
+
+    def action_verify(self) -> None:
+        self.query_one("#point-verify", VerificationLine).start()
+
+    def on_verification_line_finished(self, event: VerificationLine.Finished) -> None:
+        """The verification changed the point's state: read it again (the points list
+        reads every point again when it is back on top)."""
+        self.call_hub(self.state.client.restore_point(self.point.point_id), self._show_point)
+
     def action_restore_disk(self) -> None:
         if self.point.disks:
             modal = DiskRestoreModal(self.state, self.point, self._disk_under_cursor())
@@ -216,26 +238,6 @@ class RestorePointScreen(SendenseScreen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
-
-
-def refill(
-    table: DataTable[Any], columns: dict[str, int | None], rows: list[tuple[Any, ...]]
-) -> None:
-    """The table anew, its columns too, a column without a width (a path, a URI) as wide
-    as what it holds now, measured here: a table sizes such a column when it is next idle,
-    which a table behind a modal that opened meanwhile may not be (seen: a path cut to
-    its heading's width). The cursor stays on its line."""
-    row = table.cursor_row
-    table.clear(columns=True)
-    for at, (column, width) in enumerate(columns.items()):
-        fit = max([len(column), *(cell_width(r[at]) for r in rows)])
-        table.add_column(column, key=column, width=width or fit)
-    table.add_rows(rows)
-    table.move_cursor(row=row)
-
-
-def cell_width(cell: str | Text) -> int:
-    return cell.cell_len if isinstance(cell, Text) else cell_len(cell)
 
 
 def expiry(expires_at: datetime, now: float) -> Text:
