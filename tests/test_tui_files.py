@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, Static
+from textual.pilot import Pilot
+from textual.widgets import Input, ProgressBar, Static
 
 from engine.contract.status import Verification
 from engine.contract.verify import DamagedRange, VerifyReport
@@ -40,7 +41,7 @@ def marks(app: SendenseApp) -> list[str]:
     return cells(app, "files-table", " ")
 
 
-async def into_ops(pilot) -> None:  # type: ignore[no-untyped-def]
+async def into_ops(pilot: Pilot[None]) -> None:
     """From the points list: the newest point, browse disk 2000, its ext4, /home/ops."""
     await steps("6", "enter", "b")(pilot)
     await steps("enter")(pilot)  # partition 1, ext4
@@ -74,7 +75,8 @@ async def test_partitions_folders_filter_marks_and_an_extraction(tmp_path: Path)
         assert "3 shown · filter: t" in text_of(app, "files-status")
         await steps("down", "space", "space")(pilot)
         assert marks(app) == ["", "●", "●"]
-        size = len(ROOT_FILES[f"{OPS}/notes.txt"]) + len(ROOT_FILES[f"{OPS}/report 2026.csv"])  # type: ignore[arg-type]
+        known = file_system(ROOT_FILES, FROZEN_AT)
+        size = sum(known[f"{OPS}/{n}"].entry.size_bytes for n in ("notes.txt", "report 2026.csv"))
         assert f"2 marked, {fmt.size(size)}" in text_of(app, "files-status")
         await steps("escape")(pilot)  # the filter goes; the marks stay
         assert len(names(app)) == 5 and marks(app) == ["", "", "", "●", "●"]
@@ -93,10 +95,12 @@ async def test_partitions_folders_filter_marks_and_an_extraction(tmp_path: Path)
         said = str(modal.query_one("#form-error", Static).render())
         counts = "2 file(s), 0 folder(s), 0 symlink(s)"
         assert f"done: {counts}, {fmt.size(size)} written to {out}" in said
+        now = str(modal.query_one("#extract-now", Static).render())
+        assert f"{OPS}/report 2026.csv\n2 file(s), {fmt.size(size)} of {fmt.size(size)}" == now
+        assert modal.query_one("#extract-bar", ProgressBar).percentage == 1.0
         await steps("enter")(pilot)
         assert isinstance(app.screen, FilesScreen) and not app.screen.marks
         assert "space marks" in text_of(app, "files-status")
-    known = file_system(ROOT_FILES, FROZEN_AT)
     for name in ("notes.txt", "report 2026.csv"):
         written, entry = out / name, known[f"{OPS}/{name}"].entry
         assert written.read_bytes() == ROOT_FILES[entry.path]
