@@ -5,8 +5,9 @@ registers the lab's vCenter, a repository and pgtest1), then hub and node as the
 itself starts them (``sendense run --no-console --no-lab``); the console is driven
 headless with Textual's pilot. A backup is throttled (the hub's ``max_rate_mib``) so
 that it is still running, with some history, when its picture is taken; so is the VM
-restore behind the restore job's picture. Everything started is stopped at the end
-(``sendense stop``, ``sendense lab down``).
+restore behind the restore job's picture. fstest1, the lab's VM with real file
+systems, is backed up last for the file browser's picture and a verified point's.
+Everything started is stopped at the end (``sendense stop``, ``sendense lab down``).
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ from textual.pilot import Pilot
 
 from engine.contract.hub import BackupRequest, VMIn
 from engine.contract.restore import VMRestoreRequest
-from engine.contract.status import JobStatus
+from engine.contract.status import JobStatus, Verification
 from engine.hub_client import HubClient
 from sendense_tui.app import SendenseApp
 from sendense_tui.config import ConsoleConfig
-from sendense_tui.messages import OpenJob, OpenRestore
+from sendense_tui.messages import OpenJob, OpenRestore, OpenRestorePoints
+from sendense_tui.screens.files import FilesScreen
 from sendense_tui.screens.restore_modals import ExportModal
 from sendense_tui.screens.restore_point import RestorePointScreen
 from sendense_tui.screens.restore_points import RestorePointsScreen
+from sendense_tui.widgets.verification import VerificationLine
 
 SENDENSE = str(Path(sys.executable).parent / "sendense")
 WIDE, SMALL = (120, 40), (80, 24)
@@ -158,6 +161,7 @@ async def _shoot(env: dict[str, str], hub: HubClient, out: Path) -> list[Path]:
         await pilot.pause(1.0)
         save(app, "job-history")
         await _shoot_restores(app, pilot, hub, save)
+        await _shoot_files(app, pilot, hub, save)
     return made
 
 
@@ -202,6 +206,43 @@ async def _shoot_restores(
     await until(pilot, lambda: restores[restore_id].finished)
     for export in point.exports:
         await hub.unexport(export.name)
+
+
+async def _shoot_files(
+    app: SendenseApp, pilot: Pilot[None], hub: HubClient, save: Callable[[SendenseApp, str], None]
+) -> None:
+    """fstest1 (the lab's VM with real file systems) backed up; its ext4's root in the
+    file browser with two files marked; then the point verified."""
+    await hub.add_vm(VMIn(vcenter_id=1, path="/DatabanxDC/vm/fstest1"))
+    backup_id = await start_backup(hub, "fstest1")
+    jobs = app.state.store.jobs
+    await until(pilot, lambda: backup_id in jobs and jobs[backup_id].status is JobStatus.COMPLETED)
+    app.post_message(OpenRestorePoints("fstest1"))
+    await until(pilot, lambda: isinstance(app.screen, RestorePointsScreen) and app.screen.points)
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, RestorePointScreen))
+    point = app.screen
+    assert isinstance(point, RestorePointScreen)
+    await until(pilot, lambda: point.point.disks)
+    await pilot.press("b")  # disk 2000: GPT, ext4 and NTFS
+    await until(pilot, lambda: isinstance(app.screen, FilesScreen) and app.screen.partitions)
+    files = app.screen
+    assert isinstance(files, FilesScreen)
+    await pilot.press("enter")
+    await until(pilot, lambda: files.entries)
+    for name in ("hello.txt", "name with spaces.txt"):
+        files.table.move_cursor(row=[e.name for e in files.entries].index(name))
+        await pilot.press("space")
+    await pilot.pause(0.3)
+    save(app, "restore-files")
+    await pilot.press("escape")
+    await until(pilot, lambda: app.screen is point)
+    await pilot.press("V")
+    line = point.query_one("#point-verify", VerificationLine)
+    await until(pilot, lambda: line.report is not None and line.report.finished_at is not None)
+    await until(pilot, lambda: point.point.verification is not Verification.UNVERIFIED)
+    await pilot.pause(0.3)
+    save(app, "restore-verified")
 
 
 def main() -> None:
