@@ -194,7 +194,7 @@ async def test_verify_finds_a_damaged_point_and_names_disk_and_range(tmp_path: P
         await until(pilot, lambda: text_of(app, "point-verify").startswith("damaged"))
         await until(pilot, lambda: "damaged" in text_of(app, "point-title"))
         shown = text_of(app, "point-verify")
-        assert "disk 2000 at byte 50331648 (48.0 MiB), 1048576 bytes" in shown
+        assert "disk 2000 at byte 50331648 (48.0 MiB), 1.0 MiB" in shown
         assert "chunk 48 does not match its digest" in shown
 
 

@@ -28,9 +28,11 @@ RANGES_SHOWN = 3
 def damaged_text(damage: DamagedRange) -> str:
     where = f"disk {damage.disk_key}"
     if damage.offset is not None:
-        where += f" at byte {damage.offset} ({fmt.size(damage.offset)})"
+        where += f" at byte {damage.offset}"
+        if damage.offset >= 1024:
+            where += f" ({fmt.size(damage.offset)})"
         if damage.length:
-            where += f", {damage.length} bytes"
+            where += f", {fmt.size(damage.length)}"
     return f"{where}: {damage.reason}"
 
 
