@@ -57,14 +57,15 @@ def make_point(folder: Path, size: int, chunk: int) -> Path:
 
 def ours(qcow2: Path, run: Path) -> float:
     from engine.contract.verify import DiskVerification
-    from engine.hub.verify.checker import DiskCheck, check_structure, damaged_ranges, read_disk
+    from engine.hub.verify.checker import check_structure, damaged_ranges, read_disk
+    from engine.hub.verify.disk import DiskCheck
     from engine.hub.verify.table import read_table, table_path
 
     table = read_table(table_path(qcow2))
     disk = DiskCheck(2000, qcow2, [qcow2], table, DiskVerification(disk_key=2000))
     t0 = time.perf_counter()
     assert check_structure("qemu-img", disk) is None
-    read_disk("qemu-nbd", run, disk, threading.Event())
+    read_disk("qemu-img", "qemu-nbd", run, disk, threading.Event())
     elapsed = time.perf_counter() - t0
     if damaged_ranges(disk) or disk.state.chunks != table.header.chunks:
         raise SystemExit(f"verify found damage on a good point: {damaged_ranges(disk)}")

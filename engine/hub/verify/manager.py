@@ -25,13 +25,8 @@ from engine.db.models import BackupDisk, BackupJob
 from engine.db.session import session_scope
 from engine.errors import SendenseError
 from engine.hub.restores.points import completed_point
-from engine.hub.verify.checker import (
-    DiskCheck,
-    VerifyStopped,
-    check_structure,
-    damaged_ranges,
-    read_disk,
-)
+from engine.hub.verify.checker import check_structure, damaged_ranges, read_disk
+from engine.hub.verify.disk import DiskCheck, VerifyStopped
 from engine.hub.verify.table import TableError, read_table, table_path
 
 log = logging.getLogger("sendense.hub")
@@ -128,7 +123,8 @@ class VerifyManager:
                 if found is not None:
                     damaged.append(found)
             for disk in run.disks:
-                read_disk(self.settings.nbd.qemu_nbd, self.settings.run, disk, run.stop)
+                nbd = self.settings.nbd
+                read_disk(nbd.qemu_img, nbd.qemu_nbd, self.settings.run, disk, run.stop)
                 damaged.extend(damaged_ranges(disk))
         except VerifyStopped:
             error = "verification stopped: the hub is shutting down"
