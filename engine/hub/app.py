@@ -68,9 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     bus = EventBus()
     exports = ExportManager.from_settings(settings)
     jobs = JobManager(settings, exports, bus, token)
-    restores = RestoreManager(settings, exports, bus, token)
-    files = FileService(settings, restores.point)
     verify = VerifyManager(settings)
+    restores = RestoreManager(settings, exports, bus, token, verifying=verify.busy_points)
+    files = FileService(settings, restores.point)
 
     def publish_disks() -> None:
         for event in jobs.disk_events():

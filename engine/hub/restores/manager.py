@@ -7,6 +7,7 @@ qemu-img) and run in worker threads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -24,6 +25,7 @@ from engine.contract.restore import (
     VMRestoreRequest,
 )
 from engine.db.models import RestoreDisk
+from engine.errors import Conflict
 from engine.hub.events import EventBus
 from engine.hub.exports.manager import ExportManager
 from engine.hub.restores import points
@@ -39,9 +41,15 @@ def utc_now() -> datetime:
 
 class RestoreManager:
     def __init__(
-        self, settings: Settings, exports: ExportManager, bus: EventBus, token: str
+        self,
+        settings: Settings,
+        exports: ExportManager,
+        bus: EventBus,
+        token: str,
+        verifying: Callable[[], set[str]] = set,
     ) -> None:
         self.settings = settings
+        self.verifying = verifying  # the points being verified (VerifyManager.busy_points)
         self.exports = exports
         self.bus = bus
         self.token = token  # what a VM restore presents to its node
@@ -62,6 +70,8 @@ class RestoreManager:
 
     def delete_point(self, point_id: str) -> None:
         # Nothing of the point starts meanwhile: no instant export, no disk restore.
+        if point_id in self.verifying():
+            raise Conflict(f"point {point_id} is being verified: wait for the verification")
         with self.instant.lock, self.disks.lock, self.store.session() as s:
             points.delete_point(s, point_id, self.store.busy_points())
 
