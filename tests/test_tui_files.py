@@ -2,10 +2,10 @@
 (tests/tui_standin_files.py): partitions, folders, the filter, marks, an extraction
 that really writes files (the stand-in streams real tar streams to ``engine.extract``),
 a folder that cannot be written, and a verification seen running, then verified or
-damaged. SVG snapshots of the browser and the extract modal at 80x24 and 120x40;
-update after an intended change with
-``pytest tests/test_tui_files.py -k snapshot --snapshot-update``.
-"""
+damaged. One flow runs against the real hub and node on the lab's fstest1
+(``fs_point``). SVG snapshots of the browser and the extract modal at 80x24 and
+120x40; update after an intended change with
+``pytest tests/test_tui_files.py -k snapshot --snapshot-update``."""
 
 from __future__ import annotations
 
@@ -16,15 +16,18 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, ProgressBar, Static
 
+from engine.contract.files import FileKind
 from engine.contract.status import Verification
 from engine.contract.verify import DamagedRange, VerifyReport
+from engine.lab.fsimages import KNOWN
 from sendense_tui import fmt
 from sendense_tui.app import SendenseApp
 from sendense_tui.screens.extract_modal import ExtractModal
 from sendense_tui.screens.files import FilesScreen
 from sendense_tui.screens.restore_point import RestorePointScreen
 from sendense_tui.widgets.verification import report_text
-from tests.test_tui_pilot import until
+from tests.fixtures.points import Point
+from tests.test_tui_pilot import console, until
 from tests.test_tui_restore import DAMAGED, INCREMENTAL, SIZES, cells, frozen_app, standin, text_of
 from tests.test_tui_snapshots import steps
 from tests.tui_standin_files import ROOT_FILES, file_system
@@ -196,6 +199,49 @@ async def test_verify_finds_a_damaged_point_and_names_disk_and_range(tmp_path: P
         shown = text_of(app, "point-verify")
         assert "disk 2000 at byte 50331648 (48.0 MiB), 1.0 MiB" in shown
         assert "chunk 48 does not match its digest" in shown
+
+
+async def test_the_labs_fstest1_browsed_and_extracted_through_the_real_hub(
+    fs_point: Point, tmp_path: Path
+) -> None:
+    """The real hub and node on the lab's fstest1 (real ext4 and NTFS on GPT): the
+    browser lists what fsimages put there and a folder and a file come out whole."""
+    out = tmp_path / "out"
+    app = console(fs_point.services, tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("6")
+        await until(pilot, lambda: cells(app, "points-table", "point id") == [fs_point.point_id])
+        await pilot.press("enter")
+        await until(pilot, lambda: cells(app, "point-disks", "disk") == ["2000", "2001"])
+        await pilot.press("b")
+        await until(pilot, lambda: isinstance(app.screen, FilesScreen) and app.screen.partitions)
+        files = app.screen
+        assert isinstance(files, FilesScreen)
+        assert cells(app, "files-table", "file system") == ["ext4", "ntfs"]
+        await pilot.press("enter")
+        await until(pilot, lambda: files.entries)
+        root = {k.path.split("/")[1] for k in KNOWN["ext4"]}
+        assert root <= {e.name for e in files.entries}
+        for name in ("docs", "hello.txt"):
+            files.table.move_cursor(row=[e.name for e in files.entries].index(name))
+            await pilot.press("space")
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, ExtractModal))
+        modal = app.screen
+        assert isinstance(modal, ExtractModal)
+        modal.query_one("#extract-to", Input).value = str(out)
+        await pilot.press("enter")
+        await until(pilot, lambda: modal.result is not None)
+    for known in KNOWN["ext4"]:
+        if not known.path.startswith(("/docs", "/hello.txt")):
+            continue
+        got = out / known.path.lstrip("/")
+        if known.kind is FileKind.SYMLINK:
+            assert os.readlink(got) == known.symlink_target
+        elif known.kind is FileKind.FILE:
+            assert got.read_bytes() == known.data and got.stat().st_mode & 0o7777 == known.mode
+        else:
+            assert got.is_dir()
 
 
 def test_a_point_without_digest_tables_is_said_to_be_checked_for_structure_only() -> None:
