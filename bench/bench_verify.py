@@ -1,6 +1,7 @@
-"""``verify`` of a point (engine/hub/verify: ``qemu-img check``, then every chunk read back
-through a private qemu-nbd export and compared with its digest table) against
-``qemu-img compare`` of the same qcow2 with a raw copy of its disk, same run.
+"""``verify`` of a point (engine/hub/verify: ``qemu-img check``, ``qemu-img map``, then every
+chunk read from the chain's files where the map places it, or through a private qemu-nbd
+export where it cannot, and compared with its digest table) against ``qemu-img compare``
+of the same qcow2 with a raw copy of its disk, same run.
 
 The point: a qcow2 of ``--disk-mib`` whose first half holds random data in 64 MiB runs
 with 32 MiB holes between them, its digest table made from the raw file as the copier
@@ -10,8 +11,8 @@ qcow2 and the raw copy and compares bytes; ours reads the qcow2 once and hashes 
 Printed: the best and median times, the ratio (qemu-img time / ours: above 1 is ours
 faster; the goal is 0.8 or more), and the machine.
 
-    .venv/bin/python -m bench.bench_verify                      # 1 GiB disk, 512 MiB data
-    .venv/bin/python -m bench.bench_verify --disk-mib 256 --repeat 1
+    .venv/bin/python -m bench bench_verify                      # 1 GiB disk, 512 MiB data
+    .venv/bin/python -m bench bench_verify --disk-mib 256 --repeat 1
 """
 
 from __future__ import annotations

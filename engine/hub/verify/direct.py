@@ -3,12 +3,12 @@ each byte, and comparing each chunk with the table.
 
 A chunk that reads as zeros wholly is the digest of zeros, nothing hashed (runs of them
 are compared in one go), so a table that says data there is damage; any other chunk is
-put together in one reused buffer (its zero parts copied from a buffer of zeros, its
+put together in its worker's reused buffer (its zero parts copied from a buffer of zeros, its
 data parts read with ``preadv`` from their files at their host offsets) and hashed once.
 ``preadv`` rather than mmap: mmap saved a copy (0.03 s instead of 0.05 s for 512 MiB
 in the page cache), but an I/O error under a mapping is SIGBUS, which ends the hub;
-``preadv`` makes it an error of this disk. A chunk with a part only qemu can read is
-left for the NBD reader: its range is returned.
+``preadv`` makes it an error of this disk. Two workers take the chunks in turn. A
+chunk with a part only qemu can read is left for the NBD reader: its range is returned.
 """
 
 from __future__ import annotations
@@ -25,30 +25,63 @@ from engine.hub.verify.disk import DiskCheck, VerifyStopped, zeros_digest
 from engine.hub.verify.layout import Extent, Kind, Layout
 
 READ_SIZE = 4 * 2**20  # the chunk of a disk without a table (read, not compared)
+WORKERS = 2  # preadv lets go of the GIL (xxhash too, for large inputs): two halved it
 
 
 def read_direct(layout: Layout, disk: DiskCheck, stop: threading.Event) -> list[tuple[int, int]]:
     """Read and compare every chunk the layout places; the chunk-aligned ``(start, end)``
     ranges left for qemu to read."""
     chunk = disk.table.header.chunk_size if disk.table else READ_SIZE
-    reader = _Reader(layout, disk, chunk)
-    try:
-        left: list[tuple[int, int]] = []
-        for start, end, pieces in _chunks(layout, chunk):
-            if stop.is_set():
-                raise VerifyStopped("verification stopped")
-            if any(p.kind is Kind.OTHER for p in pieces):
-                if left and left[-1][1] == start:
-                    left[-1] = (left[-1][0], end)
+    todo = _chunks(layout, chunk)
+    lock = threading.Lock()
+    left: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+    failed = threading.Event()
+
+    def run() -> None:
+        reader = _Reader(layout, disk, chunk)
+        try:
+            while not failed.is_set():
+                if stop.is_set():
+                    raise VerifyStopped("verification stopped")
+                with lock:
+                    item = next(todo, None)
+                if item is None:
+                    return
+                start, end, pieces = item
+                if any(p.kind is Kind.OTHER for p in pieces):
+                    with lock:
+                        left.append((start, end))
+                elif all(p.kind is Kind.ZERO for p in pieces):
+                    _zero_run(disk, chunk, start, end)
                 else:
-                    left.append((start, end))
-            elif all(p.kind is Kind.ZERO for p in pieces):
-                _zero_run(disk, chunk, start, end)
-            else:
-                reader.read(start, end, pieces)
-        return left
-    finally:
-        reader.close()
+                    reader.read(start, end, pieces)
+        except BaseException as exc:  # the first one is raised below
+            errors.append(exc)
+            failed.set()
+        finally:
+            reader.close()
+
+    threads = [
+        threading.Thread(target=run, name=f"verify-{disk.disk_key}-{i}") for i in range(WORKERS)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return _merged(sorted(left))
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in ranges:
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
 
 
 def _chunks(layout: Layout, chunk: int) -> Iterator[tuple[int, int, list[Extent]]]:
