@@ -1,4 +1,5 @@
-"""List the benchmarks, or run one: ``python -m bench [NAME [ARGS...]]``."""
+"""List the benchmarks, or run one: ``python -m bench [NAME [ARGS...]]`` (``bench_NAME``
+or ``NAME``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def main() -> None:
         print("\n".join(names))
         return
     name = sys.argv[1].removeprefix("bench.")
+    if name not in names and f"bench_{name}" in names:  # ``verify`` for ``bench_verify``
+        name = f"bench_{name}"
     if name not in names:
         sys.exit(f"error: no benchmark {name!r}; there are: {', '.join(names)}")
     sys.argv = [f"bench.{name}", *sys.argv[2:]]
