@@ -122,7 +122,8 @@ class RestorePointScreen(SendenseScreen):
         text.append(f"{point.point_id}  ")
         text.append_text(verification_text(point))
         if point.verification_detail:
-            text.append(f" ({point.verification_detail})", style="bold red")
+            damaged = point.verification is Verification.DAMAGED
+            text.append(f" ({point.verification_detail})", style="bold red" if damaged else "dim")
         text.append(f"\n{point.backup_type.value}, ")
         text.append(f"chain of {len(point.chain) or 1}")
         if point.parent_point_id:
