@@ -17,6 +17,7 @@ from engine.hub.exports.manager import ExportManager
 from engine.vcenter import find_vm
 from engine.vcenter.snapshots import list_snapshots
 from tests.conftest import wait_for
+from tests.fixtures.images import qcow2_data
 from tests.fixtures.lab import Lab
 
 CLIENT = str(Path(sys.executable).parent / "sendense-backup-client")
@@ -219,14 +220,6 @@ def lab_args(lab: Lab, targets: str, job: str, log: Path, *extra: str) -> list[s
         "--vmware-path", lab.pgtest1.path, "--nbd-targets", targets, "--job-id", job,
         "--source", "datastore", "--progress", "json", "--log-file", str(log), *extra,
     ]  # fmt: skip
-
-
-def qcow2_data(image: Path) -> list[tuple[int, int]]:
-    out = subprocess.run(
-        ["qemu-img", "map", "--output=json", "-f", "qcow2", str(image)],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    return [(m["start"], m["length"]) for m in json.loads(out) if m["data"]]
 
 
 def snapshots_of_pgtest1(lab: Lab) -> list[str]:

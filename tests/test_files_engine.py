@@ -21,8 +21,9 @@ from engine.contract.restore import RestorePoint, RestorePointDisk
 from engine.contract.status import BackupType
 from engine.errors import BadInput, NotFound
 from engine.hub.files.service import FileService
-from engine.lab.fsimages import KNOWN, MIB, KnownFile, build_fat_disk, build_gpt_disk
+from engine.lab.fsimages import KNOWN, MIB, build_fat_disk, build_gpt_disk
 from tests.fixtures.exports import qemu_nbd_pids
+from tests.fixtures.known_files import assert_entry
 
 GPT, MBR, FAT, ZEROS, SWAP = 1, 2, 3, 4, 5
 
@@ -105,17 +106,6 @@ def untar(data: bytes) -> dict[str, tuple[tarfile.TarInfo, bytes | None]]:
         return out
 
 
-def _check_entry(known: KnownFile, entry) -> None:
-    assert entry.kind is known.kind, known.path
-    if known.data is not None:
-        assert entry.size_bytes == len(known.data), known.path
-    if known.mode is not None:
-        assert entry.mode == known.mode, known.path
-    if known.mtime is not None:
-        assert entry.mtime == known.mtime, known.path
-    assert entry.symlink_target == known.symlink_target, known.path
-
-
 CASES = [(GPT, 1, "ext4"), (GPT, 2, "ntfs"), (MBR, 1, "ext4"), (MBR, 2, "ntfs"), (FAT, None, "fat")]
 
 
@@ -145,10 +135,9 @@ def test_every_known_file_listed_stat_and_read(
         listing = service.listing("p1", disk, FileQuery(path=folder, partition=partition))
         by_path = {e.path: e for e in listing.entries}
         assert known.path in by_path, (known.path, sorted(by_path))
-        _check_entry(known, by_path[known.path])
-        _check_entry(
-            known, service.stat("p1", disk, FileQuery(path=known.path, partition=partition))
-        )
+        assert_entry(by_path[known.path], known)
+        query = FileQuery(path=known.path, partition=partition)
+        assert_entry(service.stat("p1", disk, query), known)
         if known.kind is FileKind.FILE:
             tar, data = _content(service, disk, known.path, partition)
             assert not tar

@@ -21,6 +21,7 @@ from engine.errors import BadInput
 from engine.extract import ExtractResult, UnsafeArchive, check_target, extract
 from engine.hub_client import HubClient
 from engine.lab.fsimages import KNOWN, KnownFile
+from tests.fixtures.known_files import assert_entry
 from tests.fixtures.points import Point
 
 # Where each file system is on fstest1: (disk key, partition number).
@@ -49,17 +50,6 @@ def _one_line_error(point: Point, code: int, *args: str) -> str:
 
 def _folders(fs: str) -> set[str]:
     return {str(PurePosixPath(k.path).parent) for k in KNOWN[fs]}
-
-
-def _assert_entry(entry: FileEntry, known: KnownFile) -> None:
-    assert entry.kind is known.kind, known.path
-    if known.data is not None:
-        assert entry.size_bytes == len(known.data), known.path
-    if known.mode is not None:
-        assert entry.mode == known.mode, known.path
-    if known.mtime is not None:
-        assert entry.mtime is not None and entry.mtime.timestamp() == known.mtime.timestamp()
-    assert entry.symlink_target == known.symlink_target, known.path
 
 
 def _assert_extracted(root: Path, known: KnownFile) -> None:
@@ -97,7 +87,7 @@ def test_every_known_file_is_listed_in_its_folder(fs_point: Point, fs: str) -> N
             if str(PurePosixPath(known.path).parent) == folder:
                 name = PurePosixPath(known.path).name
                 assert name in by_name, f"{known.path} not listed in {folder}: {sorted(by_name)}"
-                _assert_entry(by_name[name], known)
+                assert_entry(by_name[name], known)
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from engine.hub.verify.layout import Kind, map_disk
 from engine.hub.verify.manager import VerifyManager
 from engine.hub.verify.over_nbd import read_over_nbd
 from engine.hub.verify.table import Table, TableWriter, derive, read_table, table_path
+from tests.fixtures.images import qcow2_map
 from tests.fixtures.points import Point, chained_point
 from tests.fixtures.services import processes_mentioning
 
@@ -43,13 +44,7 @@ def verify(point: Point, point_id: str, *extra: str) -> subprocess.CompletedProc
 
 def a_data_byte(qcow2: Path) -> tuple[int, int]:
     """(guest offset, file offset) of the first byte of the qcow2's first data cluster."""
-    out = subprocess.run(
-        ["qemu-img", "map", "--output=json", "-f", "qcow2", str(qcow2)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    mapped = [m for m in json.loads(out) if m["data"] and "offset" in m]
+    mapped = [m for m in qcow2_map(qcow2) if m["data"] and "offset" in m]
     assert mapped, f"{qcow2} holds no data to flip"
     return mapped[0]["start"], mapped[0]["offset"]
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import nbd
 import xxhash
 
+from engine.block_status import allocation
 from engine.errors import SendenseError
 from engine.hub.restores.reading import PrivateExport
 from engine.hub.verify.disk import DiskCheck, VerifyStopped
@@ -141,7 +142,7 @@ def _parts(
     pos = cur = start  # pos: where the data part not yet given begins
     while zero_map and cur < end:
         before = cur
-        for length, flags in _allocation(h, end - cur, cur):
+        for length, flags in allocation(h, end - cur, cur):
             s, e = cur, min(end, cur + length)
             if e <= s:
                 break
@@ -157,18 +158,6 @@ def _parts(
             break
     if pos < end:
         yield pos, end - pos, False
-
-
-def _allocation(h: nbd.NBD, count: int, offset: int) -> list[tuple[int, int]]:
-    found: list[tuple[int, int]] = []
-
-    def collect(ctx: str, off: int, entries: list[int], err: object) -> int:
-        if ctx == nbd.CONTEXT_BASE_ALLOCATION:
-            found.extend(zip(entries[::2], entries[1::2], strict=True))
-        return 0
-
-    h.block_status(count, offset, collect)
-    return found
 
 
 def _compare_zero(disk: DiskCheck, off: int, n: int, chunk: int) -> None:

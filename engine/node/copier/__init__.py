@@ -12,7 +12,7 @@ The input is a list of extents, so a full copy (the whole disk) and an increment
 
 - ``options``: what a copy is asked to do and what it reports (``CopyOptions``,
   ``Progress``).
-- ``extents``: where the data is (extents, work units, allocation map, zero runs).
+- ``extents``: where the data is (extents, work units, zero runs).
 - ``handles``: libnbd handles, connected all at once and closed politely.
 - ``connection``: one source/target pair's commands, as a generator over completions.
 - ``engine``: ``copy``: the loops that drive the connections, the progress, the flush.

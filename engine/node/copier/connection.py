@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import nbd
 
+from engine.block_status import allocation
 from engine.errors import CopyError
 from engine.node.copier.digests import Digests, UnitDigests, align_allocation, read_size
-from engine.node.copier.extents import Extent, allocation, work_units, zero_runs
+from engine.node.copier.extents import Extent, work_units, zero_runs
 from engine.node.copier.options import CopyOptions
 
 

@@ -1,5 +1,5 @@
-"""Where the data is: extents, the work units a disk is cut into, the source's allocation
-map, and the zero runs inside a block read."""
+"""Where the data is: extents, the work units a disk is cut into, and the zero runs inside
+a block read (the source's allocation map: engine/block_status.py)."""
 
 from __future__ import annotations
 
@@ -15,19 +15,6 @@ WORK_UNIT = 128 * 1024 * 1024
 class Extent:
     offset: int
     length: int
-
-
-def allocation(h: nbd.NBD, count: int, offset: int) -> list[tuple[int, int]]:
-    """``base:allocation`` from ``offset`` as (length, flags) pairs; may cover less than asked."""
-    found: list[tuple[int, int]] = []
-
-    def collect(ctx: str, off: int, entries: list[int], err: object) -> int:
-        if ctx == nbd.CONTEXT_BASE_ALLOCATION:
-            found.extend(zip(entries[::2], entries[1::2], strict=True))
-        return 0
-
-    h.block_status(count, offset, collect)
-    return found
 
 
 def work_units(extents: Sequence[Extent], unit: int = WORK_UNIT) -> Iterator[Extent]:
