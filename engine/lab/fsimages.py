@@ -9,6 +9,8 @@ file system really keeps: ext4 everything (modes, mtimes, symlinks, folders); NT
 in its root and their bytes (ntfscp makes no folders and stamps its own times); FAT
 folders, files, long names and mtimes to 2 s (every name mixed-case or long, so that it
 has a long-name entry: an all-lowercase 8.3 name is only a case flag, which readers drop).
+An XFS disk (``MORE_KNOWN``, for the engine's tests only): one XFS file system populated
+by ``mkfs.xfs -p`` from a prototype file, keeping kinds, modes and owners (not times).
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ MBR_LINUX = "83"
 MBR_NTFS = "7"
 # Even seconds: FAT keeps mtimes to 2 s.
 MTIME = datetime(2024, 5, 17, 10, 30, 42, tzinfo=UTC)
-LABELS = {"ext4": "sendense-ext4", "ntfs": "SENDENSE-NTFS", "fat": "SENDENSEFAT"}
+LABELS = {
+    "ext4": "sendense-ext4",
+    "ntfs": "SENDENSE-NTFS",
+    "fat": "SENDENSEFAT",
+    "xfs": "sendense-xfs",
+}
 
 
 def _pattern(seed: str, size: int) -> bytes:
@@ -208,3 +215,90 @@ def build_fat_disk(path: Path, size_mib: int = 32) -> None:
             if known.path.count("/") == 1:
                 src = str(tree / known.path.lstrip("/"))
                 _run(["mcopy", "-Q", "-m", "-s", "-i", str(path), src, "::/"], env=env)
+
+
+# ---- file systems fstest1 does not carry (the engine's tests read them) -------------------
+# Kept out of ``KNOWN``: the lab's tests walk every file system there on fstest1.
+
+XFS_MIB = 16
+XFS_UID, XFS_GID = 1000, 1000
+XFS_MANY = 40  # entries enough that the folder is a block directory, not one inside its inode
+
+
+def _xfs_known() -> list[KnownFile]:
+    # protofile sets modes, owners and kinds; the times are those of the build. Symlinks
+    # stay short, inside their inode: mkfs.xfs 6.1 writes a longer one's block without its
+    # v5 header (xfs_db reports the CRC error), which no reader should accept.
+    def f(path: str, data: bytes, mode: int = 0o644) -> KnownFile:
+        return _file(path, data, mode=mode, mtime=None)
+
+    def d(path: str, mode: int = 0o755) -> KnownFile:
+        return _folder(path, mode=mode, mtime=None)
+
+    return [
+        f("/hello.txt", b"hello from xfs\n"),
+        f("/empty.txt", b""),
+        f("/ünïcödé-日本.txt", b"xfs unicode names\n"),
+        f("/run.sh", b"#!/bin/sh\necho xfs\n", mode=0o755),
+        d("/docs"),
+        d("/docs/nested", mode=0o750),
+        f("/docs/readme.md", b"# xfs docs\n", mode=0o600),
+        f("/docs/nested/data.bin", _pattern("xfs-data", 700 * 1024 + 5)),
+        KnownFile("/link-to-hello", FileKind.SYMLINK, None, 0o777, None, "hello.txt"),
+        KnownFile("/docs/up-link", FileKind.SYMLINK, None, 0o777, None, "../run.sh"),
+        d("/many"),
+        *(f(f"/many/entry-number-{n:03d}.txt", f"entry {n}\n".encode()) for n in range(XFS_MANY)),
+    ]
+
+
+MORE_KNOWN: dict[str, list[KnownFile]] = {"xfs": _xfs_known()}
+
+
+def _proto_mode(known: KnownFile) -> str:
+    kind = {FileKind.FILE: "-", FileKind.DIRECTORY: "d", FileKind.SYMLINK: "l"}[known.kind]
+    return f"{kind}--{known.mode or 0:03o}"
+
+
+def _proto(files: list[KnownFile], sources: Path) -> str:
+    """A mkfs.xfs prototype file for ``files`` (file bytes read from under ``sources``):
+    the root folder, then each folder's entries and a ``$`` to close it."""
+    children: dict[str, list[KnownFile]] = {}
+    for known in files:
+        parent = known.path.rsplit("/", 1)[0] or "/"
+        children.setdefault(parent, []).append(known)
+
+    def lines(folder: str, depth: int) -> list[str]:
+        out = []
+        for known in children.get(folder, []):
+            name = known.path.rsplit("/", 1)[1]
+            if any(c.isspace() for c in name):
+                raise ValueError(f"a prototype file cannot name {known.path!r}")
+            head = f"{'  ' * depth}{name} {_proto_mode(known)} {XFS_UID} {XFS_GID}"
+            if known.kind is FileKind.DIRECTORY:
+                out += [head, *lines(known.path, depth + 1), f"{'  ' * depth}$"]
+            elif known.kind is FileKind.SYMLINK:
+                out.append(f"{head} {known.symlink_target}")
+            else:
+                out.append(f"{head} {sources / known.path.lstrip('/')}")
+        return out
+
+    return "\n".join(["/dev/null", "0 0", "d--755 0 0", *lines("/", 1), "$", ""])
+
+
+def build_xfs_disk(path: Path, size_mib: int = XFS_MIB) -> None:
+    """A disk that is one XFS file system (no partition table) holding
+    ``MORE_KNOWN["xfs"]``, populated by ``mkfs.xfs -p`` from a prototype file. A file
+    system this small is one mkfs.xfs makes only for file-system tests (the three
+    variables below: xfstests' own); the reader does not mind its size."""
+    path.unlink(missing_ok=True)
+    with path.open("wb") as f:
+        f.truncate(size_mib * MIB)
+    env = {**os.environ, "TEST_DIR": "1", "TEST_DEV": "1", "QA_CHECK_FS": "1"}
+    with tempfile.TemporaryDirectory(prefix="fsimage-", dir=path.parent) as tmp:
+        work = Path(tmp)
+        sources = work / "tree"
+        sources.mkdir()
+        write_tree(sources, [k for k in MORE_KNOWN["xfs"] if k.kind is not FileKind.SYMLINK])
+        proto = work / "proto"
+        proto.write_text(_proto(MORE_KNOWN["xfs"], sources))
+        _run(["mkfs.xfs", "-q", "-f", "-L", LABELS["xfs"], "-p", str(proto), str(path)], env=env)
