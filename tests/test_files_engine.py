@@ -1,6 +1,7 @@
 """Single files out of real file system images (built by engine.lab.fsimages, without
-mounting), read through a private qemu-nbd of their qcow2 exactly as the hub reads a
-restore point: partitions, listings, stats, bytes, tar streams, and the bad inputs."""
+mounting; LVM2 volumes by tests.fixtures.lvm_image), read through a private qemu-nbd of
+their qcow2 exactly as the hub reads a restore point: partitions, listings, stats, bytes,
+tar streams, and the bad inputs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,17 +23,30 @@ from engine.contract.restore import RestorePoint, RestorePointDisk
 from engine.contract.status import BackupType
 from engine.errors import BadInput, NotFound
 from engine.hub.files.service import FileService
-from engine.lab.fsimages import KNOWN, MIB, build_fat_disk, build_gpt_disk
+from engine.lab.fsimages import (
+    KNOWN,
+    MIB,
+    MORE_KNOWN,
+    XFS_GID,
+    XFS_MIB,
+    XFS_UID,
+    build_fat_disk,
+    build_gpt_disk,
+    build_xfs_disk,
+)
+from tests.fixtures import lvm_image
 from tests.fixtures.exports import qemu_nbd_pids
 from tests.fixtures.known_files import assert_entry
 
-GPT, MBR, FAT, ZEROS, SWAP = 1, 2, 3, 4, 5
+GPT, MBR, FAT, ZEROS, SWAP, XFS, LVM, GPT_LVM = 1, 2, 3, 4, 5, 6, 7, 8
+MANIFEST = {**KNOWN, **MORE_KNOWN}
 
 
 @dataclass(frozen=True)
 class Disks:
     folder: Path
     qcow2: dict[int, Path]
+    built: tuple[datetime, datetime]  # XFS keeps the build's times
 
 
 def _qcow2(raw: Path) -> Path:
@@ -43,6 +58,11 @@ def _qcow2(raw: Path) -> Path:
 @pytest.fixture(scope="module")
 def disks(tmp_path_factory: pytest.TempPathFactory) -> Disks:
     folder = tmp_path_factory.mktemp("fsdisks")
+    started = datetime.now(UTC)
+    build_xfs_disk(folder / "xfs.img")
+    built = (started - timedelta(seconds=1), datetime.now(UTC) + timedelta(seconds=1))
+    lvm_image.build_lvm_disk(folder / "lvm.img")
+    lvm_image.build_gpt_lvm_disk(folder / "gptlvm.img")
     build_gpt_disk(folder / "gpt.img")
     build_gpt_disk(folder / "mbr.img", table="dos")
     build_fat_disk(folder / "fat.img")
@@ -52,8 +72,9 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> Disks:
     with (folder / "swap.img").open("wb") as f:
         f.truncate(4 * MIB)
     subprocess.run(["mkswap", "-q", str(folder / "swap.img")], check=True)
-    names = {GPT: "gpt", MBR: "mbr", FAT: "fat", ZEROS: "zeros", SWAP: "swap"}
-    return Disks(folder, {k: _qcow2(folder / f"{n}.img") for k, n in names.items()})
+    names = {GPT: "gpt", MBR: "mbr", FAT: "fat", ZEROS: "zeros", SWAP: "swap", XFS: "xfs",
+             LVM: "lvm", GPT_LVM: "gptlvm"}  # fmt: skip
+    return Disks(folder, {k: _qcow2(folder / f"{n}.img") for k, n in names.items()}, built)
 
 
 def point_of(disks: Disks) -> RestorePoint:
@@ -106,7 +127,16 @@ def untar(data: bytes) -> dict[str, tuple[tarfile.TarInfo, bytes | None]]:
         return out
 
 
-CASES = [(GPT, 1, "ext4"), (GPT, 2, "ntfs"), (MBR, 1, "ext4"), (MBR, 2, "ntfs"), (FAT, None, "fat")]
+CASES = [
+    (GPT, 1, "ext4"),
+    (GPT, 2, "ntfs"),
+    (MBR, 1, "ext4"),
+    (MBR, 2, "ntfs"),
+    (FAT, None, "fat"),
+    (XFS, None, "xfs"),
+    (LVM, None, "ext4"),  # the one file system: the LV's
+    (GPT_LVM, 3, "ext4"),
+]
 
 
 def test_partitions_of_gpt_mbr_and_a_bare_file_system(service: FileService) -> None:
@@ -130,7 +160,7 @@ def test_partitions_of_gpt_mbr_and_a_bare_file_system(service: FileService) -> N
 def test_every_known_file_listed_stat_and_read(
     service: FileService, disk: int, partition: int | None, fs: str
 ) -> None:
-    for known in KNOWN[fs]:
+    for known in MANIFEST[fs]:
         folder = known.path.rsplit("/", 1)[0] or "/"
         listing = service.listing("p1", disk, FileQuery(path=folder, partition=partition))
         by_path = {e.path: e for e in listing.entries}
@@ -186,6 +216,10 @@ def test_the_root_as_a_tar_holds_unicode_names(service: FileService) -> None:
         (GPT, FileQuery(path="/"), BadInput, ["several file systems", "1 (ext4), 2 (ntfs)"]),
         (ZEROS, FileQuery(path="/"), BadInput, ["partition 0", "found zeros"]),
         (SWAP, FileQuery(path="/"), BadInput, ["found swap"]),
+        (LVM, FileQuery(path="/", partition=0), BadInput, ["partition 0", "found LVM2 PV"]),
+        (GPT_LVM, FileQuery(path="/", partition=4), BadInput, ["partition 4", "found swap"]),
+        (GPT_LVM, FileQuery(path="/", partition=5), NotFound,
+         ["no partition 5", "1 (LVM2 PV), 2 (swap), 3 (ext4), 4 (swap)"]),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_naming_what_is_there(
@@ -197,8 +231,85 @@ def test_bad_input_is_one_line_naming_what_is_there(
     assert "\n" not in line and all(w in line for w in words), line
 
 
+def test_xfs_keeps_owners_and_the_build_times_and_gives_a_folder_as_a_tar(
+    service: FileService, disks: Disks
+) -> None:
+    (whole,) = service.partitions("p1", XFS)
+    assert (whole.number, whole.scheme, whole.filesystem, whole.label) == (
+        0, None, "xfs", "sendense-xfs",
+    )  # fmt: skip
+    assert whole.size_bytes == XFS_MIB * MIB
+    listing = service.listing("p1", XFS, FileQuery(path="/many"))
+    assert len(listing.entries) == sum(k.path.startswith("/many/") for k in MORE_KNOWN["xfs"])
+    low, high = disks.built
+    for known in MORE_KNOWN["xfs"]:
+        entry = service.stat("p1", XFS, FileQuery(path=known.path))
+        assert (entry.uid, entry.gid) == (XFS_UID, XFS_GID), known.path
+        assert entry.mtime is not None and low <= entry.mtime <= high, known.path
+    tar, data = _content(service, XFS, "/docs", None)
+    assert tar
+    members = untar(data)
+    expected = {k.path.lstrip("/"): k for k in MORE_KNOWN["xfs"] if k.path.startswith("/docs")}
+    assert set(members) == set(expected)
+    for name, known in expected.items():
+        m, content = members[name]
+        stat = service.stat("p1", XFS, FileQuery(path=known.path))
+        assert stat.mtime is not None and abs(m.mtime - stat.mtime.timestamp()) < 1
+        if known.kind is FileKind.SYMLINK:
+            assert m.issym() and m.linkname == known.symlink_target
+        else:
+            assert m.mode == known.mode and content == known.data, name
+            assert m.isdir() is (known.kind is FileKind.DIRECTORY)
+
+
+def test_logical_volumes_come_after_the_table_and_are_read(service: FileService) -> None:
+    lv = lvm_image
+    root_at = lv.PE_START + lv.SWAP_EXTENTS * lv.EXTENT  # root's extents follow swap's
+    whole = service.partitions("p1", LVM)
+    assert [(p.number, p.scheme, p.name, p.filesystem, p.found) for p in whole] == [
+        (0, None, None, None, "LVM2 PV"),
+        (1, "lvm", "vg0/root", "ext4", None),
+        (2, "lvm", "vg0/swap", None, "swap"),
+    ]
+    assert [(p.offset_bytes, p.size_bytes) for p in whole] == [
+        (0, lv.PV_BYTES),
+        (root_at, lv.ROOT_MIB * MIB),
+        (lv.PE_START, lv.SWAP_EXTENTS * lv.EXTENT),
+    ]
+    assert whole[1].label == "sendense-ext4"
+    gpt = service.partitions("p1", GPT_LVM)
+    pv_at = MIB
+    assert [(p.number, p.scheme, p.name, p.filesystem, p.found, p.offset_bytes) for p in gpt] == [
+        (1, "gpt", "pv", None, "LVM2 PV", pv_at),
+        (2, "gpt", None, None, "swap", pv_at + lv.PV_BYTES),
+        (3, "lvm", "vg0/root", "ext4", None, pv_at + root_at),
+        (4, "lvm", "vg0/swap", None, "swap", pv_at + lv.PE_START),
+    ]
+    assert gpt[0].type and "LVM" in gpt[0].type
+    # The LV's file system whole, as a tar, is the manifest (and mke2fs's lost+found).
+    _, data = _content(service, GPT_LVM, "/", 3)
+    members = untar(data)
+    assert set(members) == {k.path.lstrip("/") for k in KNOWN["ext4"]} | {"lost+found"}
+    big = next(k for k in KNOWN["ext4"] if k.path == "/docs/nested/data.bin")
+    assert members["docs/nested/data.bin"][1] == big.data
+
+
+def test_the_pv_writes_what_lvm_itself_checks() -> None:
+    """The CRCs dissect skips, as LVM computes them (a real LVM would take the PV)."""
+    lv = lvm_image
+    head = lv.pv_head(lv.PV_BYTES)
+    label = head[512:1024]
+    assert label[:8] == b"LABELONE" and label[24:32] == b"LVM2 001"
+    assert int.from_bytes(label[16:20], "little") == lv.calc_crc(label[20:])
+    mda = head[lv.MDA_OFFSET : lv.MDA_OFFSET + 512]
+    assert mda[4:20] == lv.MDA_MAGIC
+    assert int.from_bytes(mda[:4], "little") == lv.calc_crc(mda[4:])
+    # calc_crc is zlib's CRC-32 without its inversions: from 0xffffffff, inverted, zlib's.
+    assert lv.calc_crc(b"123456789", 0xFFFFFFFF) ^ 0xFFFFFFFF == 0xCBF43926
+
+
 def test_an_unknown_disk_names_the_disks_there_are(service: FileService) -> None:
-    with pytest.raises(NotFound, match=r"no disk 9 \(disks: 1, 2, 3, 4, 5\)"):
+    with pytest.raises(NotFound, match=r"no disk 9 \(disks: 1, 2, 3, 4, 5, 6, 7, 8\)"):
         service.partitions("p1", 9)
 
 

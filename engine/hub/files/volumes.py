@@ -26,6 +26,7 @@ log = logging.getLogger("sendense.hub.files")
 
 SWAP_PAGE = 4096
 ZEROS_PROBE = 1024 * 1024
+LVM_SECTOR = 512  # LVM2's metadata counts pe_start and extents in 512-byte sectors
 EXT_SUPER = 1024
 EXT_COMPAT_JOURNAL = 0x4
 EXT4_INCOMPAT = 0x40 | 0x80 | 0x200  # extents, 64bit, flex_bg
@@ -96,6 +97,17 @@ def _table_volumes(disk: Disk, fh: BinaryIO) -> list[Volume]:
     return volumes
 
 
+def _lv_offset(lvm: LVM2, lv: object, pv_offset: int) -> int:
+    """Where on the disk a logical volume's first extent is (its first segment's first
+    stripe on this PV); the PV's own offset when its metadata does not say."""
+    try:
+        pv_name, first_extent = lv.segments[0].stripes[0]  # type: ignore[attr-defined]
+        pe_start = lvm.vg.physical_volumes[pv_name].pe_start
+        return pv_offset + (pe_start + first_extent * lvm.vg.extent_size) * LVM_SECTOR
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return pv_offset
+
+
 def _logical_volumes(pv: Volume, first: int) -> list[Volume]:
     try:
         lvm = LVM2(pv.open())
@@ -110,7 +122,7 @@ def _logical_volumes(pv: Volume, first: int) -> list[Volume]:
             Volume(
                 Partition(
                     number=n,
-                    offset_bytes=pv.partition.offset_bytes,
+                    offset_bytes=_lv_offset(lvm, lv, pv.partition.offset_bytes),
                     size_bytes=int(getattr(stream, "size", 0) or 0),
                     scheme="lvm",
                     type="LVM2 logical volume",
