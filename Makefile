@@ -8,7 +8,7 @@ STAMPS := .make
 DEB_PACKAGES := qemu-utils nbdkit python3-libnbd libnbd-bin python3-venv \
 	mariadb-server openssh-server golang-go golang-github-vmware-govmomi-dev tmux procps \
 	fdisk e2fsprogs ntfs-3g dosfstools mtools \
-	xfsprogs
+	xfsprogs exfatprogs
 
 .PHONY: setup run test test-fast lint bench screenshots clean
 

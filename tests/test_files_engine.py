@@ -30,6 +30,7 @@ from engine.lab.fsimages import (
     XFS_GID,
     XFS_MIB,
     XFS_UID,
+    build_exfat_disk,
     build_fat_disk,
     build_gpt_disk,
     build_xfs_disk,
@@ -38,7 +39,7 @@ from tests.fixtures import lvm_image
 from tests.fixtures.exports import qemu_nbd_pids
 from tests.fixtures.known_files import assert_entry
 
-GPT, MBR, FAT, ZEROS, SWAP, XFS, LVM, GPT_LVM = 1, 2, 3, 4, 5, 6, 7, 8
+GPT, MBR, FAT, ZEROS, SWAP, XFS, LVM, GPT_LVM, EXFAT = 1, 2, 3, 4, 5, 6, 7, 8, 9
 MANIFEST = {**KNOWN, **MORE_KNOWN}
 
 
@@ -61,6 +62,7 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> Disks:
     started = datetime.now(UTC)
     build_xfs_disk(folder / "xfs.img")
     built = (started - timedelta(seconds=1), datetime.now(UTC) + timedelta(seconds=1))
+    build_exfat_disk(folder / "exfat.img")
     lvm_image.build_lvm_disk(folder / "lvm.img")
     lvm_image.build_gpt_lvm_disk(folder / "gptlvm.img")
     build_gpt_disk(folder / "gpt.img")
@@ -73,7 +75,7 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> Disks:
         f.truncate(4 * MIB)
     subprocess.run(["mkswap", "-q", str(folder / "swap.img")], check=True)
     names = {GPT: "gpt", MBR: "mbr", FAT: "fat", ZEROS: "zeros", SWAP: "swap", XFS: "xfs",
-             LVM: "lvm", GPT_LVM: "gptlvm"}  # fmt: skip
+             LVM: "lvm", GPT_LVM: "gptlvm", EXFAT: "exfat"}  # fmt: skip
     return Disks(folder, {k: _qcow2(folder / f"{n}.img") for k, n in names.items()}, built)
 
 
@@ -136,6 +138,7 @@ CASES = [
     (XFS, None, "xfs"),
     (LVM, None, "ext4"),  # the one file system: the LV's
     (GPT_LVM, 3, "ext4"),
+    (EXFAT, None, "exfat"),
 ]
 
 
@@ -262,6 +265,23 @@ def test_xfs_keeps_owners_and_the_build_times_and_gives_a_folder_as_a_tar(
             assert m.isdir() is (known.kind is FileKind.DIRECTORY)
 
 
+def test_exfat_names_any_case_and_its_folders_come_as_a_tar(service: FileService) -> None:
+    (whole,) = service.partitions("p1", EXFAT)
+    assert (whole.number, whole.filesystem, whole.label) == (0, "exfat", "SENDENSE-EX")
+    deep = next(k for k in MORE_KNOWN["exfat"] if k.path.endswith("Deep data.bin"))
+    entry = service.stat("p1", EXFAT, FileQuery(path=deep.path.upper()))
+    assert entry.size_bytes == len(deep.data or b"") and entry.mode == 0o644
+    tar, data = _content(service, EXFAT, "/Folder", None)
+    assert tar
+    members = untar(data)
+    expected = {k.path.lstrip("/"): k for k in MORE_KNOWN["exfat"] if k.path.startswith("/Folder")}
+    assert set(members) == set(expected)
+    for name, known in expected.items():
+        m, content = members[name]
+        assert m.mtime == known.mtime.timestamp()  # type: ignore[union-attr]
+        assert m.isdir() is (known.kind is FileKind.DIRECTORY) and content == known.data, name
+
+
 def test_logical_volumes_come_after_the_table_and_are_read(service: FileService) -> None:
     lv = lvm_image
     root_at = lv.PE_START + lv.SWAP_EXTENTS * lv.EXTENT  # root's extents follow swap's
@@ -309,8 +329,8 @@ def test_the_pv_writes_what_lvm_itself_checks() -> None:
 
 
 def test_an_unknown_disk_names_the_disks_there_are(service: FileService) -> None:
-    with pytest.raises(NotFound, match=r"no disk 9 \(disks: 1, 2, 3, 4, 5, 6, 7, 8\)"):
-        service.partitions("p1", 9)
+    with pytest.raises(NotFound, match=r"no disk 99 \(disks: 1, 2, 3, 4, 5, 6, 7, 8, 9\)"):
+        service.partitions("p1", 99)
 
 
 def test_sessions_are_reused_swept_when_idle_and_never_under_a_stream(

@@ -10,13 +10,16 @@ in its root and their bytes (ntfscp makes no folders and stamps its own times); 
 folders, files, long names and mtimes to 2 s (every name mixed-case or long, so that it
 has a long-name entry: an all-lowercase 8.3 name is only a case flag, which readers drop).
 An XFS disk (``MORE_KNOWN``, for the engine's tests only): one XFS file system populated
-by ``mkfs.xfs -p`` from a prototype file, keeping kinds, modes and owners (not times).
+by ``mkfs.xfs -p`` from a prototype file, keeping kinds, modes and owners (not times);
+an exFAT disk, ``mkfs.exfat`` then its directory entries written in (folders, files,
+long names, mtimes to 10 ms in UTC).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -42,6 +45,7 @@ LABELS = {
     "ntfs": "SENDENSE-NTFS",
     "fat": "SENDENSEFAT",
     "xfs": "sendense-xfs",
+    "exfat": "SENDENSE-EX",
 }
 
 
@@ -302,3 +306,120 @@ def build_xfs_disk(path: Path, size_mib: int = XFS_MIB) -> None:
         proto = work / "proto"
         proto.write_text(_proto(MORE_KNOWN["xfs"], sources))
         _run(["mkfs.xfs", "-q", "-f", "-L", LABELS["xfs"], "-p", str(proto), str(path)], env=env)
+
+
+# exFAT: ``mkfs.exfat`` makes it empty (boot region, FAT, allocation bitmap, up-case table,
+# root folder); its folders and files are then written in as the exFAT specification lays
+# them out (Microsoft's, section 6/7): each a directory entry set — File (0x85), Stream
+# Extension (0xC0), File Name (0xC1) entries, with the set's checksum and the name's hash —
+# and its bytes in contiguous clusters marked in the bitmap, without FAT chains
+# (NoFatChain). ``fsck.exfat -n`` finds the result clean.
+EXFAT_MIB = 8
+EXFAT_MTIME = datetime(2024, 5, 17, 10, 30, 43, 250000, tzinfo=UTC)  # exFAT keeps 10 ms
+MORE_KNOWN["exfat"] = [
+    _file("/Hello.txt", b"hello from exfat\n", mode=None, mtime=EXFAT_MTIME),
+    _file("/A long exFAT file name, longer than fifteen.txt", b"long\n", mode=None,
+          mtime=EXFAT_MTIME),
+    _file("/empty.txt", b"", mode=None, mtime=EXFAT_MTIME),
+    _folder("/Folder", mode=None, mtime=EXFAT_MTIME),
+    _folder("/Folder/Sub", mode=None, mtime=EXFAT_MTIME),
+    _file("/Folder/Inside.txt", b"inside the folder\n", mode=None, mtime=EXFAT_MTIME),
+    _file("/Folder/Sub/Deep data.bin", _pattern("exfat-deep", 50 * 1024 + 9), mode=None,
+          mtime=EXFAT_MTIME),
+]  # fmt: skip
+
+
+def _exfat_rotate_sum(data: bytes, skip: tuple[int, ...] = ()) -> int:
+    total = 0
+    for n, byte in enumerate(data):
+        if n not in skip:
+            total = (((total << 15) | (total >> 1)) + byte) & 0xFFFF
+    return total
+
+
+def _exfat_time(when: datetime) -> tuple[int, int]:
+    """A timestamp field (local time to 2 s) and its 10 ms increment; the UTC offset
+    field says it is UTC."""
+    stamp = (
+        (when.year - 1980) << 25 | when.month << 21 | when.day << 16
+        | when.hour << 11 | when.minute << 5 | when.second // 2
+    )  # fmt: skip
+    return stamp, (when.second % 2) * 100 + when.microsecond // 10000
+
+
+def _exfat_entry_set(name: str, folder: bool, cluster: int, length: int, when: datetime) -> bytes:
+    utf16 = name.encode("utf-16-le")
+    parts = [utf16[i : i + 30] for i in range(0, len(utf16), 30)]
+    stamp, tens = _exfat_time(when)
+    utc = 0x80  # offset valid, +0
+    file = bytearray(32)
+    struct.pack_into("<BBHH", file, 0, 0x85, 1 + len(parts), 0, 0x10 if folder else 0x20)
+    struct.pack_into("<IIIBBBBB", file, 8, stamp, stamp, stamp, tens, tens, utc, utc, utc)
+    stream = bytearray(32)
+    name_hash = _exfat_rotate_sum(name.upper().encode("utf-16-le"))
+    flags = 0x03 if length else 0x00  # allocation possible, no FAT chain
+    struct.pack_into("<BBBBH", stream, 0, 0xC0, flags, 0, len(name), name_hash)
+    struct.pack_into("<Q", stream, 8, length)
+    struct.pack_into("<IQ", stream, 20, cluster if length else 0, length)
+    names = [struct.pack("<BB30s", 0xC1, 0, part) for part in parts]
+    entries = bytearray(file + stream + b"".join(names))
+    struct.pack_into("<H", entries, 2, _exfat_rotate_sum(bytes(entries), skip=(2, 3)))
+    return bytes(entries)
+
+
+def build_exfat_disk(path: Path, size_mib: int = EXFAT_MIB) -> None:
+    """A disk that is one exFAT file system (no partition table) holding
+    ``MORE_KNOWN["exfat"]``."""
+    path.unlink(missing_ok=True)
+    with path.open("wb") as f:
+        f.truncate(size_mib * MIB)
+    _run(["mkfs.exfat", "-L", LABELS["exfat"], str(path)])
+    with path.open("r+b") as disk:
+        boot = disk.read(SECTOR)
+        _, _, heap_sector, cluster_count, root_cluster = struct.unpack_from("<IIIII", boot, 80)
+        cluster_size = (1 << boot[108]) << boot[109]
+
+        def at(cluster: int) -> int:
+            return heap_sector * (1 << boot[108]) + (cluster - 2) * cluster_size
+
+        disk.seek(at(root_cluster))
+        root = disk.read(cluster_size)
+        bitmap_entry = next(root[i : i + 32] for i in range(0, cluster_size, 32) if root[i] == 0x81)
+        bitmap_cluster, bitmap_bytes = struct.unpack_from("<IQ", bitmap_entry, 20)
+        disk.seek(at(bitmap_cluster))
+        bitmap = bytearray(disk.read(bitmap_bytes))
+        used = [c for c in range(2, cluster_count + 2) if bitmap[(c - 2) // 8] >> ((c - 2) % 8) & 1]
+        next_free = max(used) + 1
+
+        def allocate(length: int) -> int:
+            nonlocal next_free
+            first, count = next_free, -(-length // cluster_size)
+            for c in range(first, first + count):
+                bitmap[(c - 2) // 8] |= 1 << ((c - 2) % 8)
+            next_free += count
+            return first
+
+        folders: dict[str, tuple[int, bytearray]] = {"/": (root_cluster, bytearray(root))}
+        for known in MORE_KNOWN["exfat"]:  # folders come before what they hold
+            parent, name = known.path.rsplit("/", 1)
+            if known.kind is FileKind.DIRECTORY:
+                length = cluster_size
+                cluster = allocate(length)
+                folders[known.path] = (cluster, bytearray(cluster_size))
+            else:
+                data = known.data or b""
+                length = len(data)
+                cluster = allocate(length) if length else 0
+                if length:
+                    disk.seek(at(cluster))
+                    disk.write(data)
+            entries = _exfat_entry_set(name, known.kind is FileKind.DIRECTORY, cluster, length,
+                                       known.mtime or MTIME)  # fmt: skip
+            table = folders[parent or "/"][1]
+            free = next(i for i in range(0, cluster_size, 32) if table[i] == 0)
+            table[free : free + len(entries)] = entries
+        for cluster, table in folders.values():
+            disk.seek(at(cluster))
+            disk.write(table)
+        disk.seek(at(bitmap_cluster))
+        disk.write(bitmap)

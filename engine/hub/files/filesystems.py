@@ -3,20 +3,24 @@ the children of a folder, an entry as the contract's ``FileEntry``, a file's str
 
 What a file system lacks is filled in as the contract says: NTFS and FAT have no POSIX
 modes (folders 0o755, files 0o644, 0o444 when read-only); FAT's local times are taken
-as UTC (a backup does not know the guest's time zone). NTFS's metafiles ($MFT, ...) and
+as UTC (a backup does not know the guest's time zone), as are exFAT's when they carry no
+UTC offset. NTFS's metafiles ($MFT, ...) and
 FAT's volume-label entry are not files anyone restores and are left out.
 """
 
 from __future__ import annotations
 
+import io
 import stat
 from abc import ABC, abstractmethod
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from dissect.extfs import ExtFS
 from dissect.fat import FATFS
+from dissect.fat.exfat import ExFAT
 from dissect.ntfs import NTFS
+from dissect.util.stream import RunlistStream
 from dissect.xfs import XFS
 
 from engine.contract.files import FileEntry, FileKind
@@ -208,6 +212,73 @@ class FatFS(FileSystem):
         return stream
 
 
+def _exfat_time(stamp: int, tens: int, zone: int) -> datetime | None:
+    """An exFAT timestamp (a DOS date and time to 2 s), its 10 ms increment and its UTC
+    offset byte (bit 7: valid; 7 bits signed, in 15 minutes)."""
+    if not stamp:
+        return None
+    try:
+        when = datetime(
+            1980 + (stamp >> 25), (stamp >> 21) & 0xF, (stamp >> 16) & 0x1F,
+            (stamp >> 11) & 0x1F, (stamp >> 5) & 0x3F, (stamp & 0x1F) * 2, tzinfo=UTC,
+        )  # fmt: skip
+    except ValueError:
+        return None
+    when += timedelta(milliseconds=10 * tens)
+    if zone & 0x80:
+        quarters = zone & 0x7F
+        when -= timedelta(minutes=15 * (quarters - 128 if quarters >= 64 else quarters))
+    return when
+
+
+class ExFatFS(FileSystem):
+    """exFAT over dissect's low-level reader: it parses the whole folder tree when opened;
+    a node is its (directory entry set, the folder's entries or None)."""
+
+    name = "exfat"
+    folds_case = True
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.parser = ExFAT(fh)
+        self.label = self.parser.volume_label or None
+
+    def root(self) -> Node:
+        return self.parser.files["/"]
+
+    def children(self, node: Node) -> dict[str, Node]:
+        return dict(node[1] or {})
+
+    def kind(self, node: Node) -> FileKind:
+        return FileKind.DIRECTORY if node[0].metadata.attributes.directory else FileKind.FILE
+
+    def entry(self, path: str, name: str, node: Node) -> FileEntry:
+        kind = self.kind(node)
+        meta = node[0].metadata
+        return FileEntry(
+            path=path,
+            name=name,
+            kind=kind,
+            size_bytes=0 if kind is FileKind.DIRECTORY else int(node[0].stream.data_length),
+            mode=0o755
+            if kind is FileKind.DIRECTORY
+            else (0o444 if meta.attributes.read_only else 0o644),
+            mtime=_exfat_time(meta.modified_time, meta.modified_offset, meta.modified_timezone),
+            atime=_exfat_time(meta.access_time, 0, meta.access_timezone),
+            ctime=_exfat_time(meta.create_time, meta.create_offset, meta.create_timezone),
+        )
+
+    def open(self, node: Node) -> BinaryIO:
+        stream = node[0].stream
+        size = int(stream.data_length)
+        if not size:
+            return io.BytesIO()
+        contiguous = bool(stream.flags.not_fragmented)  # NoFatChain: no chain in the FAT
+        runs = self.parser.runlist(stream.location, contiguous, size if contiguous else None)
+        opened: BinaryIO = RunlistStream(self.fh, runs, size, self.parser.sector_size)
+        return opened
+
+
 def open_filesystem(name: str, fh: BinaryIO) -> FileSystem:
     """``name`` is what ``volumes.sniff`` found; the parser's own errors propagate."""
     if name in ("ext2", "ext3", "ext4"):
@@ -222,4 +293,6 @@ def open_filesystem(name: str, fh: BinaryIO) -> FileSystem:
         return NtfsFS(fh)
     if name.startswith("fat"):
         return FatFS(fh)
+    if name == "exfat":
+        return ExFatFS(fh)
     raise ValueError(f"no reader for {name}")

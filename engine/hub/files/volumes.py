@@ -40,7 +40,7 @@ class Volume:
 
 def sniff(fh: BinaryIO) -> str:
     """What the start of a volume holds: a file system's name Sendense reads ("ext4",
-    "xfs", "ntfs", "fat") or, prefixed with "!", what else is there."""
+    "xfs", "ntfs", "fat", "exfat") or, prefixed with "!", what else is there."""
     fh.seek(0)
     head = fh.read(8192)
     if len(head) >= EXT_SUPER + 100 and head[EXT_SUPER + 56 : EXT_SUPER + 58] == b"\x53\xef":
@@ -53,7 +53,7 @@ def sniff(fh: BinaryIO) -> str:
     if head[3:11] == b"NTFS    ":
         return "ntfs"
     if head[3:11] == b"EXFAT   ":
-        return "!exFAT (not read yet)"
+        return "exfat"
     if head[510:512] == b"\x55\xaa" and (head[54:57] == b"FAT" or head[82:87] == b"FAT32"):
         return "fat"
     if head[512:520] == b"LABELONE" and head[536:544] == b"LVM2 001":
