@@ -74,10 +74,13 @@ async def test_browse_filter_mark_two_and_back_up(services: Services, tmp_path: 
     app = console(services, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.state.inventories)
-        # The tree: vCenter (expanded on its own) → DatabanxDC → Prod folder, pgtest1.
+        # The tree: vCenter (expanded on its own) → DatabanxDC → Prod folder, fstest1,
+        # pgtest1.
         await pilot.press("j")
         assert app.screen.vm_tree.cursor_node.data.group.name == "DatabanxDC"
         await pilot.press("enter", "j", "j")
+        assert cursor_vm(app) == "fstest1"
+        await pilot.press("j")
         assert cursor_vm(app) == "pgtest1"
         detail = str(app.screen.query_one("#vm-detail", Static).render())
         assert "/DatabanxDC/vm/pgtest1" in detail and "2000" in detail and "2001" in detail
