@@ -20,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from engine.contract.files import ContentQuery, FileEntry, FileQuery, FolderListing, Partition
 from engine.contract.hub import (
+    BackupPreview,
     BackupRequest,
     BackupStarted,
     DiskEvent,
@@ -41,6 +42,7 @@ from engine.contract.inventory import Inventory
 from engine.contract.restore import (
     DiskRestoreRequest,
     ExportRequest,
+    MergeResult,
     RestoreExport,
     RestoreJob,
     RestorePoint,
@@ -158,6 +160,10 @@ class HubClient:
 
     # ---- repositories -------------------------------------------------------------------
 
+    async def enable_cbt(self, context_id: str) -> VMContext:
+        """Turn changed block tracking on for the VM (and refresh its context)."""
+        return await self._get(VMContext, "POST", f"/vms/{_segment(context_id)}/cbt")
+
     async def repositories(self) -> list[Repository]:
         return await self._list(Repository, "/repositories")
 
@@ -180,6 +186,12 @@ class HubClient:
         if status:
             params["status"] = status.value
         return await self._list(Job, "/backups", params=params)
+
+    async def preview_backup(self, request: BackupRequest) -> BackupPreview:
+        """What ``start_backup`` would do with this request: full or incremental, per
+        disk, and why."""
+        body = request.model_dump(mode="json", exclude_none=True)
+        return await self._get(BackupPreview, "POST", "/backups/preview", json=body)
 
     async def job(self, backup_id: str) -> Job:
         return await self._get(Job, "GET", f"/backups/{_segment(backup_id)}")
@@ -205,6 +217,11 @@ class HubClient:
 
     async def delete_restore_point(self, point_id: str) -> None:
         await self._request("DELETE", f"/restore-points/{_segment(point_id)}")
+
+    async def merge_point(self, point_id: str) -> MergeResult:
+        """Fold the point into its child (see ``MergeResult``)."""
+        path = f"/restore-points/{_segment(point_id)}/merge"
+        return await self._get(MergeResult, "POST", path)
 
     async def export_point(self, point_id: str, request: ExportRequest) -> RestoreExport:
         path = f"/restore-points/{_segment(point_id)}/exports"

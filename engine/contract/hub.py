@@ -129,16 +129,25 @@ class ByteCounters(BaseModel):
 
 
 class DiskCounters(ByteCounters):
-    """One disk's numbers and where it stands."""
+    """One disk's numbers and where it stands.
+
+    ``bytes_total`` is what the copy covers (for an incremental: the changed bytes, once
+    the client knows them), ``capacity_bytes`` the disk's size; ``mode`` is how this disk
+    is copied, and ``fallback_reason`` why a disk asked to be incremental is a full.
+    """
 
     disk_key: DiskKey
     status: DiskStatus
+    mode: Literal[BackupType.FULL, BackupType.INCREMENTAL] = BackupType.FULL
+    capacity_bytes: Count = 0
+    fallback_reason: str | None = None
 
 
 class JobDisk(DiskCounters):
     nbd_port: int | None
     nbd_export_name: str
     qcow2_path: str
+    parent_qcow2_path: str | None = None  # an incremental disk's backing file
     change_id: str | None = None
     qcow2_size_bytes: int | None = None
     error_message: str | None = None
@@ -152,7 +161,7 @@ class Job(ByteCounters):
     vm_context_id: str
     repository_id: int
     node_id: int | None
-    backup_type: BackupType
+    backup_type: BackupType  # full or incremental: what the job does
     status: JobStatus
     created_at: datetime | None
     started_at: datetime | None
@@ -160,10 +169,38 @@ class Job(ByteCounters):
     error_message: str | None = None
     snapshot_kind: SnapshotKind | None = None
     disks: list[JobDisk] = Field(default_factory=list)
+    requested_type: BackupType | None = None  # what was asked: full, incremental or auto
+    parent_backup_id: str | None = None  # the point an incremental builds on
 
     @property
     def finished(self) -> bool:
         return self.status.finished
+
+
+class DiskPreview(BaseModel):
+    """How one disk would be copied: ``mode`` and, for a full where an incremental was
+    asked for (or ``auto`` found none possible), ``reason``."""
+
+    disk_key: DiskKey
+    capacity_bytes: Count
+    mode: Literal[BackupType.FULL, BackupType.INCREMENTAL]
+    reason: str | None = None
+    parent_qcow2_path: str | None = None
+
+
+class BackupPreview(BaseModel):
+    """What ``POST /backups`` would do with the same request, decided the same way (the
+    client may still fall back to a full for a disk whose change id vCenter no longer
+    knows: that is only found after the snapshot)."""
+
+    vm_name: str
+    vm_context_id: str
+    requested_type: BackupType
+    backup_type: Literal[BackupType.FULL, BackupType.INCREMENTAL]
+    parent_backup_id: str | None = None
+    reason: str | None = None  # why the whole job is a full, when it is one
+    cbt_enabled: bool
+    disks: list[DiskPreview] = Field(default_factory=list)
 
 
 class JobSummary(BaseModel):

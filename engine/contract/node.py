@@ -7,7 +7,7 @@ password on its standard input) and answers ``StartAnswer``. The seed calls the 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -51,6 +51,11 @@ class StartRequest(_VCenterJob):
 
     nbd_targets: NbdTargets
     backup_type: BackupType = BackupType.FULL
+    # The incremental disks: device key -> the parent point's change id, from which the
+    # client copies only the changed areas. A disk not here is copied whole.
+    changed_since: dict[int, Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=dict
+    )
 
 
 class StartAnswer(BaseModel):

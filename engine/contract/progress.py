@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from engine.contract.fields import Count, JobId
-from engine.contract.status import ClientOutcome, SnapshotKind
+from engine.contract.status import BackupType, ClientOutcome, SnapshotKind
 from engine.contract.vmconfig import VMConfig
 
 MESSAGE_MAX = 4096
@@ -56,9 +56,16 @@ class ConfigRecorded(_Line):
 
 
 class DiskStarted(_Line):
+    """``bytes_total`` is what this copy covers: the disk's capacity for a full, the
+    changed areas' bytes for an incremental (``capacity_bytes`` is the disk's). An
+    incremental that had to copy the disk whole says why in ``fallback``."""
+
     type: Literal["disk_started"] = "disk_started"
     disk_key: DiskKey
     bytes_total: Count
+    mode: Literal[BackupType.FULL, BackupType.INCREMENTAL] = BackupType.FULL
+    capacity_bytes: Count | None = None
+    fallback: Message | None = None
 
 
 class DiskProgress(_Line):

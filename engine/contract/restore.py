@@ -171,3 +171,17 @@ class RestoreQuery(BaseModel):
     point_id: PointId | None = None
     status: JobStatus | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+# ---- chains -----------------------------------------------------------------------------
+
+
+class MergeResult(BaseModel):
+    """``POST /restore-points/{point_id}/merge``: the point folded into its child. The
+    child reads exactly as before; it now builds on the merged point's parent (or stands
+    alone, a synthetic full, when the merged point was the chain's full)."""
+
+    merged_point_id: str
+    into_point_id: str
+    chain: list[str] = Field(default_factory=list)  # the child's chain after the merge
+    bytes_copied: Count = 0

@@ -37,10 +37,13 @@ class DiskStatus(StrEnum):
 
 
 class BackupType(StrEnum):
-    """A full copies every allocated block; an incremental only what changed (CBT)."""
+    """A full copies every allocated block; an incremental only what changed (CBT) since
+    its parent point. ``auto`` is asked for only: incremental when the VM has a usable
+    chain, full otherwise; a job, a point and a disk are ``full`` or ``incremental``."""
 
     FULL = "full"
     INCREMENTAL = "incremental"
+    AUTO = "auto"
 
 
 class SnapshotKind(StrEnum):
