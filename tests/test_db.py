@@ -12,7 +12,7 @@ def test_upgrade_creates_seed_tables_and_is_idempotent(db_url: str) -> None:
     upgrade(db_url)
     first = current_revision(db_url)
     upgrade(db_url)
-    assert current_revision(db_url) == first == "0002"
+    assert current_revision(db_url) == first == "0003"
     tables = set(inspect(engine_for(db_url)).get_table_names())
     assert {
         "vmware_credentials",

@@ -150,6 +150,8 @@ class BackupJob(Base):
         ForeignKey("backup_jobs.id", ondelete="RESTRICT"), nullable=True
     )
     backup_type: Mapped[str] = mapped_column(String(32), default="full")
+    # What was asked (full, incremental or auto); ``backup_type`` is what the job does.
+    requested_type: Mapped[str | None] = mapped_column(String(16))
     # pending -> running -> completed | failed | cancelled
     status: Mapped[str] = mapped_column(String(32), default="pending", index=True)
     snapshot_kind: Mapped[str | None] = mapped_column(String(32))  # quiesced | crash-consistent
@@ -188,6 +190,11 @@ class BackupDisk(Base):
     # The restore point this qcow2 is an overlay on (incrementals); NULL for a full.
     parent_qcow2_path: Mapped[str | None] = mapped_column(String(1024))
     qemu_nbd_pid: Mapped[int | None] = mapped_column(Integer)
+    # full | incremental: how this disk was copied, and why a disk that could have been
+    # an incremental was copied whole.
+    backup_mode: Mapped[str] = mapped_column(String(16), default="full")
+    fallback_reason: Mapped[str | None] = mapped_column(Text)
+    capacity_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes_total: the copy's
     status: Mapped[str] = mapped_column(String(32), default="pending")
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
