@@ -44,7 +44,10 @@ log = logging.getLogger("sendense.client")
 _EXITS = (
     (0, "done: every disk copied and flushed (a backup's snapshot removed)"),
     (SendenseError.exit_code, "unexpected internal error (see the log)"),
-    (BadInput.exit_code, "bad arguments (flags, --nbd-targets/--nbd-sources, password file)"),
+    (
+        BadInput.exit_code,
+        "bad arguments (flags, --nbd-targets/--nbd-sources, --changed-since, password file)",
+    ),
     (VCenterError.exit_code, "vCenter error (login, certificate thumbprint, VM not found)"),
     (SnapshotError.exit_code, "snapshot error (create or remove)"),
     (
@@ -125,7 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fall back to a crash-consistent snapshot when quiescing fails",
     )
-    m.add_argument("--backup-type", choices=[BackupType.FULL.value], default=BackupType.FULL)
+    m.add_argument(
+        "--backup-type",
+        choices=[BackupType.FULL.value, BackupType.INCREMENTAL.value],
+        help="default: incremental with --changed-since, full without",
+    )
+    m.add_argument(
+        "--changed-since",
+        action="append",
+        default=[],
+        metavar="KEY=CHANGE_ID",
+        help="copy only what changed on disk KEY since CHANGE_ID (its parent point's), "
+        "into a target that is an overlay on that point; repeat per incremental disk. "
+        "A disk whose changes vCenter cannot tell is copied whole, and says why",
+    )
     r = sub.add_parser(
         "restore",
         help="write each disk of a (new, restored) VM from its NBD source",

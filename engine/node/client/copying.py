@@ -10,14 +10,17 @@ disks, and that failure is the one raised.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.contract.progress import ChunkDigests, ClientError, DiskStarted
+from engine.contract.status import BackupType
 from engine.contract.verify import DIGEST_SIZE
-from engine.node.copier import CopyCancelled, CopyOptions, Progress, copy
+from engine.node.copier import CopyCancelled, CopyOptions, Extent, Progress, copy
 from engine.node.progress import Reporter, disk_done, disk_progress
 
 log = logging.getLogger("sendense.client")
@@ -35,10 +38,34 @@ class DiskCopy:
     source_uri: str
     target_uri: str
     change_id: str | None = None  # what its ``disk_done`` reports (a backup's CBT id)
+    # What to copy: None is the whole disk, else an incremental's changed areas.
+    extents: Sequence[Extent] | None = None
+    # A new disk or a fresh qcow2 reads as zeroes, so zero runs need no command; an
+    # overlay on a parent point does not: its zero runs must be written as zeroes.
+    target_is_zero: bool = True
+    mode: BackupType = BackupType.FULL
+    fallback: str | None = None  # why a disk asked to be incremental is copied whole
+
+    @property
+    def bytes_total(self) -> int:
+        if self.extents is None:
+            return self.capacity
+        return sum(e.length for e in self.extents)
+
+    def started(self, job_id: str) -> DiskStarted:
+        return DiskStarted(
+            job_id=job_id,
+            disk_key=self.key,
+            bytes_total=self.bytes_total,
+            mode=self.mode,
+            capacity_bytes=self.capacity,
+            fallback=self.fallback,
+        )
 
 
 class DiskCopies:
-    """The copies of one run, sharing its cancel event and its reporter.
+    """The copies of one run, sharing its cancel event, its reporter and its options
+    (but for ``target_is_zero``, which is each disk's own).
 
     ``reported`` holds the ids of errors already sent as an ``error`` line with their
     disk key, so the run's end does not send them a second time.
@@ -78,6 +105,7 @@ class DiskCopies:
 
     def _copy_one(self, c: DiskCopy, errors: list[BaseException]) -> None:
         last_log = time.monotonic()
+        options = dataclasses.replace(self.options, target_is_zero=c.target_is_zero)
 
         def on_progress(p: Progress) -> None:
             nonlocal last_log
@@ -108,15 +136,22 @@ class DiskCopies:
                 )
 
         log.info(
-            "disk %s: copying %d bytes from %s to %s", c.key, c.capacity, c.source_uri, c.target_uri
+            "disk %s: copying %d of %d bytes (%s) from %s to %s",
+            c.key,
+            c.bytes_total,
+            c.capacity,
+            c.mode.value,
+            c.source_uri,
+            c.target_uri,
         )
-        self.reporter.emit(DiskStarted(job_id=self.job_id, disk_key=c.key, bytes_total=c.capacity))
+        self.reporter.emit(c.started(self.job_id))
         try:
             final = copy(
                 c.source_uri,
                 c.target_uri,
                 disk=str(c.key),
-                options=self.options,
+                extents=c.extents,
+                options=options,
                 progress=on_progress,
                 cancel=self.cancel,
                 digests=on_digests if self.options.chunk_size else None,

@@ -1,12 +1,19 @@
 """One run of ``migrate``: connect, check the targets against the VM's disks, snapshot,
 copy every disk at once (each on its own thread), remove the snapshot; each step owes
-the clean-up of the ones before it, whatever ends the run."""
+the clean-up of the ones before it, whatever ends the run.
+
+A disk given in ``--changed-since`` is an incremental: its target is an overlay on the
+parent point's qcow2, and only the areas vCenter says changed since the parent's change
+id are copied. When vCenter cannot say (tracking reset, a fault), the disk is copied
+whole into the same overlay, every block written, and the line and the log say why.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +25,11 @@ from engine import vcenter
 from engine.contract.progress import ConfigRecorded, SnapshotTaken
 from engine.contract.status import BackupType
 from engine.contract.targets import NbdTarget, NbdTargets
-from engine.errors import SendenseError
+from engine.errors import BadInput, SendenseError
 from engine.node.client.copying import DiskCopies, DiskCopy
 from engine.node.client.run import ClientRun
-from engine.node.copier import CopyOptions
+from engine.node.copier import CopyOptions, Extent
+from engine.node.copier.digests import align_extents
 from engine.node.progress import Reporter
 from engine.node.sources import NbdkitSource, open_source, vddk_source
 from engine.vcenter.snapshots import SnapshotResult
@@ -30,13 +38,63 @@ from engine.vcenter.tasks import fault_message
 log = logging.getLogger("sendense.client")
 
 
+_CHANGED_SINCE = re.compile(r"(\d+)=(.{1,255})")
+
+
+def changed_since_of(
+    values: Sequence[str], backup_type: str | None, targets: NbdTargets
+) -> dict[int, str]:
+    """``--changed-since KEY=CHANGE_ID`` flags as device key -> parent change id, refused
+    in one line when a flag, a key or the ``--backup-type`` beside them does not fit.
+
+    A change id is vCenter's text (spaces and '/' in it), taken whole after the first '='.
+    """
+    out: dict[int, str] = {}
+    keys = set(targets.keys())
+    for text in values:
+        m = _CHANGED_SINCE.fullmatch(text)
+        if not m:
+            raise BadInput(
+                f"--changed-since {text!r}: expected KEY=CHANGE_ID (a disk's device key, "
+                "then its parent point's change id, at most 255 characters)"
+            )
+        key = int(m[1])
+        if key in out:
+            raise BadInput(f"--changed-since {text!r}: disk {key} is given twice")
+        if key not in keys:
+            raise BadInput(f"--changed-since {text!r}: disk {key} has no --nbd-targets entry")
+        out[key] = m[2]
+    if backup_type == BackupType.FULL and out:
+        raise BadInput("--changed-since makes an incremental: it cannot go with --backup-type full")
+    if backup_type == BackupType.INCREMENTAL and not out:
+        raise BadInput("--backup-type incremental needs --changed-since KEY=CHANGE_ID")
+    return out
+
+
 @dataclass
 class DiskPlan:
     key: int
     file_name: str
     capacity: int
-    change_id: str | None
+    change_id: str | None  # the snapshot's: what ``disk_done`` reports
     target: NbdTarget
+    extents: list[Extent] | None = None  # None: the whole disk
+    on_parent: bool = False  # the target is an overlay on the parent point's qcow2
+    fallback: str | None = None
+
+    def copy_of(self, source_uri: str) -> DiskCopy:
+        incremental = self.extents is not None
+        return DiskCopy(
+            self.key,
+            self.capacity,
+            source_uri,
+            self.target.uri,
+            self.change_id,
+            extents=self.extents,
+            target_is_zero=not self.on_parent,
+            mode=BackupType.INCREMENTAL if incremental else BackupType.FULL,
+            fallback=self.fallback,
+        )
 
 
 def record_config(
@@ -66,6 +124,9 @@ class Migration(ClientRun):
         super().__init__(*args, **kwargs)
         self.nbd_targets = NbdTargets.parse(self.args.nbd_targets)
         self.targets = self.nbd_targets.by_key()
+        self.changed_since = changed_since_of(
+            self.args.changed_since or (), self.args.backup_type, self.nbd_targets
+        )
 
     def run(self) -> None:
         a = self.args
@@ -88,11 +149,10 @@ class Migration(ClientRun):
                 )
                 record_config(vc, vm, snap, self.job_id, self.reporter)
                 self.check_cancel()
-                disks = [
-                    DiskPlan(d.key, d.file_name, d.capacity_bytes, d.change_id, self.targets[d.key])
-                    for d in vcenter.snapshot_disks(vc, snap.ref)
-                    if d.key in self.targets
-                ]
+                at_snapshot = vcenter.snapshot_disks(vc, snap.ref)
+                # A disk added since the VM was read: the hub must refresh it first.
+                self.nbd_targets.match_disks(d.key for d in at_snapshot)
+                disks = [self.plan(vc, vm, snap, d) for d in at_snapshot]
 
                 def locate(name: str) -> Path:
                     return vcenter.datastore_file_path(vc, name)
@@ -102,6 +162,36 @@ class Migration(ClientRun):
                 self.remove_snapshot(vc, snap, failing=True)
                 raise
             self.remove_snapshot(vc, snap, failing=False)
+
+    def plan(
+        self, vc: vcenter.VCenter, vm: Any, snap: SnapshotResult, d: vcenter.DiskInfo
+    ) -> DiskPlan:
+        """How one disk is copied: whole, or (when it has a parent change id) the areas
+        changed since then, grown to whole chunks as its digests need; whole again, said
+        and logged, when vCenter cannot tell what changed."""
+        plan = DiskPlan(d.key, d.file_name, d.capacity_bytes, d.change_id, self.targets[d.key])
+        parent = self.changed_since.get(d.key)
+        if parent is None:
+            return plan
+        plan.on_parent = True
+        try:
+            areas = vcenter.query_changed_areas(vc, vm, snap.ref, d.key, d.capacity_bytes, parent)
+        except vcenter.FullBackupNeeded as exc:
+            plan.fallback = str(exc)
+            log.warning("disk %s: copied whole, not incremental: %s", d.key, exc)
+            return plan
+        extents = [Extent(offset, length) for offset, length in areas if length]
+        chunk = self.settings.copier.chunk_size
+        plan.extents = align_extents(extents, chunk, d.capacity_bytes) if chunk else extents
+        log.info(
+            "disk %s: incremental since %s: %d changed area(s), %d of %d bytes to copy",
+            d.key,
+            parent,
+            len(areas),
+            sum(e.length for e in plan.extents),
+            d.capacity_bytes,
+        )
+        return plan
 
     @staticmethod
     def remove_snapshot(vc: vcenter.VCenter, snap: SnapshotResult, *, failing: bool) -> None:
@@ -143,12 +233,10 @@ class Migration(ClientRun):
                 )
                 stack.callback(src.close)
                 log.info("disk %s: reading %s through nbdkit %s", d.key, d.file_name, src.plugin)
-                copies.append(DiskCopy(d.key, d.capacity, src.uri, d.target.uri, d.change_id))
+                copies.append(d.copy_of(src.uri))
                 self.check_cancel()
             options = CopyOptions.from_settings(
                 self.settings.copier,
-                # A full backup writes a new qcow2, which reads as zeroes.
-                target_is_zero=self.args.backup_type == BackupType.FULL,
                 max_rate_bps=self.args.max_rate * 2**20 if self.args.max_rate else None,
                 # The point's digest table, for ``sendense verify``.
                 chunk_size=self.settings.copier.chunk_size,

@@ -67,9 +67,9 @@ class Restore(ClientRun):
                         DiskCopy(disk.key, disk.capacity_bytes, sources[disk.key].uri, sink.uri)
                     )
                     self.check_cancel()
+            # A new disk reads as zeroes (DiskCopy's target_is_zero): zero runs stay holes.
             options = CopyOptions.from_settings(
                 self.settings.copier,
-                target_is_zero=True,  # a new disk reads as zeroes: zero runs stay holes
                 max_rate_bps=a.max_rate * 2**20 if a.max_rate else None,
             )
             DiskCopies(self.job_id, self.reporter, self.cancel, options, self.reported).run(copies)
