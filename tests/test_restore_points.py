@@ -96,7 +96,8 @@ def test_chain_and_delete_a_point_only_once_nothing_builds_on_it(
         ]
         assert refused.status_code == 409
         assert refused.json()["detail"] == (
-            f"point {point.point_id} is the base of point {child.point_id}: delete that one first"
+            f"point {point.point_id} is the base of point {child.point_id}: delete that one "
+            f"first, or merge it into it (sendense chain merge {point.point_id})"
         )
         assert all(p.exists() for p in point.disks.values())
 

@@ -150,18 +150,25 @@ def delete_point(s: Session, point_id: str, busy: set[str]) -> None:
         raise Conflict(f"point {point_id} is being restored: wait for the restore or cancel it")
     child = s.scalars(select(BackupJob.id).where(BackupJob.parent_backup_id == point_id)).first()
     if child is not None:
-        raise Conflict(f"point {point_id} is the base of point {child}: delete that one first")
+        raise Conflict(
+            f"point {point_id} is the base of point {child}: delete that one first, "
+            f"or merge it into it (sendense chain merge {point_id})"
+        )
     files = [Path(d.qcow2_path) for d in row.disks]
     context_id = row.vm_context_id
-    # The restores of the point are history of a point that is no more.
-    for restore in s.scalars(select(RestoreJob).where(RestoreJob.backup_job_id == point_id)):
+    drop_point(s, row)
+    _rebase_change_ids(s, context_id)
+    for path in files:
+        remove_restore_point(path)
+
+
+def drop_point(s: Session, row: BackupJob) -> None:
+    """The point's row, and its restores: history of a point that is no more."""
+    for restore in s.scalars(select(RestoreJob).where(RestoreJob.backup_job_id == row.id)):
         s.delete(restore)
     s.flush()  # no relationship tells the session to delete those first
     s.delete(row)
     s.flush()
-    _rebase_change_ids(s, context_id)
-    for path in files:
-        remove_restore_point(path)
 
 
 def _rebase_change_ids(s: Session, context_id: str) -> None:
