@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "nodes": ("engine.cli.nodes", "nodes_app"),
     "backup": ("engine.cli.backup", "backup_app"),
     "restore-points": ("engine.cli.restore_points", "restore_points_app"),
+    "chain": ("engine.cli.chain", "chain_app"),
     "restore": ("engine.cli.restore", "restore_app"),
     "verify": ("engine.cli.verify", "verify_command"),
     "hub": ("engine.cli.serve", "hub_command"),

@@ -39,6 +39,7 @@ from engine.hub.files.service import FileService
 from engine.hub.jobs import JobManager
 from engine.hub.nodes import ensure_default_node
 from engine.hub.restores.manager import RestoreManager
+from engine.hub.restores.merge import ChainMerges, Merging, Readers
 from engine.hub.verify.manager import VerifyManager
 from engine.version import __version__
 
@@ -68,9 +69,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     bus = EventBus()
     exports = ExportManager.from_settings(settings)
     jobs = JobManager(settings, exports, bus, token)
-    verify = VerifyManager(settings)
-    restores = RestoreManager(settings, exports, bus, token, verifying=verify.busy_points)
-    files = FileService(settings, restores.point)
+    merging = Merging()  # the points a merge works on: every reader's start refuses them
+    verify = VerifyManager(settings, refuse=merging.refuse)
+    restores = RestoreManager(
+        settings, exports, bus, token, verifying=verify.busy_points, merging=merging
+    )
+    files = FileService(settings, restores.point, refuse=merging.refuse)
+    readers = Readers(
+        restores.store.busy_points,
+        verify.busy_points,
+        files.sessions.close_points,
+        jobs.ctx.live.claim,
+    )
+    chains = ChainMerges(settings, merging, readers)
 
     def publish_disks() -> None:
         for event in jobs.disk_events():
@@ -126,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.restores = restores
     app.state.files = files
     app.state.verify = verify
+    app.state.chains = chains
     app.state.bus = bus
     app.state.exports = exports
     app.state.token = token

@@ -15,6 +15,7 @@ from engine.contract.hub import errors
 from engine.contract.restore import (
     DiskRestoreRequest,
     ExportRequest,
+    MergeResult,
     RestoreExport,
     RestoreJob,
     RestorePoint,
@@ -22,6 +23,7 @@ from engine.contract.restore import (
     RestoreQuery,
 )
 from engine.hub.restores.manager import RestoreManager
+from engine.hub.restores.merge import ChainMerges
 
 router = APIRouter(prefix="/api/v1")
 
@@ -61,6 +63,14 @@ def delete_point(point_id: PointId, request: Request) -> Response:
     """Remove a point's files; 409 while it is exported, restored, or a chain's base."""
     restores(request).delete_point(point_id)
     return Response(status_code=204)
+
+
+@router.post("/restore-points/{point_id}/merge", responses=errors(404, 409, 422))
+def merge_point(point_id: PointId, request: Request) -> MergeResult:
+    """Fold the point into its one child (a synthetic full when the point is the chain's
+    full); 409 while the point or a later one is read, or a backup of the VM runs."""
+    chains: ChainMerges = request.app.state.chains
+    return chains.merge(point_id)
 
 
 # ---- instant exports ------------------------------------------------------------------

@@ -32,10 +32,17 @@ def _parts(path: str) -> list[str]:
 
 
 class FileService:
-    def __init__(self, settings: Settings, point: Callable[[str], RestorePoint]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        point: Callable[[str], RestorePoint],
+        refuse: Callable[[str], None] | None = None,
+    ) -> None:
         self.point = point  # the restore manager's: NotFound for what is not a point
         runtime = settings.run / "readers"
-        self.sessions = Sessions(lambda qcow2: PrivateExport(settings.nbd.qemu_nbd, qcow2, runtime))
+        self.sessions = Sessions(
+            lambda qcow2: PrivateExport(settings.nbd.qemu_nbd, qcow2, runtime), refuse=refuse
+        )
 
     def _qcow2(self, point_id: str, disk_key: int) -> Path:
         point = self.point(point_id)

@@ -78,8 +78,10 @@ class Sessions:
         opener: Callable[[Path], PrivateExport],
         idle_seconds: float = IDLE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        refuse: Callable[[str], None] | None = None,
     ) -> None:
         self.opener = opener
+        self.refuse = refuse  # Merging.refuse: no session opens on a point being merged
         self.idle_seconds = idle_seconds
         self.clock = clock
         self.lock = threading.Lock()
@@ -94,6 +96,8 @@ class Sessions:
                 session.close()
                 session = None
             if session is None:
+                if self.refuse is not None:
+                    self.refuse(key[0])
                 export = self.opener(qcow2)
                 try:
                     session = DiskSession(key, export, self.clock())
@@ -131,6 +135,17 @@ class Sessions:
         for session in closing:
             session.close()
         return [f"file session of {s.where} closed (idle)" for s in closing]
+
+    def close_points(self, point_ids: set[str]) -> set[str]:
+        """Close the idle sessions of these points (a merge is about to change their
+        files); the points whose sessions are in use, left open."""
+        with self.lock:
+            idle = [k for k, s in self.open.items() if k[0] in point_ids and s.users == 0]
+            closing = [self.open.pop(k) for k in idle]
+            busy = {k[0] for k in self.open if k[0] in point_ids}
+        for session in closing:
+            session.close()
+        return busy
 
     def close_all(self) -> None:
         with self.lock:

@@ -31,6 +31,7 @@ from engine.hub.exports.manager import ExportManager
 from engine.hub.restores import points
 from engine.hub.restores.disk import DiskRestores
 from engine.hub.restores.instant import InstantExports
+from engine.hub.restores.merge import Merging, remove_leftovers
 from engine.hub.restores.store import RestoreStore
 from engine.hub.restores.vm import VMRestores
 
@@ -47,9 +48,12 @@ class RestoreManager:
         bus: EventBus,
         token: str,
         verifying: Callable[[], set[str]] = set,
+        merging: Merging | None = None,
     ) -> None:
         self.settings = settings
         self.verifying = verifying  # the points being verified (VerifyManager.busy_points)
+        # Points being merged: nothing starts reading them (each start checks under its lock).
+        self.merging = merging or Merging()
         self.exports = exports
         self.bus = bus
         self.token = token  # what a VM restore presents to its node
@@ -72,13 +76,15 @@ class RestoreManager:
         # Nothing of the point starts meanwhile: no instant export, no disk restore.
         if point_id in self.verifying():
             raise Conflict(f"point {point_id} is being verified: wait for the verification")
-        with self.instant.lock, self.disks.lock, self.store.session() as s:
+        starting = self.merging.starting(point_id)
+        with starting, self.instant.lock, self.disks.lock, self.store.session() as s:
             points.delete_point(s, point_id, self.store.busy_points())
 
     # -- instant exports ------------------------------------------------------------------
 
     def export(self, point_id: str, request: ExportRequest) -> RestoreExport:
-        return self.instant.export(point_id, request, utc_now())
+        with self.merging.starting(point_id):
+            return self.instant.export(point_id, request, utc_now())
 
     def instant_exports(self) -> list[RestoreExport]:
         return self.instant.leased()
@@ -89,10 +95,12 @@ class RestoreManager:
     # -- restore jobs ---------------------------------------------------------------------
 
     def restore_disk(self, request: DiskRestoreRequest) -> RestoreJob:
-        return self.disks.start(request)
+        with self.merging.starting(request.point_id):
+            return self.disks.start(request)
 
     def restore_vm(self, request: VMRestoreRequest) -> RestoreJob:
-        return self.vms.start(request)
+        with self.merging.starting(request.point_id):
+            return self.vms.start(request)
 
     def ingest(self, restore_id: str, lines: list[ProgressLine]) -> None:
         """A node's lines for a VM restore."""
@@ -123,6 +131,8 @@ class RestoreManager:
     def reconcile(self, now: datetime | None = None) -> list[str]:
         """After a hub restart, once the backup reconcile adopted the exports it spared."""
         notes = self.disks.reconcile() + self.vms.reconcile()
+        with self.store.session() as s:
+            notes += remove_leftovers(s)
         notes += [f"instant export {n} ended" for n in self.instant.sweep(now or utc_now())]
         return notes
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,9 +47,14 @@ class _Run:
         self.started = time.monotonic()
 
 
+def _never(point_id: str) -> None:
+    return None
+
+
 class VerifyManager:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, refuse: Callable[[str], None] = _never) -> None:
         self.settings = settings
+        self.refuse = refuse  # Merging.refuse: a point being merged is not read meanwhile
         self.lock = threading.Lock()
         self._runs: dict[str, _Run] = {}  # the running or last verification of each point
 
@@ -58,6 +64,7 @@ class VerifyManager:
             run = self._runs.get(point_id)
             if run is not None and run.report.running:
                 return self._snapshot(run)
+            self.refuse(point_id)
             with session_scope(self.settings.db_url) as s:
                 disks = _disks_of(s, completed_point(s, point_id))
             report = VerifyReport(
