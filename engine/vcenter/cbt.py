@@ -46,6 +46,28 @@ def enable_cbt(vc: VCenter, vm: Any) -> None:
     log.info("CBT enabled on %s", name)
 
 
+# Faults that say nothing about the change id: the session, the rights or the objects are
+# wrong, and a full copy would fail the same way.
+NOT_ABOUT_TRACKING = (
+    vim.fault.NotAuthenticated,
+    vim.fault.NoPermission,
+    vim.fault.InvalidLogin,
+    vmodl.fault.ManagedObjectNotFound,
+    vmodl.fault.SecurityError,
+)
+
+
+def _query_fault(exc: vmodl.MethodFault, disk_key: int, change_id: str) -> Exception:
+    """What a QueryChangedDiskAreas fault means. ESX answers a change id it does not know
+    (tracking reset on the host, a ctk file lost, an id of another disk) with a bare
+    FileFault, "Error caused by file", and other faults for other reasons it cannot tell
+    the changes: all of those mean that only a full copy of the disk is correct."""
+    reason = " ".join(fault_message(exc).split())
+    if change_id == "*" or isinstance(exc, NOT_ABOUT_TRACKING):
+        return VCenterError(f"QueryChangedDiskAreas on disk {disk_key} failed: {reason}")
+    return FullBackupNeeded(f"disk {disk_key}: vCenter refused change id {change_id} ({reason})")
+
+
 def _uuid(change_id: str) -> str:
     return change_id.rsplit("/", 1)[0]
 
@@ -63,7 +85,9 @@ def query_changed_areas(
 
     vCenter answers a part of the disk per call: each call starts where the previous
     answer's covered range (startOffset + length) ends, until the whole disk is covered.
-    Raises FullBackupNeeded when the disk's change tracking was reset since ``change_id``.
+    Raises FullBackupNeeded when the disk's change tracking was reset since ``change_id``
+    or vCenter does not know it (a FileFault); VCenterError for faults about the session
+    or the objects, which a full copy would meet too.
     """
     if change_id != "*":
         at_snapshot = next(
@@ -83,13 +107,7 @@ def query_changed_areas(
                 snapshot=snapshot_ref, deviceKey=disk_key, startOffset=offset, changeId=change_id
             )
         except vmodl.MethodFault as exc:
-            if change_id != "*":
-                raise FullBackupNeeded(
-                    f"disk {disk_key}: vCenter refused change id {change_id} ({fault_message(exc)})"
-                ) from None
-            raise VCenterError(
-                f"QueryChangedDiskAreas on disk {disk_key} failed: {fault_message(exc)}"
-            ) from None
+            raise _query_fault(exc, disk_key, change_id) from None
         areas.extend((int(a.start), int(a.length)) for a in info.changedArea or ())
         covered_to = int(info.startOffset) + int(info.length)
         if covered_to <= offset:

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/vmware/govmomi/simulator"
 )
@@ -32,7 +33,7 @@ func intParam(r *http.Request, name string) (int64, error) {
 	return v, nil
 }
 
-// serveAPI answers POST /sendense/{write,reset,quiesce-fault}?vm=NAME|MOREF&... and
+// serveAPI answers POST /sendense/{write,reset,resize,add-disk,quiesce-fault}?vm=NAME|MOREF&... and
 // POST /sendense/refuse-create-vm?reason=TEXT (an empty reason ends the refusal).
 func (l *Lab) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
@@ -60,6 +61,10 @@ func (l *Lab) serveAPI(w http.ResponseWriter, r *http.Request) {
 				result, err = l.write(vm, r)
 			case "reset":
 				result, err = l.reset(vm, r)
+			case "resize":
+				result, err = l.resize(vm, r)
+			case "add-disk":
+				result, err = l.addDisk(vm, r)
 			case "quiesce-fault":
 				on := r.URL.Query().Get("enabled") != "0"
 				l.vms[vm.Self.Value].quiesceFault = on
@@ -93,8 +98,9 @@ func (l *Lab) disk(vm *simulator.VirtualMachine, r *http.Request) (*diskState, i
 	return d, int32(key), nil
 }
 
-// write puts deterministic new data (seeded by the disk's change id) into the flat file
-// and records the range as one change.
+// write puts deterministic new data (seeded by the disk's change id) into the flat file,
+// or with zero=1 zeroes over it as a guest's discard or zeroing write does, and records the
+// range as one change either way: a block that became zero is a change a backup must see.
 func (l *Lab) write(vm *simulator.VirtualMachine, r *http.Request) (map[string]interface{}, error) {
 	d, key, err := l.disk(vm, r)
 	if err != nil {
@@ -116,18 +122,13 @@ func (l *Lab) write(vm *simulator.VirtualMachine, r *http.Request) (map[string]i
 		return nil, err
 	}
 	defer f.Close()
-	buf := make([]byte, 1<<20)
-	seed := seedOf(d.changeID(), "write")
-	for done := int64(0); done < length; {
-		n := int64(len(buf))
-		if length-done < n {
-			n = length - done
-		}
-		fillData(buf[:n], seed, offset+done)
-		if _, err := f.WriteAt(buf[:n], offset+done); err != nil {
-			return nil, err
-		}
-		done += n
+	if r.URL.Query().Get("zero") == "1" {
+		err = zeroRange(f, offset, length)
+	} else {
+		err = writeData(f, seedOf(d.changeID(), "write"), offset, length)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := f.Sync(); err != nil {
 		return nil, err
@@ -136,6 +137,45 @@ func (l *Lab) write(vm *simulator.VirtualMachine, r *http.Request) (map[string]i
 	d.changes = append(d.changes, change{d.seq, offset, length})
 	l.syncChangeIDs(vm)
 	return map[string]interface{}{"vm": vm.Self.Value, "disk": key, "change_id": d.changeID()}, nil
+}
+
+func writeData(f *os.File, seed, offset, length int64) error {
+	buf := make([]byte, 1<<20)
+	for done := int64(0); done < length; {
+		n := int64(len(buf))
+		if length-done < n {
+			n = length - done
+		}
+		fillData(buf[:n], seed, offset+done)
+		if _, err := f.WriteAt(buf[:n], offset+done); err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
+
+// zeroRange punches a hole over the range (the file system zeroes the partial blocks at
+// its ends), so that a backup meets a hole inside a changed area; where punching is not
+// supported it writes zeroes.
+func zeroRange(f *os.File, offset, length int64) error {
+	const punchHole, keepSize = 0x02, 0x01
+	err := syscall.Fallocate(int(f.Fd()), punchHole|keepSize, offset, length)
+	if err != syscall.EOPNOTSUPP {
+		return err
+	}
+	zero := make([]byte, 1<<20)
+	for done := int64(0); done < length; {
+		n := int64(len(zero))
+		if length-done < n {
+			n = length - done
+		}
+		if _, err := f.WriteAt(zero[:n], offset+done); err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
 }
 
 // reset starts a new change tracking epoch for the disk, as ESX does after some events

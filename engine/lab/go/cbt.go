@@ -28,6 +28,13 @@ func qcdaFault(msg string) soap.HasFault {
 	return &methods.QueryChangedDiskAreasBody{Fault_: simulator.Fault(msg, &types.InvalidArgument{InvalidProperty: "changeId"})}
 }
 
+// unknownChangeID is ESX's answer to a change id the disk's tracking does not know (another
+// epoch, a sequence from the future, garbage): a FileFault on the disk, "Error caused by
+// file", with nothing that says the id was the cause.
+func unknownChangeID(file string) soap.HasFault {
+	return &methods.QueryChangedDiskAreasBody{Fault_: simulator.Fault("Error caused by file "+file, &types.FileFault{File: file})}
+}
+
 // QueryChangedDiskAreas answers for the disk as it was at req.Snapshot: the areas changed
 // since req.ChangeId, or the allocated areas for "*", from req.StartOffset on.
 func (s *cbtService) QueryChangedDiskAreas(req *types.QueryChangedDiskAreas) soap.HasFault {
@@ -36,7 +43,7 @@ func (s *cbtService) QueryChangedDiskAreas(req *types.QueryChangedDiskAreas) soa
 	}
 	snap, ok := simulator.Map.Get(*req.Snapshot).(*simulator.VirtualMachineSnapshot)
 	if !ok {
-		return qcdaFault("snapshot not found")
+		return &methods.QueryChangedDiskAreasBody{Fault_: simulator.Fault("", &types.ManagedObjectNotFound{Obj: *req.Snapshot})}
 	}
 	var disk *types.VirtualDisk
 	for _, dev := range snap.Config.Hardware.Device {
@@ -47,7 +54,8 @@ func (s *cbtService) QueryChangedDiskAreas(req *types.QueryChangedDiskAreas) soa
 	if disk == nil {
 		return qcdaFault(fmt.Sprintf("no disk with key %d in the snapshot", req.DeviceKey))
 	}
-	atSnapshot := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).ChangeId
+	backing := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+	atSnapshot := backing.ChangeId
 	if atSnapshot == "" {
 		return qcdaFault("change tracking was not active when the snapshot was taken")
 	}
@@ -66,12 +74,9 @@ func (s *cbtService) QueryChangedDiskAreas(req *types.QueryChangedDiskAreas) soa
 		}
 	} else {
 		fromUUID, fromSeq, err := splitChangeID(req.ChangeId)
-		if err != nil {
-			return qcdaFault(err.Error())
-		}
 		snapUUID, snapSeq, _ := splitChangeID(atSnapshot)
-		if fromUUID != snapUUID || fromSeq > snapSeq || fromUUID != d.uuid {
-			return qcdaFault(fmt.Sprintf("change id %s does not apply to this disk (now %s)", req.ChangeId, atSnapshot))
+		if err != nil || fromUUID != snapUUID || fromSeq < 0 || fromSeq > snapSeq || fromUUID != d.uuid {
+			return unknownChangeID(backing.FileName)
 		}
 		for _, c := range d.changes {
 			if c.seq > fromSeq && c.seq <= snapSeq {
