@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -27,8 +28,10 @@ from engine.contract.progress import (
     ProgressLine,
     SnapshotTaken,
 )
-from engine.contract.status import ClientOutcome, DiskStatus, JobStatus, SnapshotKind
+from engine.contract.status import BackupType, ClientOutcome, DiskStatus, JobStatus, SnapshotKind
 from engine.hub.verify.table import TableError, TableWriter
+
+log = logging.getLogger("sendense.hub.jobs")
 
 
 class DiskState(DiskCounters):
@@ -41,6 +44,7 @@ class DiskState(DiskCounters):
     qcow2_path: str
     status: DiskStatus = DiskStatus.QEMU_STARTED
     change_id: str | None = None
+    parent_qcow2_path: str | None = None  # an incremental's backing file, as planned
     error: str | None = None
     sse_dirty: bool = False
     db_dirty: bool = False
@@ -96,6 +100,11 @@ class JobState:
             case DiskStarted() if disk is not None:
                 disk.status = DiskStatus.COPYING
                 disk.bytes_total = line.bytes_total or disk.bytes_total
+                disk.capacity_bytes = line.capacity_bytes or disk.capacity_bytes
+                if disk.mode == BackupType.INCREMENTAL and (
+                    line.fallback or line.mode == BackupType.FULL
+                ):
+                    self._fall_back(disk, line.fallback or "the client copied it whole")
             case DiskDone() if disk is not None:
                 disk.take_bytes(line)
                 disk.bytes_done = max(disk.bytes_done, disk.bytes_total)
@@ -122,6 +131,22 @@ class JobState:
         if disk is not None:
             disk.sse_dirty = disk.db_dirty = True
         return True
+
+    def _fall_back(self, disk: DiskState, reason: str) -> None:
+        """The client copies a disk planned incremental whole (vCenter no longer knows
+        its change id): it sends a digest of every chunk, so the table starts empty
+        instead of as the parent's, and the disk ends as a full (``ending``)."""
+        disk.mode, disk.fallback_reason = BackupType.FULL, reason
+        log.info("backup %s: disk %s copied whole: %s", self.backup_id, disk.disk_key, reason)
+        if disk.digests is None:
+            return
+        path, capacity = disk.digests.path, disk.digests.capacity
+        disk.digests.close()
+        try:
+            path.unlink(missing_ok=True)
+            disk.digests = TableWriter(path, capacity)
+        except OSError as exc:
+            self.failure = f"disk {disk.disk_key}: digest table not reset: {exc}"
 
     def _take_digests(self, disk: DiskState, line: ChunkDigests) -> None:
         if disk.digests is None or self.failure:

@@ -10,7 +10,15 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from engine.contract.fields import JobId
-from engine.contract.hub import BackupQuery, BackupRequest, BackupStarted, Job, JobLog, errors
+from engine.contract.hub import (
+    BackupPreview,
+    BackupQuery,
+    BackupRequest,
+    BackupStarted,
+    Job,
+    JobLog,
+    errors,
+)
 from engine.contract.progress import ProgressBatch, ProgressLine
 from engine.errors import NotFound
 from engine.hub.events import EventBus
@@ -29,6 +37,12 @@ def jobs(request: Request) -> JobManager:
 @router.post("/backups", responses=errors(404, 409, 422, 502, 503))
 def start_backup(body: BackupRequest, request: Request) -> BackupStarted:
     return jobs(request).start(body)
+
+
+@router.post("/backups/preview", responses=errors(404, 409, 422, 502))
+def preview_backup(body: BackupRequest, request: Request) -> BackupPreview:
+    """What ``POST /backups`` would do with this body, disk by disk, and why."""
+    return jobs(request).preview(body)
 
 
 @router.get("/backups", responses=errors(422))

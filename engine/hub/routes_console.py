@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path as FsPath
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -12,13 +13,15 @@ from engine.contract.hub import NodeInfo, Repository, RepositoryIn, VMContext, V
 from engine.contract.status import NodeState
 from engine.db.models import BackupJob, VMReplicationContext
 from engine.db.session import session_scope
-from engine.errors import BadInput, SendenseError
+from engine.errors import BadInput, NotFound, SendenseError
 from engine.hub.nodes import NodeClient, NodeRef, list_nodes
 from engine.hub.routes_vcenters import connect, credentials, settings_of
 from engine.hub.views import context_view, repository_view
 from engine.repository import add_repository, list_repositories
 
 router = APIRouter(prefix="/api/v1")
+
+ContextId = Annotated[str, Path(min_length=1, max_length=64, description="a VM context id")]
 
 # ---- repositories -------------------------------------------------------------------
 
@@ -31,7 +34,7 @@ def repositories(request: Request) -> list[Repository]:
 
 @router.post("/repositories", status_code=201, responses=errors(422))
 def add_repo(body: RepositoryIn, request: Request) -> Repository:
-    path = Path(body.path)
+    path = FsPath(body.path)
     if not path.is_absolute():  # relative to the hub's working folder means nothing here
         raise BadInput(f"repository path {body.path!r} must be absolute")
     settings = settings_of(request)
@@ -76,6 +79,20 @@ def add_vm(body: VMIn, request: Request) -> VMContext:
     with session_scope(settings_of(request).db_url) as s:
         ctx = upsert_context(s, info, credential_id=creds.id, vcenter_host=creds.vcenter_host)
         s.flush()
+        return _context_views(s, [ctx])[0]
+
+
+@router.post("/vms/{context_id}/cbt", responses=errors(404, 409, 422, 502))
+def enable_cbt(context_id: ContextId, request: Request) -> VMContext:
+    """Turn CBT on for the context's VM (a no-op when it is on), then refresh the context."""
+    from engine.hub.jobs.refresh import refresh_context
+
+    settings = settings_of(request)
+    with session_scope(settings.db_url) as s:
+        ctx = s.get(VMReplicationContext, context_id)
+        if ctx is None:
+            raise NotFound(f"VM context {context_id!r} does not exist")
+        ctx = refresh_context(s, settings.key_path, ctx, enable_cbt=True)
         return _context_views(s, [ctx])[0]
 
 

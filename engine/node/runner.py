@@ -76,6 +76,8 @@ def client_argv(
     else:
         command = ["migrate", "--nbd-targets", exports, "--source", "auto"]
         command += ["--backup-type", req.backup_type.value]
+        for key, change_id in sorted(req.changed_since.items()):
+            command += ["--changed-since", f"{key}={change_id}"]
     argv = [
         *client_command(),
         *command,

@@ -14,7 +14,9 @@ QCOW2_MAGIC = b"QFI\xfb"
 
 
 def create_image(qemu_img: str, path: Path, size_bytes: int, backing: Path | None = None) -> None:
-    """A new qcow2 (on ``backing`` when given); an existing file is never overwritten."""
+    """A new qcow2 (on ``backing`` when given, a qcow2, named in the new file relative to
+    its folder so that a repository moved whole still reads); an existing file is never
+    overwritten."""
     if size_bytes <= 0:
         raise BadInput(f"image size must be positive, not {size_bytes}")
     path = Path(path)
@@ -25,6 +27,7 @@ def create_image(qemu_img: str, path: Path, size_bytes: int, backing: Path | Non
         raise ExportError(f"{path} already exists; images are never overwritten") from None
     argv = [qemu_img, "create", "-q", "-f", "qcow2"]
     if backing is not None:
+        backing = Path(os.path.relpath(Path(backing).absolute(), path.absolute().parent))
         argv += ["-b", str(backing), "-F", "qcow2"]
     argv += [str(path), str(size_bytes)]
     try:
@@ -36,6 +39,18 @@ def create_image(qemu_img: str, path: Path, size_bytes: int, backing: Path | Non
         path.unlink(missing_ok=True)
         reason = "; ".join(line.strip() for line in done.stderr.splitlines() if line.strip())
         raise ExportError(f"qemu-img could not create {path}: {reason}")
+
+
+def image_size(path: Path) -> int | None:
+    """A qcow2's virtual size from its header; None when it is not a readable qcow2."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(32)
+    except OSError:
+        return None
+    if len(header) < 32 or header[:4] != QCOW2_MAGIC:
+        return None
+    return int.from_bytes(header[24:32], "big")
 
 
 def check_image(name: str, path: Path) -> None:

@@ -2,7 +2,8 @@
 
 A job completes only when every disk reported ``disk_done``, the client said ``done
 completed`` and the node saw it exit 0; the qcow2 files must then pass ``qemu-img
-check``. Anything else fails it with the reason, and the files of a failed restore point
+check`` (a disk copied whole into an incremental's overlay is first made to stand
+alone). Anything else fails it with the reason, and the files of a failed restore point
 are removed, so a bad restore point is never there to be used.
 """
 
@@ -16,13 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.contract.hub import Job
-from engine.contract.status import DiskStatus, JobStatus
+from engine.contract.status import BackupType, DiskStatus, JobStatus
 from engine.db.models import BackupJob, VMDisk, utcnow
 from engine.errors import Conflict
 from engine.hub.exports.errors import ExportError
 from engine.hub.jobs.live import JobContext, log
 from engine.hub.nodes import NodeUnreachable
-from engine.hub.progress import JobState
+from engine.hub.progress import DiskState, JobState
 from engine.hub.verify.table import remove_table
 
 CANCEL_WAIT_SECONDS = 20.0
@@ -69,7 +70,8 @@ def finalize(ctx: JobContext, state: JobState) -> None:
     sizes: dict[int, int] = {}
     if status == JobStatus.COMPLETED:
         for disk in state.disks.values():
-            problem = qcow2_check(ctx.settings.nbd.qemu_img, Path(disk.qcow2_path))
+            problem = standalone(ctx.settings.nbd.qemu_img, disk)
+            problem = problem or qcow2_check(ctx.settings.nbd.qemu_img, Path(disk.qcow2_path))
             if problem:
                 status, reason = JobStatus.FAILED, f"disk {disk.disk_key}: {problem}"
                 break
@@ -118,10 +120,14 @@ def _record_end(
         # deleted with the job's.
         live.status = DiskStatus.COMPLETED if completed else DiskStatus(status)
         d.status = live.status
+        d.backup_mode, d.fallback_reason = live.mode, live.fallback_reason
+        d.parent_qcow2_path = live.parent_qcow2_path
         if completed:
             d.change_id = live.change_id
             d.qcow2_size_bytes = sizes.get(d.disk_key)
     row.bytes_transferred = sum(d.bytes_done for d in row.disks)
+    if all(d.backup_mode != BackupType.INCREMENTAL for d in row.disks):
+        row.backup_type, row.parent_backup_id = BackupType.FULL, None
     if completed:
         by_key = {d.disk_key: d.change_id for d in row.disks}
         for vd in s.scalars(select(VMDisk).where(VMDisk.vm_context_id == row.vm_context_id)):
@@ -157,6 +163,25 @@ def remove_restore_point(path: Path) -> None:
             folder.rmdir()
         except OSError:
             break
+
+
+def standalone(qemu_img: str, disk: DiskState) -> str | None:
+    """A disk the client copied whole into its overlay (its mode fell back to full) no
+    longer needs its parent: ``qemu-img rebase -b ""`` in safe mode folds in whatever
+    the overlay does not hold (nothing, as the client wrote every block) and drops the
+    backing file, so the point stands alone. None when done, else what went wrong."""
+    if disk.mode != BackupType.FULL or disk.parent_qcow2_path is None:
+        return None
+    proc = subprocess.run(
+        [qemu_img, "rebase", "-q", "-f", "qcow2", "-b", "", disk.qcow2_path],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        text = (proc.stderr or proc.stdout).strip().splitlines()
+        return f"qemu-img rebase failed (exit {proc.returncode}): {text[-1] if text else ''}"
+    disk.parent_qcow2_path = None
+    return None
 
 
 def qcow2_check(qemu_img: str, path: Path) -> str | None:

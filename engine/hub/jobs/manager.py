@@ -9,7 +9,14 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from engine.config import Settings
-from engine.contract.hub import BackupQuery, BackupRequest, BackupStarted, DiskEvent, Job
+from engine.contract.hub import (
+    BackupPreview,
+    BackupQuery,
+    BackupRequest,
+    BackupStarted,
+    DiskEvent,
+    Job,
+)
 from engine.contract.progress import ProgressLine
 from engine.db.models import BackupJob
 from engine.errors import NotFound
@@ -27,6 +34,9 @@ class JobManager:
 
     def start(self, request: BackupRequest) -> BackupStarted:
         return starting.start_job(self.ctx, request)
+
+    def preview(self, request: BackupRequest) -> BackupPreview:
+        return starting.preview_job(self.ctx, request)
 
     def get(self, backup_id: str) -> Job:
         return self.ctx.job(backup_id)

@@ -16,11 +16,13 @@ from sqlalchemy.orm import Session
 
 from engine.config import Settings
 from engine.contract.fields import url_safe
-from engine.contract.hub import BackupRequest
-from engine.contract.status import ACTIVE_JOB, DiskStatus, JobStatus
+from engine.contract.hub import BackupPreview, BackupRequest
+from engine.contract.status import ACTIVE_JOB, BackupType, DiskStatus, JobStatus
 from engine.credentials import CredentialError, Credentials, VMwareCredentialService
 from engine.db.models import BackupDisk, BackupJob, BackupRepository, VMReplicationContext
 from engine.errors import BadInput, Conflict, NotFound
+from engine.hub.jobs.chain_plan import ChainDecision, DiskDecision, decide, find_parent
+from engine.hub.jobs.refresh import refresh_context
 from engine.hub.nodes import NodeRef, pick_node
 from engine.repository import restore_point_path
 
@@ -34,6 +36,7 @@ class PlannedDisk:
     capacity_bytes: int
     export_name: str
     qcow2_path: Path
+    chain: DiskDecision  # full or incremental, and why
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class JobPlan:
     node: NodeRef
     credentials: Credentials
     request: BackupRequest  # its backup type and rate limit
+    chain: ChainDecision
     disks: tuple[PlannedDisk, ...]
 
     def pending_row(self) -> BackupJob:
@@ -62,7 +66,9 @@ class JobPlan:
             vm_name=self.vm.name,
             repository_id=self.repository_id,
             node_id=self.node.id,
-            backup_type=self.request.backup_type,
+            backup_type=self.chain.backup_type,
+            requested_type=self.request.backup_type,
+            parent_backup_id=self.chain.parent_backup_id,
             status=JobStatus.PENDING,
             total_bytes=sum(d.capacity_bytes for d in self.disks),
             disks=[
@@ -71,6 +77,12 @@ class JobPlan:
                     nbd_export_name=d.export_name,
                     qcow2_path=str(d.qcow2_path),
                     bytes_total=d.capacity_bytes,
+                    capacity_bytes=d.capacity_bytes,
+                    backup_mode=d.chain.mode,
+                    fallback_reason=d.chain.reason,
+                    parent_qcow2_path=str(d.chain.parent_qcow2_path)
+                    if d.chain.parent_qcow2_path
+                    else None,
                     # What the disk is once its export answers; until then the job is pending.
                     status=DiskStatus.QEMU_STARTED,
                 )
@@ -130,13 +142,45 @@ def find_context(s: Session, request: BackupRequest) -> VMReplicationContext:
     return rows[0]
 
 
-def make_plan(
-    s: Session, settings: Settings, ctx: VMReplicationContext, request: BackupRequest
-) -> JobPlan:
-    """Check the repository, the VM's login, disks and node; write the pending rows."""
+def _repository(s: Session, request: BackupRequest) -> BackupRepository:
     repo = s.get(BackupRepository, request.repository_id)
     if repo is None or not repo.enabled:
         raise NotFound(f"repository {request.repository_id} does not exist")
+    return repo
+
+
+def refresh_for_chain(
+    s: Session, settings: Settings, ctx: VMReplicationContext, request: BackupRequest
+) -> None:
+    """Read the VM's disks and CBT state from vCenter again when the job may build on a
+    point: a disk added or grown since the context's last refresh must be copied whole.
+    A full, or a VM with no point to build on, decides nothing on them (the client
+    checks the targets against the VM's disks itself), so vCenter is not asked twice."""
+    if request.backup_type == BackupType.FULL:
+        return
+    parent, _ = find_parent(s, ctx.context_id, request.repository_id)
+    if parent is not None:
+        refresh_context(s, settings.key_path, ctx)
+
+
+def preview(
+    s: Session, settings: Settings, ctx: VMReplicationContext, request: BackupRequest
+) -> BackupPreview:
+    """What ``make_plan`` would decide for the same request; writes nothing but the
+    context's refresh."""
+    _repository(s, request)
+    refresh_for_chain(s, settings, ctx, request)
+    return decide(
+        s, ctx, request.repository_id, request.backup_type, settings.copier.chunk_size
+    ).preview(ctx)
+
+
+def make_plan(
+    s: Session, settings: Settings, ctx: VMReplicationContext, request: BackupRequest
+) -> JobPlan:
+    """Check the repository, the VM's login, disks and node; decide each disk's mode
+    (``chain_plan``); write the pending rows."""
+    repo = _repository(s, request)
     if ctx.credential_id is None:
         raise BadInput("VM context missing credential_id")
     busy = s.scalar(
@@ -154,6 +198,7 @@ def make_plan(
         raise BadInput(str(exc)) from None
     node = pick_node(s)
     backup_id = unique_backup_id(s, ctx.vm_name)
+    chain = decide(s, ctx, repo.id, request.backup_type, settings.copier.chunk_size)
     plan = JobPlan(
         backup_id=backup_id,
         vm=VMRef(ctx.context_id, ctx.vm_name, ctx.vm_path),
@@ -161,14 +206,16 @@ def make_plan(
         node=node,
         credentials=creds,
         request=request,
+        chain=chain,
         disks=tuple(
             PlannedDisk(
                 disk_key=d.disk_key,
                 capacity_bytes=d.capacity_bytes,
                 export_name=export_name(ctx.vm_name, d.disk_key, backup_id),
                 qcow2_path=restore_point_path(Path(repo.path), ctx.vm_name, d.disk_key, backup_id),
+                chain=d,
             )
-            for d in ctx.disks
+            for d in chain.disks
         ),
     )
     s.add(plan.pending_row())

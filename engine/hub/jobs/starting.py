@@ -1,5 +1,9 @@
 """Starting a backup: the plan's qcow2 files and exports, then the node's client.
 
+An incremental disk's qcow2 is an overlay on its parent's (``-F qcow2``, a relative
+backing path), and its digest table starts as the parent's (``derive``): the client
+sends digests only of the chunks it copies.
+
 The promise: ``start`` either answers with every export running and the node holding
 the job, or leaves nothing behind (exports stopped, new qcow2 files deleted, rows
 deleted) before its error goes out.
@@ -12,27 +16,29 @@ from pathlib import Path
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from engine.contract.hub import BackupRequest, BackupStarted, DiskResult
+from engine.contract.hub import BackupPreview, BackupRequest, BackupStarted, DiskResult
 from engine.contract.node import StartRequest
-from engine.contract.status import BackupType, DiskStatus, JobStatus
+from engine.contract.status import DiskStatus, JobStatus
 from engine.contract.targets import NbdTarget, NbdTargets, uri_host
 from engine.db.models import BackupDisk, BackupJob, utcnow
-from engine.errors import BadInput
 from engine.hub.jobs.ending import remove_restore_point
 from engine.hub.jobs.live import JobContext, log
-from engine.hub.jobs.plan import JobPlan, find_context, make_plan
+from engine.hub.jobs.plan import JobPlan, find_context, make_plan, preview, refresh_for_chain
 from engine.hub.nodes import mark_seen
 from engine.hub.progress import DiskState, JobState
-from engine.hub.verify.table import TableWriter, table_path
+from engine.hub.verify.table import TableWriter, derive, table_path
+
+
+def preview_job(ctx: JobContext, request: BackupRequest) -> BackupPreview:
+    """``POST /backups/preview``: the start's own decision, nothing started."""
+    with ctx.session() as s:
+        return preview(s, ctx.settings, find_context(s, request), request)
 
 
 def start_job(ctx: JobContext, request: BackupRequest) -> BackupStarted:
-    if request.backup_type != BackupType.FULL:
-        raise BadInput(
-            f'backup_type {request.backup_type.value!r} is not supported yet; use "full"'
-        )
     with ctx.session() as s:
         vm = find_context(s, request)
+        refresh_for_chain(s, ctx.settings, vm, request)
         context_id, vm_name = vm.context_id, vm.vm_name
     with ctx.live.claim(context_id, vm_name):
         with ctx.session() as s:  # read again: the plan's rows go in this session
@@ -47,16 +53,28 @@ def _run(ctx: JobContext, plan: JobPlan) -> BackupStarted:
         results = []
         for disk in plan.disks:
             disk.qcow2_path.parent.mkdir(parents=True, exist_ok=True)
-            ctx.exports.create_image(disk.qcow2_path, disk.capacity_bytes)
+            parent = disk.chain.parent_qcow2_path
+            ctx.exports.create_image(disk.qcow2_path, disk.capacity_bytes, backing=parent)
             created.append(disk.qcow2_path)
             export = ctx.exports.start(disk.export_name, disk.qcow2_path)
+            digests = (
+                derive(table_path(parent), table_path(disk.qcow2_path))
+                if parent is not None
+                else TableWriter(table_path(disk.qcow2_path), disk.capacity_bytes)
+            )
             state.disks[disk.disk_key] = DiskState(
                 disk_key=disk.disk_key,
                 export_name=disk.export_name,
                 qcow2_path=str(disk.qcow2_path),
                 bytes_total=disk.capacity_bytes,
-                digests=TableWriter(table_path(disk.qcow2_path), disk.capacity_bytes),
+                capacity_bytes=disk.capacity_bytes,
+                mode=disk.chain.mode,
+                fallback_reason=disk.chain.reason,
+                parent_qcow2_path=str(parent) if parent else None,
+                digests=digests,
             )
+            if disk.chain.reason:
+                log.info("backup %s: %s", plan.backup_id, disk.chain.reason)
             results.append(
                 DiskResult(
                     disk_id=disk.disk_key,
@@ -125,7 +143,8 @@ def _start_request(plan: JobPlan, host: str, targets: NbdTargets) -> StartReques
         vcenter_thumbprint=creds.thumbprint,
         nbd_host=host,
         nbd_targets=targets,
-        backup_type=plan.request.backup_type,
+        backup_type=plan.chain.backup_type,
+        changed_since=plan.chain.changed_since,
         max_rate_mib=plan.request.max_rate_mib,
     )
 
