@@ -300,3 +300,15 @@ def test_change_id_from_before_a_restart_is_refused(own_lab: LabInfo, tmp_path: 
                 query_changed_areas(vc, vm, snap.ref, 2000, 8 * MiB, old)
         finally:
             remove_snapshot(vc, snap.ref)
+
+
+def test_enable_cbt_completes_an_enable_that_never_took_effect(own_lab: LabInfo) -> None:
+    """Enabled in the config by someone else, but no stun since: no change ids yet."""
+    with own_connect(own_lab) as vc:
+        vm = find_vm(vc, "/DatabanxDC/vm/Prod/Web Tier/web 01")
+        wait(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)))
+        half = vm_info(vc, vm)
+        assert half.cbt_enabled and half.disks[0].change_id is None
+        enable_cbt(vc, vm)
+        done = vm_info(vc, vm)
+    assert done.disks[0].change_id and not done.has_snapshots

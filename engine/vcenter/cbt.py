@@ -10,6 +10,7 @@ from pyVmomi import vim, vmodl
 
 from engine.errors import SnapshotError, VCenterError
 from engine.vcenter.connection import VCenter
+from engine.vcenter.inventory import disks_from_devices
 from engine.vcenter.properties import read
 from engine.vcenter.snapshots import PREFIX, remove_snapshot, snapshot_disks, take
 from engine.vcenter.tasks import fault_message, wait
@@ -28,17 +29,23 @@ def enable_cbt(vc: VCenter, vm: Any) -> None:
     Refused while the VM has snapshots: ESX only starts tracking on a disk chain without
     them, and an enable that silently does nothing would make every backup a full one.
     """
-    props = read(vc, vm, ["name", "rootSnapshot", "config.changeTrackingEnabled"])
+    props = read(
+        vc, vm, ["name", "rootSnapshot", "config.changeTrackingEnabled", "config.hardware.device"]
+    )
     name = props.get("name", vm._moId)
     if props.get("rootSnapshot"):
         raise SnapshotError(
             f"cannot enable CBT on {name}: it has snapshots; remove them first "
             "(sendense leaves none behind, so they were taken by something else)"
         )
-    if props.get("config.changeTrackingEnabled"):
+    enabled = bool(props.get("config.changeTrackingEnabled"))
+    disks = disks_from_devices(props.get("config.hardware.device"))
+    if enabled and all(d.change_id for d in disks):
         return
     try:
-        wait(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)))
+        if not enabled:
+            wait(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)))
+        # Also when it was enabled by someone else but no stun has happened since.
         ref = take(vm, f"{PREFIX}cbt-enable-{int(time.time())}", quiesce=False)
     except vmodl.MethodFault as exc:
         raise VCenterError(f"enabling CBT on {name} failed: {fault_message(exc)}") from None
