@@ -12,7 +12,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from engine.cli.common import console, err_console, on_hub
-from engine.contract.hub import BackupRequest, DiskEvent, Job, JobDisk
+from engine.contract.hub import BackupPreview, BackupRequest, DiskEvent, Job, JobDisk
 from engine.contract.restore import RestoreJob
 from engine.contract.status import BackupType, JobStatus
 from engine.hub_client import HubClient, HubUnreachable
@@ -27,25 +27,60 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+def _type_line(job: Job) -> str:
+    asked = f" (asked: {job.requested_type})" if job.requested_type else ""
+    parent = f" on {job.parent_backup_id}" if job.parent_backup_id else ""
+    return f"{job.backup_type}{asked}{parent}"
+
+
 def print_job(job: Job) -> None:
     console.print(
-        f"[bold]{job.backup_id}[/]  {job.vm_name}  {job.backup_type}  "
+        f"[bold]{job.backup_id}[/]  {job.vm_name}  {_type_line(job)}  "
         f"status: [bold]{job.status}[/]",
         highlight=False,
     )
     if job.error_message:
         console.print(f"reason: {job.error_message}", highlight=False)
-    table = Table("disk", "export", "port", "status", "done", "total", "zero", "qcow2")
+    table = Table(
+        "disk", "export", "port", "status", "mode", "done", "copy of", "disk size", "zero",
+        "fallback", "qcow2",
+    )  # fmt: skip
     for d in job.disks:
         table.add_row(
             str(d.disk_key),
             d.nbd_export_name,
             str(d.nbd_port or "-"),
             d.status,
+            d.mode,
             _mib(d.bytes_done),
-            _mib(d.bytes_total),
+            _mib(d.bytes_total),  # an incremental's: the changed bytes
+            _mib(d.capacity_bytes) if d.capacity_bytes else "-",
             _mib(d.bytes_zero),
+            d.fallback_reason or "",
             d.qcow2_path,
+        )
+    console.print(table)
+
+
+def print_preview(preview: BackupPreview) -> None:
+    asked = preview.requested_type
+    cbt = "on" if preview.cbt_enabled else "off"
+    parent = f" on {preview.parent_backup_id}" if preview.parent_backup_id else ""
+    console.print(
+        f"[bold]{preview.vm_name}[/]  {preview.vm_context_id}  asked: {asked}  "
+        f"will be: [bold]{preview.backup_type}[/]{parent}  CBT: {cbt}",
+        highlight=False,
+    )
+    if preview.reason:
+        console.print(f"reason: {preview.reason}", highlight=False)
+    table = Table("disk", "size", "mode", "reason", "backing file")
+    for d in preview.disks:
+        table.add_row(
+            str(d.disk_key),
+            _mib(d.capacity_bytes),
+            d.mode,
+            d.reason or "",
+            d.parent_qcow2_path or "",
         )
     console.print(table)
 
@@ -60,7 +95,12 @@ def backup_start(
         None, "--path", help="Or the VM's inventory path, /DC/vm/.../NAME."
     ),
     repo: int = typer.Option(..., "--repo", help="Repository id (sendense repo list)."),
-    backup_type: BackupType = typer.Option(BackupType.FULL, "--type", help="The kind of backup."),
+    backup_type: BackupType = typer.Option(
+        BackupType.AUTO,
+        "--type",
+        help="full, incremental (what changed since the last point) or auto "
+        "(incremental when the VM has a point to build on).",
+    ),
     max_rate: float | None = typer.Option(
         None, "--max-rate", help="Limit each disk's copy to this many MiB/s (0.1 at least)."
     ),
@@ -137,6 +177,23 @@ class _Bars:
     def show_job(self, job: Job) -> None:
         for disk in job.disks:
             self.show(disk)
+
+
+@backup_app.command("preview")
+def backup_preview(
+    vm: str | None = typer.Argument(None, help="The VM's name (one VM only may have it)."),
+    context: str | None = typer.Option(None, "--context", help="Or the VM's context id."),
+    path: str | None = typer.Option(None, "--path", help="Or the VM's inventory path."),
+    repo: int = typer.Option(..., "--repo", help="Repository id (sendense repo list)."),
+    backup_type: BackupType = typer.Option(BackupType.AUTO, "--type", help="As for start."),
+) -> None:
+    """What `backup start` would do with the same arguments: per disk full or
+    incremental, and why; nothing is started."""
+    request = BackupRequest(
+        vm_name=vm, vm_context_id=context, vm_path=path, repository_id=repo,
+        backup_type=backup_type,
+    )  # fmt: skip
+    print_preview(on_hub(lambda hub: hub.preview_backup(request)))
 
 
 @backup_app.command("list")
