@@ -52,6 +52,9 @@ KEYS: dict[str, Key] = {
     "inventory.expand_all": Key("e", "expand_all", "Open every node (all VMs)", False),
     "inventory.expand": Key("enter", "expand", "Open / close the node", False),
     "inventory.points": Key("p", "restore_points", "Restore points of this VM", footer="Points"),
+    "inventory.cbt": Key(
+        "c", "enable_cbt", "Enable CBT on this VM (asks first; then incrementals)", footer="CBT"
+    ),
     "jobs.cancel": Key("c", "cancel_job", "Cancel the job (asks first)"),
     "jobs.refresh": Key("r", "refresh", "Refresh"),
     "vcenters.add": Key("a", "add_vcenter", "Add a vCenter"),
@@ -74,6 +77,9 @@ KEYS: dict[str, Key] = {
     "point.restore_disk": Key("f", "restore_disk", "Restore a disk to a file", footer="Disk→file"),
     "point.restore_vm": Key("v", "restore_vm", "Restore the whole VM to vCenter", footer="VM"),
     "point.delete": Key("d", "delete_point", "Delete the point (asks first)", footer="Delete"),
+    "point.merge": Key(
+        "m", "merge_point", "Merge the point into its child (asks first)", footer="Merge"
+    ),
     "point.browse": Key(
         "b", "browse", "Browse the files of the disk under the cursor", footer="Files"
     ),

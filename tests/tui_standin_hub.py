@@ -5,8 +5,9 @@ Why a stand-in and not the real hub: SVG snapshots need fixed rates and times, a
 CPU benchmark needs an event source faster than any real copy. Flows that exercise the
 real system (pilot and terminal tests) run against the real hub on the lab instead. It
 answers only what those tests and the benchmark ask: the lists, the inventory, the jobs
-with their log, restore points with their exports and restore jobs, and the event
-stream.
+with their log, VM contexts, a backup's preview and start, CBT and merges
+(tests/tui_standin_backups.py), restore points with their exports and restore jobs, and
+the event stream.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from engine.contract.hub import (
     NodeInfo,
     Repository,
     VCenter,
-    VMContext,
 )
 from engine.contract.inventory import DiskInfo, EntityInfo, Inventory, VMInfo
 from engine.contract.restore import RestoreJob
 from engine.contract.status import BackupType, DiskStatus, JobStatus, NodeState, SnapshotKind
+from tests.tui_standin_backups import StandinBackups, backup_routes
 from tests.tui_standin_files import StandinFiles, file_routes
 from tests.tui_standin_restores import StandinRestores, restore_routes
 
@@ -108,6 +109,11 @@ class StandinState:
         self.jobs: dict[str, Job] = {}
         self.restore = StandinRestores(self.vm, self.publish, FROZEN_AT)
         self.files = StandinFiles(self.restore)
+        self.backups = StandinBackups(
+            lambda path: next((v for v in self.inventory.vms if v.path == path), None),
+            self.restore,
+            self.add_job,
+        )
         self.queues: list[asyncio.Queue[str]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -245,10 +251,6 @@ def build_app(state: StandinState) -> FastAPI:
             )
         ]
 
-    @app.get(f"{api}/vms")
-    def vms() -> list[VMContext]:
-        return []  # no VM is a context until backed up, and none is here
-
     @app.get(f"{api}/backups")
     def jobs() -> list[Job]:
         return list(state.jobs.values())
@@ -263,6 +265,7 @@ def build_app(state: StandinState) -> FastAPI:
             ]
         )
 
+    app.include_router(backup_routes(state.backups), prefix=api)
     app.include_router(restore_routes(state.restore), prefix=api)
     app.include_router(file_routes(state.files), prefix=api)
 

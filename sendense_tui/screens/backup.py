@@ -1,7 +1,10 @@
-"""The back-up modal: repository, full or incremental, what will be copied, confirm.
+"""The back-up modal: repository, type (auto, full, incremental), what will happen to
+each VM and why, confirm.
 
-Hub refusals (no credential, VM busy, node down) stay in the modal in plain words, so
-the operator sees why and can go back without losing the choice.
+Each VM's line is the hub's own preview of the same request (``preview_backup``), asked
+again whenever the type or repository changes, so the modal never guesses what the
+hub's plan will decide. Hub refusals (no credential, VM busy, node down) stay in the
+modal in plain words, so the operator sees why and can go back without losing the choice.
 """
 
 from __future__ import annotations
@@ -10,19 +13,28 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Label, RadioButton, RadioSet, Static
+from textual.widgets import Label, RadioButton, RadioSet, Static
 
-from engine.contract.hub import BackupRequest, Repository, VMIn
+from engine.contract.hub import BackupRequest, Repository
 from engine.contract.inventory import VMInfo
 from engine.contract.status import BackupType
 from engine.errors import SendenseError
 from sendense_tui import fmt
 from sendense_tui.calls import plain
+from sendense_tui.contexts import ensure_context
 from sendense_tui.inventory import total_bytes
-from sendense_tui.keymap import bindings
+from sendense_tui.keymap import bindings, keys_for
+from sendense_tui.preview import failed_text, preview_text
+from sendense_tui.screens.help import pretty
 from sendense_tui.state import ConsoleState
 
-INCREMENTAL_REASON = "incremental backups are not available yet"
+TYPES = (BackupType.AUTO, BackupType.FULL, BackupType.INCREMENTAL)
+TYPE_WORDS = {
+    BackupType.AUTO: "auto (incremental where the VM has a usable chain)",
+    BackupType.FULL: "full",
+    BackupType.INCREMENTAL: "incremental",
+}
+WAITING = "…"
 
 
 class BackupModal(ModalScreen[list[str] | None]):
@@ -35,6 +47,7 @@ class BackupModal(ModalScreen[list[str] | None]):
         self.state = state
         self.vms = vms
         self._busy = False
+        self._asked = 0  # which round of previews the lines show (older answers are dropped)
 
     def compose(self) -> ComposeResult:
         total = sum(total_bytes(vm) for _, vm in self.vms)
@@ -48,22 +61,20 @@ class BackupModal(ModalScreen[list[str] | None]):
                     yield RadioButton(self._repo_label(repo), value=repo is repositories[0])
             yield Label("Type")
             with RadioSet(id="backup-type"):
-                yield RadioButton("full", value=True)
-                yield RadioButton(f"incremental ({INCREMENTAL_REASON})", disabled=True)
-            yield Label(f"Will copy {len(self.vms)} VM(s), {fmt.size(total)}:")
-            yield DataTable(id="backup-disks", cursor_type="none", show_cursor=False)
+                for kind in TYPES:
+                    yield RadioButton(TYPE_WORDS[kind], value=kind is BackupType.AUTO)
+            yield Label(f"Will back up {len(self.vms)} VM(s), disks {fmt.size(total)}:")
+            with Vertical(id="backup-preview"):
+                for n, (_, vm) in enumerate(self.vms):
+                    yield Static(f"{vm.name}: {WAITING}", id=f"preview-{n}", classes="preview")
             yield Static(id="backup-error")
             yield Label(Text("enter starts the backup · esc goes back", style="dim"))
 
     def on_mount(self) -> None:
-        table = self.query_one("#backup-disks", DataTable)
-        table.add_columns("VM", "disk", "size", "datastore")
-        for _, vm in self.vms:
-            for disk in vm.disks:
-                table.add_row(vm.name, str(disk.key), fmt.size(disk.capacity_bytes), disk.datastore)
         if not self.state.repositories:
             self._error("the hub has no repository: add one on the repositories screen (3)")
         self.query_one("#repository", RadioSet).focus()
+        self._preview()
 
     @staticmethod
     def _repo_label(repo: Repository) -> str:
@@ -72,34 +83,78 @@ class BackupModal(ModalScreen[list[str] | None]):
     def _error(self, message: str) -> None:
         self.query_one("#backup-error", Static).update(Text(message, style="bold red"))
 
+    @property
+    def backup_type(self) -> BackupType:
+        return TYPES[max(self.query_one("#backup-type", RadioSet).pressed_index, 0)]
+
+    def _repository(self) -> Repository | None:
+        repositories = self.state.repositories
+        index = self.query_one("#repository", RadioSet).pressed_index
+        return repositories[max(index, 0)] if repositories else None
+
+    def on_radio_set_changed(self, _: RadioSet.Changed) -> None:
+        self._preview()
+
+    # -- what will happen --------------------------------------------------------------------
+
+    def _preview(self) -> None:
+        """Each VM's line back to "…", then one worker per VM asks the hub."""
+        repo = self._repository()
+        if repo is None:
+            return
+        self._asked += 1
+        for n, (vcenter_id, vm) in enumerate(self.vms):
+            self.query_one(f"#preview-{n}", Static).update(f"{vm.name}: {WAITING}")
+            self.run_worker(
+                self._preview_one(self._asked, n, vcenter_id, vm, repo.id),
+                group="preview",
+            )
+
+    async def _preview_one(
+        self, asked: int, n: int, vcenter_id: int, vm: VMInfo, repository_id: int
+    ) -> None:
+        cbt_key = pretty(keys_for("inventory.cbt", self.state.keymap))
+        try:
+            preview = await self.state.client.preview_backup(
+                self._request(vm, repository_id, self.backup_type)
+            )
+            line = preview_text(preview, cbt_key)
+        except SendenseError as exc:
+            line = failed_text(vm.name, plain(exc))
+        if asked == self._asked:
+            self.query_one(f"#preview-{n}", Static).update(line)
+
+    def _request(self, vm: VMInfo, repository_id: int, kind: BackupType) -> BackupRequest:
+        """By context when the hub has one for the VM, else by its inventory path."""
+        context = self.state.contexts.get(vm.path)
+        return BackupRequest(
+            vm_context_id=context.context_id if context else None,
+            vm_path=None if context else vm.path,
+            repository_id=repository_id,
+            backup_type=kind,
+        )
+
+    # -- start -----------------------------------------------------------------------------
+
     def action_dismiss_modal(self) -> None:
         self.dismiss(None)
 
     def action_confirm(self) -> None:
-        if self._busy or not self.state.repositories:
+        repo = self._repository()
+        if self._busy or repo is None:
             return
-        index = self.query_one("#repository", RadioSet).pressed_index
-        repo = self.state.repositories[max(index, 0)]
         self._busy = True
         self.query_one("#backup-error", Static).update("starting…")
-        self.run_worker(self._start(repo.id), exclusive=True)
+        self.run_worker(self._start(repo.id, self.backup_type), exclusive=True)
 
-    async def _start(self, repository_id: int) -> None:
+    async def _start(self, repository_id: int, kind: BackupType) -> None:
         """Each VM becomes a context the hub knows (once), then a backup of that context."""
-        state, client = self.state, self.state.client
         started: list[str] = []
         for vcenter_id, vm in self.vms:
             try:
-                context = state.contexts.get(vm.path)
-                if context is None:
-                    context = await client.add_vm(VMIn(vcenter_id=vcenter_id, path=vm.path))
-                    state.contexts[vm.path] = context
-                request = BackupRequest(
-                    vm_context_id=context.context_id,
-                    repository_id=repository_id,
-                    backup_type=BackupType.FULL,
-                )
-                started.append((await client.start_backup(request)).backup_id)
+                await ensure_context(self.state, vcenter_id, vm)
+                request = self._request(vm, repository_id, kind)
+                started.append((await self.state.client.start_backup(request)).backup_id)
             except SendenseError as exc:
                 self._busy = False
                 done = f" ({len(started)} started before)" if started else ""

@@ -16,14 +16,17 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, Static, Tree
 from textual.widgets.tree import TreeNode
 
-from engine.contract.hub import Job, JobSummary, VCenter
+from engine.contract.hub import Job, JobSummary, VCenter, VMContext
 from engine.contract.inventory import Inventory, VMInfo
 from sendense_tui import fmt
+from sendense_tui.contexts import enable_cbt
 from sendense_tui.inventory import Group, InventoryIndex, datacenter_of, folder_of, total_bytes
-from sendense_tui.keymap import bindings
+from sendense_tui.keymap import bindings, keys_for
 from sendense_tui.messages import OpenJob, OpenRestorePoints
 from sendense_tui.screens.backup import BackupModal
 from sendense_tui.screens.base import SendenseScreen
+from sendense_tui.screens.help import pretty
+from sendense_tui.screens.modals import ConfirmModal
 from sendense_tui.state import ConsoleState, LoginState
 from sendense_tui.widgets.filter_box import FilterInput
 from sendense_tui.widgets.header import HubHeader
@@ -62,6 +65,7 @@ class InventoryScreen(SendenseScreen):
         "inventory.filter",
         "inventory.backup",
         "inventory.points",
+        "inventory.cbt",
         "inventory.refresh",
         "inventory.expand_all",
         "nav.back",
@@ -206,7 +210,7 @@ class InventoryScreen(SendenseScreen):
             ("guest", vm.guest_os or "—"),
             ("CPUs", str(vm.cpus or "—")),
             ("memory", fmt.size((vm.memory_mb or 0) * 2**20) if vm.memory_mb else "—"),
-            ("CBT", "enabled" if vm.cbt_enabled else "off"),
+            ("CBT", self._cbt_state(vm)),
             ("snapshots", "present" if vm.has_snapshots else "none"),
         ]
         for name, value in rows:
@@ -227,6 +231,14 @@ class InventoryScreen(SendenseScreen):
             when = moment.isoformat()[:16] if moment else ""
             text.append(f"  {when:<16} {job.status:<10} {fmt.size(job.bytes_total)}\n")
         return text
+
+    def _cbt_state(self, vm: VMInfo) -> str:
+        """vCenter's word (the inventory), or the hub's once it turned CBT on here."""
+        context = self.state.contexts.get(vm.path)
+        if vm.cbt_enabled or (context is not None and context.cbt_enabled):
+            return "enabled"
+        key = pretty(keys_for("inventory.cbt", self.state.keymap))
+        return f"off (full backups only; {key} enables it)"
 
     @property
     def _filtering(self) -> bool:
@@ -303,6 +315,28 @@ class InventoryScreen(SendenseScreen):
                 return
             chosen = [(node.data.vcenter_id, node.data.vm)]
         self.app.push_screen(BackupModal(self.state, chosen), self._backup_started)
+
+    def action_enable_cbt(self) -> None:
+        node = self.vm_tree.cursor_node
+        if node is None or node.data is None or node.data.vm is None:
+            self.notify("Move to a VM first.", severity="warning")
+            return
+        vcenter_id, vm = node.data.vcenter_id, node.data.vm
+
+        def enabled(_: VMContext) -> None:
+            self.notify(f"CBT is on for {vm.name}: its next backup can be incremental.")
+            self.action_refresh()
+
+        def decided(yes: bool | None) -> None:
+            if yes:
+                self.call_hub(enable_cbt(self.state, vcenter_id, vm), enabled)
+
+        question = (
+            f"Enable changed block tracking on {vm.name}? vCenter reconfigures the VM and "
+            "takes and removes a snapshot so change ids are valid; the next backup is still "
+            "a full, the ones after it incremental."
+        )
+        self.app.push_screen(ConfirmModal(question, yes="Yes, enable CBT"), decided)
 
     def action_restore_points(self) -> None:
         node = self.vm_tree.cursor_node

@@ -11,6 +11,7 @@ from textual.widget import Widget
 from textual.widgets import Log
 
 from engine.contract.hub import Job
+from engine.contract.status import BackupType
 from sendense_tui import fmt
 from sendense_tui.keymap import bindings
 from sendense_tui.screens.live_jobs import LiveJobsScreen
@@ -80,6 +81,11 @@ class JobsScreen(LiveJobsScreen[Job]):
             text.append(f"  ETA {fmt.eta(total - done, job.rate_bps)}")
         if job.snapshot_kind:
             text.append(f"  snapshot {job.snapshot_kind.value}", style="dim")
+        if job.backup_type is BackupType.INCREMENTAL:
+            text.append(f"\nincremental on {job.parent_backup_id or '?'}", style="green")
+        for disk in (d for d in job.disks if d.fallback_reason):
+            line = f"\ndisk {disk.disk_key} copied whole: {disk.fallback_reason}"
+            text.append(line, style="yellow")
         if job.error_message:
             text.append(f"\n{job.error_message}", style="bold red")
         return text

@@ -17,7 +17,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Label, Static
 
-from engine.contract.restore import RestoreExport, RestoreJob, RestorePoint
+from engine.contract.restore import MergeResult, RestoreExport, RestoreJob, RestorePoint
 from engine.contract.status import Verification
 from sendense_tui import fmt
 from sendense_tui.keymap import bindings, keys_for
@@ -41,6 +41,7 @@ WAYS_BACK = {
     "point.restore_vm": "the whole VM back to vCenter, as its configuration was recorded",
     "point.unexport": "end the instant export under the cursor",
     "point.verify": "verify: read the point back through its chain, every chunk compared",
+    "point.merge": "merge this point into its child (the child reads as before)",
     "point.delete": "delete this point (asks first)",
     "screen.restores": "every restore job, running and past (a restore started here opens it)",
 }
@@ -64,6 +65,7 @@ class RestorePointScreen(SendenseScreen):
         "point.restore_disk",
         "point.restore_vm",
         "point.verify",
+        "point.merge",
         "point.delete",
         "point.refresh",
         "point.back",
@@ -124,11 +126,13 @@ class RestorePointScreen(SendenseScreen):
         if point.verification_detail:
             damaged = point.verification is Verification.DAMAGED
             text.append(f" ({point.verification_detail})", style="bold red" if damaged else "dim")
-        text.append(f"\n{point.backup_type.value}, ")
-        text.append(f"chain of {len(point.chain) or 1}")
+        text.append(f"\n{point.backup_type.value}")
         if point.parent_point_id:
-            text.append(f", on {point.parent_point_id}")
+            text.append(f" on {point.parent_point_id}")
+        text.append(f", chain of {len(point.chain) or 1}")
         text.append(f" · completed {fmt.moment(point.completed_at)}")
+        if len(point.chain) > 1:
+            text.append("\nchain " + " → ".join(point.chain), style="dim")
         where = [
             f"{fmt.size(point.size_bytes)} stored",
             f"disks {fmt.size(point.bytes_total)}",
@@ -237,8 +241,44 @@ class RestorePointScreen(SendenseScreen):
         )
         self.app.push_screen(ConfirmModal(question, yes="Yes, delete it"), decided)
 
+    def action_merge_point(self) -> None:
+        """Ask which point builds on this one (the hub's list), then whether to fold it in."""
+        point = self.point
+
+        def merged(result: MergeResult) -> None:
+            self.notify(f"{result.merged_point_id} merged into {result.into_point_id}.")
+            self.app.pop_screen()
+
+        def decided(yes: bool | None) -> None:
+            if yes:
+                self.call_hub(self.state.client.merge_point(point.point_id), merged)
+
+        def ask(points: list[RestorePoint]) -> None:
+            children = [p.point_id for p in points if p.parent_point_id == point.point_id]
+            if len(children) != 1:
+                why = "no point builds on it" if not children else "several points build on it"
+                self.notify(f"Nothing to merge {point.point_id} into: {why}.", severity="warning")
+                return
+            question = merge_question(point, children[0])
+            self.app.push_screen(ConfirmModal(question, yes="Yes, merge it"), decided)
+
+        self.call_hub(self.state.client.restore_points(point.vm_path or point.vm_name), ask)
+
     def action_back(self) -> None:
         self.app.pop_screen()
+
+
+def merge_question(point: RestorePoint, child: str) -> str:
+    after = (
+        f"{child} then builds on {point.parent_point_id}"
+        if point.parent_point_id
+        else f"{child} becomes a full on its own"
+    )
+    return (
+        f"Merge {point.point_id} into {child}? {point.point_id} is folded into {child}; "
+        f"{child} reads exactly as before, {after}, and {point.point_id} is gone "
+        "(its own restore point can no longer be restored)."
+    )
 
 
 def expiry(expires_at: datetime, now: float) -> Text:

@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from engine.contract.hub import DiskCounters
-from engine.contract.status import DiskStatus, JobStatus
+from engine.contract.status import BackupType, DiskStatus, JobStatus
 from sendense_tui import fmt
 from sendense_tui.live import disk_running
 
@@ -23,7 +23,7 @@ STATE_STYLE = {"completed": "green", "failed": "bold red", "cancelled": "yellow"
 # Fixed widths for the columns that change live: cells updated in place never resize.
 DISK_COLUMNS = {
     "disk": 5,
-    "size": 10,
+    "copies": 28,
     "progress": 17,
     "now": 12,
     "last minute": 20,
@@ -84,8 +84,9 @@ class LiveTable(DataTable[Any]):
 
 
 class DiskProgress(LiveTable):
-    """One row per disk of a running or finished job: progress, rate, the last minute's
-    rates as a sparkline, ETA, bytes skipped as zero, state."""
+    """One row per disk of a running or finished job: what it copies (an incremental's
+    changed bytes of the disk's), progress, rate, the last minute's rates as a sparkline,
+    ETA, bytes skipped as zero, state."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(DISK_COLUMNS, cursor_type="none", show_cursor=False, **kwargs)
@@ -96,7 +97,7 @@ class DiskProgress(LiveTable):
         running = disk_running(disk)
         return [
             str(disk.disk_key),
-            fmt.size(total),
+            copies(disk),
             fmt.bar(done, total, 12),
             fmt.rate(disk.rate_bps) if running else "",
             Text(fmt.sparkline(list(history)), style="cyan"),
@@ -104,3 +105,14 @@ class DiskProgress(LiveTable):
             fmt.size(disk.bytes_zero),
             state_text(disk.status),
         ]
+
+
+def copies(disk: DiskCounters) -> Text:
+    """A full's size; an incremental's "changed N of M"; a full that was to be an
+    incremental says so (its reason is on the job's title)."""
+    if disk.mode is BackupType.INCREMENTAL:
+        return Text(f"changed {fmt.size(disk.bytes_total)} of {fmt.size(disk.capacity_bytes)}")
+    text = Text(fmt.size(disk.bytes_total))
+    if disk.fallback_reason:
+        text.append(" full: fallback", style="yellow")
+    return text
