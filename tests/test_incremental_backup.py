@@ -135,7 +135,9 @@ def test_enable_cbt_through_the_hub_and_the_cli(
 ) -> None:
     reg = lab_registered
     with services.client() as api:
-        web = api.post("/api/v1/vms", json={"vcenter_id": reg.credential_id, "path": reg.web01.path})
+        web = api.post(
+            "/api/v1/vms", json={"vcenter_id": reg.credential_id, "path": reg.web01.path}
+        )
         assert web.status_code == 200, web.text
         assert web.json()["cbt_enabled"] is False
         try:
