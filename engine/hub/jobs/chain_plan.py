@@ -22,7 +22,7 @@ from engine.db.models import BackupJob, VMReplicationContext
 from engine.hub.exports.images import image_size
 from engine.hub.verify.table import TableError, read_table, table_path
 
-MiB, GiB = 1024**2, 1024**3
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,8 @@ def size_text(n: int) -> str:
         return f"{n // GiB} GiB"
     if n and n % MiB == 0:
         return f"{n // MiB} MiB"
+    if n and n % KiB == 0:
+        return f"{n // KiB} KiB"
     return f"{n} bytes"
 
 
