@@ -26,14 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from textual.pilot import Pilot
+from textual.widgets import Static
 
 from engine.contract.hub import BackupRequest, VMIn
 from engine.contract.restore import VMRestoreRequest
-from engine.contract.status import JobStatus, Verification
+from engine.contract.status import BackupType, JobStatus, Verification
 from engine.hub_client import HubClient
 from sendense_tui.app import SendenseApp
 from sendense_tui.config import ConsoleConfig
 from sendense_tui.messages import OpenJob, OpenRestore, OpenRestorePoints
+from sendense_tui.screens.backup import WAITING, BackupModal
 from sendense_tui.screens.files import FilesScreen
 from sendense_tui.screens.restore_modals import ExportModal
 from sendense_tui.screens.restore_point import RestorePointScreen
@@ -107,8 +109,15 @@ async def until(pilot: Pilot[None], check: Callable[[], Any], timeout: float = 1
         await pilot.pause(0.1)
 
 
-async def start_backup(hub: HubClient, vm: str, max_rate_mib: float | None = None) -> str:
-    request = BackupRequest(vm_name=vm, repository_id=1, max_rate_mib=max_rate_mib)
+async def start_backup(
+    hub: HubClient,
+    vm: str,
+    max_rate_mib: float | None = None,
+    kind: BackupType = BackupType.FULL,
+) -> str:
+    request = BackupRequest(
+        vm_name=vm, repository_id=1, max_rate_mib=max_rate_mib, backup_type=kind
+    )
     return (await hub.start_backup(request)).backup_id
 
 
@@ -139,10 +148,7 @@ async def _shoot(env: dict[str, str], hub: HubClient, out: Path) -> list[Path]:
         await inventory(app, pilot)
         await pilot.press("space", "k")
         save(app, "inventory")
-        await pilot.press("b")
-        await pilot.pause(0.5)
-        save(app, "backup-modal")
-        await pilot.press("escape", "question_mark")
+        await pilot.press("question_mark")
         await pilot.pause(0.3)
         save(app, "help")
         await pilot.press("escape")
@@ -162,7 +168,57 @@ async def _shoot(env: dict[str, str], hub: HubClient, out: Path) -> list[Path]:
         save(app, "job-history")
         await _shoot_restores(app, pilot, hub, save)
         await _shoot_files(app, pilot, hub, save)
+        await _shoot_incremental(env, app, pilot, hub, save)
     return made
+
+
+async def _shoot_incremental(
+    env: dict[str, str],
+    app: SendenseApp,
+    pilot: Pilot[None],
+    hub: HubClient,
+    save: Callable[[SendenseApp, str], None],
+) -> None:
+    """Once pgtest1 has a point: the backup modal's preview (pgtest1 incremental on it,
+    web 01 full and why), then a throttled incremental of 24 MiB written by the guest."""
+    await pilot.press("1")
+    inventory = app.state.inventories[1]
+    chosen = [vm for vm in inventory.vms if vm.name in ("pgtest1", "web 01")]
+    app.push_screen(BackupModal(app.state, [(1, vm) for vm in chosen]))
+    await until(
+        pilot,
+        lambda: all(
+            WAITING not in str(s.render()) for s in app.screen.query(".preview").results(Static)
+        ),
+    )
+    await pilot.pause(0.3)
+    save(app, "backup-modal")
+    await pilot.press("escape")
+    subprocess.run(
+        [
+            SENDENSE,
+            "lab",
+            "write",
+            "pgtest1",
+            "--disk",
+            "2000",
+            "--offset",
+            str(8 * 2**20),
+            "--length",
+            str(24 * 2**20),
+        ],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    jobs = app.state.store.jobs
+    backup_id = await start_backup(hub, "pgtest1", max_rate_mib=2, kind=BackupType.AUTO)
+    app.post_message(OpenJob(backup_id))
+    started = time.monotonic()
+    await until(pilot, lambda: backup_id in jobs and jobs[backup_id].bytes_done > 0)
+    await until(pilot, lambda: time.monotonic() - started > RUNNING_SECONDS / 2)
+    save(app, "job-incremental")
+    await until(pilot, lambda: jobs[backup_id].finished)
 
 
 async def _shoot_restores(
