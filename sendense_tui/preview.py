@@ -7,6 +7,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from engine.contract.hub import BackupPreview
+from engine.contract.inventory import VMInfo
 from engine.contract.status import BackupType
 
 MODE_STYLE = {BackupType.INCREMENTAL: "green", BackupType.FULL: "yellow"}
@@ -37,4 +38,14 @@ def failed_text(vm_name: str, words: str) -> Text:
     """A preview the hub refused: one line (the backup may still be started)."""
     text = Text(f"{vm_name}: ")
     text.append(f"no preview — {words}".replace("\n", " "), style="red")
+    return text
+
+
+def first_backup_text(vm: VMInfo, cbt_key: str) -> Text:
+    """A VM the hub has no context for yet (it adds one at the start): a full, surely."""
+    text = Text(f"{vm.name}: ")
+    text.append("full", style=MODE_STYLE[BackupType.FULL])
+    text.append(f" — the first backup of {vm.name}")
+    if not vm.cbt_enabled:
+        text.append(f" (CBT is off: press {cbt_key} on the VM to enable it)", style="dim")
     return text

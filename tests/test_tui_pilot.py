@@ -97,8 +97,11 @@ async def test_browse_filter_mark_two_and_back_up(services: Services, tmp_path: 
         }
         await pilot.press("b")
         await until(pilot, lambda: isinstance(app.screen, BackupModal))
-        modal_disks = app.screen.query_one("#backup-disks", DataTable)
-        assert modal_disks.row_count == 3  # pgtest1's two disks and web 01's one
+        # Each VM's preview, as the hub decides it: no point yet, so a full for both.
+        lines = app.screen.query(".preview").results(Static)
+        await until(pilot, lambda: all("…" not in str(s.render()) for s in lines))
+        shown = [str(s.render()) for s in app.screen.query(".preview").results(Static)]
+        assert [line.split(" — ")[0] for line in shown] == ["web 01: full", "pgtest1: full"]
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, JobsScreen))
         jobs = app.state.store.jobs

@@ -18,13 +18,13 @@ from textual.widgets import Label, RadioButton, RadioSet, Static
 from engine.contract.hub import BackupRequest, Repository
 from engine.contract.inventory import VMInfo
 from engine.contract.status import BackupType
-from engine.errors import SendenseError
+from engine.errors import NotFound, SendenseError
 from sendense_tui import fmt
 from sendense_tui.calls import plain
 from sendense_tui.contexts import ensure_context
 from sendense_tui.inventory import total_bytes
 from sendense_tui.keymap import bindings, keys_for
-from sendense_tui.preview import failed_text, preview_text
+from sendense_tui.preview import failed_text, first_backup_text, preview_text
 from sendense_tui.screens.help import pretty
 from sendense_tui.state import ConsoleState
 
@@ -120,7 +120,10 @@ class BackupModal(ModalScreen[list[str] | None]):
             )
             line = preview_text(preview, cbt_key)
         except SendenseError as exc:
-            line = failed_text(vm.name, plain(exc))
+            if isinstance(exc, NotFound) and vm.path not in self.state.contexts:
+                line = first_backup_text(vm, cbt_key)  # the hub never saw it: no chain yet
+            else:
+                line = failed_text(vm.name, plain(exc))
         if asked == self._asked:
             self.query_one(f"#preview-{n}", Static).update(line)
 
