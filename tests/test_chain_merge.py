@@ -6,7 +6,6 @@ killed mid-merge loses no point and its next start removes the temp file."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ from engine.hub.jobs.live import LiveJobs
 from engine.hub.restores.merge import ChainMerges, Merging, Readers, temp_of
 from engine.hub.verify.manager import VerifyManager
 from engine.hub.verify.table import table_path
+from tests.fixtures.held import qemu_img_held
 from tests.fixtures.points import Point, chained_point
 from tests.fixtures.services import make_services
 
@@ -176,20 +176,11 @@ def test_merge_is_refused_while_a_later_point_is_verified(
     # (as in test_verify); the merge asks the same VerifyManager, in this process.
     b = chained_point(settings, point)
     c = chained_point(settings, b, pattern=0x22, at_mib=2)
-    gate = tmp_path / "gate"
-    gate.touch()
-    qemu_img = tmp_path / "qemu-img"
-    qemu_img.write_text(f'#!/bin/sh\nflock {gate} true\nexec qemu-img "$@"\n')
-    qemu_img.chmod(0o755)
-    held = settings.model_copy(
-        update={"nbd": settings.nbd.model_copy(update={"qemu_img": str(qemu_img)})}
-    )
-    merging = Merging()
-    verify = VerifyManager(held, refuse=merging.refuse)
-    readers = Readers(set, verify.busy_points, lambda points: set(), LiveJobs().claim)
-    chains = ChainMerges(settings, merging, readers)
-    with gate.open() as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with qemu_img_held(settings, tmp_path) as held:
+        merging = Merging()
+        verify = VerifyManager(held, refuse=merging.refuse)
+        readers = Readers(set, verify.busy_points, lambda points: set(), LiveJobs().claim)
+        chains = ChainMerges(settings, merging, readers)
         assert verify.start(c.point_id).running
         with pytest.raises(Conflict) as refused:
             chains.merge(b.point_id)
@@ -197,7 +188,6 @@ def test_merge_is_refused_while_a_later_point_is_verified(
             f"point {c.point_id} is being verified: wait for the verification"
         )
         assert merging.points == set()  # a refused merge marks nothing
-        fcntl.flock(lock, fcntl.LOCK_UN)
     verify.shutdown()
     assert chains.merge(b.point_id).into_point_id == c.point_id
 

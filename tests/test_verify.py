@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import fcntl
 import json
 import os
 import subprocess
@@ -33,6 +32,7 @@ from engine.hub.verify.layout import Kind, map_disk
 from engine.hub.verify.manager import VerifyManager
 from engine.hub.verify.over_nbd import read_over_nbd
 from engine.hub.verify.table import Table, TableWriter, derive, read_table, table_path
+from tests.fixtures.held import qemu_img_held
 from tests.fixtures.images import qcow2_map
 from tests.fixtures.points import Point, chained_point
 from tests.fixtures.services import processes_mentioning
@@ -172,28 +172,18 @@ def test_a_table_knows_its_chunks_and_an_incremental_starts_from_its_parents(
 def test_a_point_being_verified_is_not_deleted(
     point: Point, settings: Settings, tmp_path: Path
 ) -> None:
-    # The verification is held in its first qemu-img until the test lets go of a lock.
-    gate = tmp_path / "gate"
-    gate.touch()
-    qemu_img = tmp_path / "qemu-img"
-    qemu_img.write_text(f'#!/bin/sh\nflock {gate} true\nexec qemu-img "$@"\n')
-    qemu_img.chmod(0o755)
-    held = settings.model_copy(
-        update={"nbd": settings.nbd.model_copy(update={"qemu_img": str(qemu_img)})}
-    )
-    verify = VerifyManager(held)
-    restores = RestoreManager(
-        settings, ExportManager.from_settings(settings), EventBus(), "t", verify.busy_points
-    )
-    with gate.open() as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # The verification is held in its first qemu-img until the block ends.
+    with qemu_img_held(settings, tmp_path) as held:
+        verify = VerifyManager(held)
+        restores = RestoreManager(
+            settings, ExportManager.from_settings(settings), EventBus(), "t", verify.busy_points
+        )
         assert verify.start(point.point_id).running
         with pytest.raises(Conflict) as refused:
             restores.delete_point(point.point_id)
         assert str(refused.value) == (
             f"point {point.point_id} is being verified: wait for the verification"
         )
-        fcntl.flock(lock, fcntl.LOCK_UN)
     verify.shutdown()
     assert verify.busy_points() == set()
     assert all(qcow2.exists() for qcow2 in point.disks.values())
