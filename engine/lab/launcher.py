@@ -175,10 +175,12 @@ def start(
     hosts: int = 3,
     clusters: int = 1,
     disk_mib: int = 24,
+    second_disk_mib: int = 0,
     timeout: float | None = None,
     bin_dir: Path | None = None,
 ) -> LabInfo:
-    """Start the lab (or return the one already running from this folder)."""
+    """Start the lab (or return the one already running from this folder).
+    ``second_disk_mib``: pgtest1's second disk, 0 for 5/3 of the first."""
     running = lab_status(lab_dir)
     if running:
         return running
@@ -204,6 +206,7 @@ def start(
         f"-hosts={hosts}",
         f"-clusters={clusters}",
         f"-disk-mib={disk_mib}",
+        f"-second-disk-mib={second_disk_mib}",
         f"-fs-images={images}",
     ]
     with open(p["log"], "ab") as log:

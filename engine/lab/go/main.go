@@ -32,6 +32,7 @@ func main() {
 	certFile := flag.String("cert", "", "TLS certificate (PEM); made with -key when missing")
 	keyFile := flag.String("key", "", "TLS private key (PEM)")
 	diskMiB := flag.Int("disk-mib", 24, "size of pgtest1's first disk in MiB (the second is 5/3 of it)")
+	secondDiskMiB := flag.Int("second-disk-mib", 0, "size of pgtest1's second disk in MiB (0: 5/3 of the first)")
 	fsImageDir := flag.String("fs-images", "", "folder with gpt.raw and fat.raw: fstest1's disks (none: no fstest1)")
 	flag.Parse()
 
@@ -66,7 +67,8 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	site := &seedSite{client: client, dsRoot: dsRoot, diskMiB: int64(*diskMiB), fsImageDir: *fsImageDir}
+	site := &seedSite{client: client, dsRoot: dsRoot, diskMiB: int64(*diskMiB),
+		secondDiskMiB: int64(*secondDiskMiB), fsImageDir: *fsImageDir}
 	if err := site.build(ctx); err != nil {
 		log.Fatalf("building the seed site: %v", err)
 	}

@@ -18,6 +18,9 @@ type seedSite struct {
 	client  *vim25.Client
 	dsRoot  string
 	diskMiB int64
+	// secondDiskMiB, when not 0, sizes the second disk (a benchmark that times one big
+	// disk keeps the other small); else it is 5/3 of the first.
+	secondDiskMiB int64
 	// fsImageDir, when set, holds the images of fstest1's disks (fsvm.go); fsImages is
 	// filled from it.
 	fsImageDir string
@@ -78,6 +81,9 @@ func (s *seedSite) build(ctx context.Context) error {
 		return err
 	}
 	second := s.diskMiB * 5 / 3
+	if s.secondDiskMiB > 0 {
+		second = s.secondDiskMiB
+	}
 	if err := s.createVM(ctx, folders.VmFolder, pool, hosts[0], vmSpec{
 		name: "pgtest1", guest: "ubuntu64Guest", cpus: 2, memoryMB: 4096, cbt: true,
 		disksMiB: []int64{s.diskMiB, second}, networks: []string{"VM Network"},
