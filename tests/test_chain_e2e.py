@@ -14,12 +14,13 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.hub.verify.table import TableWriter, read_table, table_path
 from tests.conftest import wait_for
-from tests.fixtures.backups import MiB, start
+from tests.fixtures.backups import MiB, assert_exports_gone, start
 from tests.fixtures.lab import LabRegistration
 from tests.fixtures.points import Point, back_up
 from tests.fixtures.services import Services, processes_mentioning
@@ -198,8 +199,15 @@ def client_of(backup_id: str) -> int:
 @dataclass(frozen=True)
 class Killed:
     good: Point  # the full the killed incremental built on
-    backup_id: str
-    qcow2: dict[int, Path]  # the killed job's files
+    answer: dict[str, Any]  # the killed job's BackupStarted
+
+    @property
+    def backup_id(self) -> str:
+        return str(self.answer["backup_id"])
+
+    @property
+    def qcow2(self) -> dict[int, Path]:
+        return {d["disk_id"]: Path(d["qcow2_path"]) for d in self.answer["disk_results"]}
 
 
 def kill_mid_incremental(svc: Services, reg: LabRegistration) -> Killed:
@@ -220,8 +228,7 @@ def kill_mid_incremental(svc: Services, reg: LabRegistration) -> Killed:
     os.kill(client_of(backup_id), signal.SIGKILL)
     job = svc.wait_job(backup_id)
     assert job["status"] == "failed", job
-    qcow2 = {d["disk_id"]: Path(d["qcow2_path"]) for d in answer.json()["disk_results"]}
-    return Killed(good, backup_id, qcow2)
+    return Killed(good, answer.json())
 
 
 def test_a_client_killed_mid_incremental_leaves_no_point_and_the_next_builds_on_the_last_good(
@@ -234,7 +241,7 @@ def test_a_client_killed_mid_incremental_leaves_no_point_and_the_next_builds_on_
         newest = api.get("/api/v1/restore-points", params={"vm": "pgtest1"}).json()
     assert [p["point_id"] for p in newest] == [killed.good.point_id]
     assert not any(q.exists() or table_path(q).exists() for q in killed.qcow2.values())
-    assert processes_mentioning(str(svc.home), "qemu-nbd") == []
+    assert_exports_gone(svc, killed.answer, reg)  # no qemu-nbd, no nbdkit, ports free
 
     lab.write("pgtest1", 2001, 5 * MiB, CHUNK)
     after = back_up(svc, reg, backup_type="auto")
