@@ -22,6 +22,7 @@ from engine.db.models import BackupJob, VMDisk, utcnow
 from engine.errors import Conflict
 from engine.hub.exports.errors import ExportError
 from engine.hub.jobs.live import JobContext, log
+from engine.hub.jobs.snapshots import remove_job_snapshot
 from engine.hub.nodes import NodeUnreachable
 from engine.hub.progress import DiskState, JobState
 from engine.hub.verify.table import remove_table
@@ -91,6 +92,9 @@ def finalize(ctx: JobContext, state: JobState) -> None:
         ctx.bus.publish(disk.to_event(state.backup_id))
     ctx.live.forget(state.backup_id)
     ctx.publish_job(state.backup_id)
+    if status != JobStatus.COMPLETED:
+        # Last, once the end is recorded: a vCenter slow to answer delays nothing else.
+        remove_job_snapshot(ctx, state.backup_id, state.context_id)
 
 
 def _record_end(
