@@ -4,7 +4,10 @@ runs against a full backup of the same disk, same run.
 A private lab (pgtest1's disk 2000 of ``--disk-mib``: 3/8 of it data, 2/8 written zeroes,
 3/8 holes; its disk 2001 kept small, ``--second-mib``, so the full's time is the big
 disk's), a hub and a node on a private folder under /var/tmp. Each round (after a
-``sync``, so that no job pays for the writeback of the one before):
+``sync``, so that no job pays for the writeback of the one before; with ``--cold`` the
+page cache is dropped too, so that each job reads its source from the disk as a backup
+of a datastore does, not from the memory the lab just wrote it through; with
+``--max-rate-mib`` both jobs read at most that fast, as from a vSphere host over NBD):
 
 - ``full``: ``POST /api/v1/backups`` with ``backup_type=full`` until completed;
 - the guest writes: ``--percent`` of disk 2000 in 64 KiB runs at distinct random
@@ -19,9 +22,10 @@ Printed: the machine; per round each job's time, the incremental's disk 2000
 ``bytes_total`` (what the copy covers: the changed areas grown to whole digest chunks;
 the client reads exactly that) and the growth of its qcow2 overlay, each over the changed
 bytes; the best and median of every ratio (goals: copied <= 1.1 x, time <= 0.10); and the
-client's log of the last incremental, step by step, where its fixed costs show.
+median time of each job's phases (before the client, the client, after it) and the
+client's log of the last incremental, step by step: where the fixed costs show.
 
-    .venv/bin/python -m bench incremental [--disk-mib 4096] [--repeat 3]
+    .venv/bin/python -m bench incremental [--disk-mib 4096] [--repeat 3] [--cold] [--max-rate-mib N]
 """
 
 from __future__ import annotations
@@ -71,16 +75,27 @@ def stamp(text: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def backup(api: Any, repository_id: int, backup_type: str) -> tuple[dict[str, Any], float]:
-    """One job of pgtest1 to its end; its view and its time from the POST to its end.
-    Polled gently: a quick poll would take the CPU the job needs (the end is the row's
-    ``completed_at``, not when the poll saw it)."""
+def drop_caches() -> None:
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3")
+    except OSError as exc:
+        raise SystemExit(f"cannot drop the page cache ({exc.strerror}): run as root") from None
+
+
+def backup(
+    api: Any, repository_id: int, backup_type: str, args: argparse.Namespace
+) -> tuple[dict[str, Any], float, float]:
+    """One job of pgtest1 to its end; its view, when it was asked for and its time from
+    then to its end. Polled gently: a quick poll would take the CPU the job needs (the end
+    is the row's ``completed_at``, not when the poll saw it)."""
     os.sync()
+    if args.cold:
+        drop_caches()
+    request = {"vm_name": "pgtest1", "repository_id": repository_id, "backup_type": backup_type}
+    if args.max_rate_mib:
+        request["max_rate_mib"] = args.max_rate_mib
     t0 = time.time()
-    answer = api.post(
-        "/api/v1/backups",
-        json={"vm_name": "pgtest1", "repository_id": repository_id, "backup_type": backup_type},
-    )
+    answer = api.post("/api/v1/backups", json=request)
     if answer.is_error:
         raise SystemExit(f"the {backup_type} backup was refused: {answer.text}")
     path = f"/api/v1/backups/{answer.json()['backup_id']}"
@@ -91,7 +106,18 @@ def backup(api: Any, repository_id: int, backup_type: str) -> tuple[dict[str, An
         time.sleep(0.5)
     if job["status"] != "completed":
         raise SystemExit(f"the {backup_type} backup {job['status']}: {job['error_message']}")
-    return job, stamp(job["completed_at"]) - t0
+    return job, t0, stamp(job["completed_at"]) - t0
+
+
+def phases(logs: Path, job: dict[str, Any], t0: float) -> tuple[float, float, float]:
+    """Where a job's time goes: from the POST to the client's first log line (the hub's
+    plan, qcow2 files and exports, the node starting the client and the client's own
+    start), the client's first to last line (vCenter, the snapshot, the changed areas,
+    the sources, the copy), and from then to the row's end (the client's exit, the
+    node's relay, the hub's end of the job)."""
+    times = [moment.timestamp() for moment, _ in client_log(logs, job["backup_id"])]
+    end = stamp(job["completed_at"])
+    return times[0] - t0, times[-1] - times[0], end - times[-1]
 
 
 def node_seconds(job: dict[str, Any]) -> float:
@@ -132,21 +158,23 @@ def check_incremental(job: dict[str, Any], full: dict[str, Any], flat: Path) -> 
         raise SystemExit(f"the incremental differs from its source: {same.stdout}{same.stderr}")
 
 
-def client_steps(logs: Path, backup_id: str) -> list[str]:
-    """The client's log of a job, each line with its time since the first."""
-    lines = (logs / f"backup-{backup_id}.log").read_text().splitlines()
-    first: datetime | None = None
-    steps = []
-    for line in lines:
+def client_log(logs: Path, backup_id: str) -> list[tuple[datetime, str]]:
+    """The client's log of a job: each line's time (local, as logging writes it) and text."""
+    lines = []
+    for line in (logs / f"backup-{backup_id}.log").read_text().splitlines():
         parts = line.split(maxsplit=2)
         try:
             day, clock, text = parts
-            moment = datetime.fromisoformat(f"{day} {clock.replace(',', '.')}")
+            lines.append((datetime.fromisoformat(f"{day} {clock.replace(',', '.')}"), text))
         except ValueError:
             continue
-        first = first or moment
-        steps.append(f"  +{(moment - first).total_seconds():6.2f} s  {text[:150]}")
-    return steps
+    return lines
+
+
+def client_steps(logs: Path, backup_id: str) -> list[str]:
+    """The client's log of a job, each line with its time since the first."""
+    lines = client_log(logs, backup_id)
+    return [f"  +{(m - lines[0][0]).total_seconds():6.2f} s  {t[:150]}" for m, t in lines]
 
 
 def ratios(label: str, values: list[float], goal: str) -> str:
@@ -162,6 +190,16 @@ def main() -> None:
     parser.add_argument("--second-mib", type=int, default=64, help="pgtest1's disk 2001")
     parser.add_argument("--percent", type=float, default=1.0, help="of disk 2000 changed")
     parser.add_argument("--repeat", type=int, default=3, help="rounds")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the page cache before each job (root): the source read from the disk",
+    )
+    parser.add_argument(
+        "--max-rate-mib",
+        type=int,
+        help="both jobs' max_rate_mib: a source as slow as vSphere's (NBD: ~100-300 MiB/s)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-incremental-", dir="/var/tmp") as tmp:
         home = Path(tmp) / "home"
@@ -211,19 +249,24 @@ def run(home: Path, args: argparse.Namespace) -> None:
             f"pgtest1 disk {DISK}: {disk.capacity_bytes / MiB:.0f} MiB, "
             f"{flat.stat().st_blocks * 512 / MiB:.0f} MiB allocated (the lab wrote it in "
             f"{lab_seconds:.1f} s); disk 2001: {args.second_mib} MiB; {args.percent:g} % "
-            f"changed in 64 KiB runs; {args.repeat} rounds",
+            f"changed in 64 KiB runs; {args.repeat} rounds; page cache "
+            f"{'dropped before each job' if args.cold else 'kept (the source warm)'}; "
+            f"source rate {f'{args.max_rate_mib} MiB/s' if args.max_rate_mib else 'unlimited'}",
             flush=True,
         )
         rows: dict[str, list[float]] = {k: [] for k in ("copied", "qcow2", "time", "node")}
+        spent: dict[str, list[tuple[float, float, float]]] = {"full": [], "incremental": []}
         last = ""
         with svc.client(timeout=600.0) as api:
             for r in range(args.repeat):
-                full, full_s = backup(api, reg.repository_id, "full")
+                full, t_full, full_s = backup(api, reg.repository_id, "full", args)
                 w0 = time.monotonic()
                 changed = guest_writes(info, disk.capacity_bytes, args.percent, seed=r)
                 write_s = time.monotonic() - w0
-                incr, incr_s = backup(api, reg.repository_id, "auto")
+                incr, t_incr, incr_s = backup(api, reg.repository_id, "auto", args)
                 check_incremental(incr, full, flat)
+                spent["full"].append(phases(settings.logs, full, t_full))
+                spent["incremental"].append(phases(settings.logs, incr, t_incr))
                 d = disk_of(incr)
                 rows["copied"].append(d["bytes_total"] / changed)
                 rows["qcow2"].append(d["qcow2_size_bytes"] / changed)
@@ -243,6 +286,12 @@ def run(home: Path, args: argparse.Namespace) -> None:
         print(ratios("qcow2 overlay size / changed", rows["qcow2"], "none"))
         print(ratios("incremental / full time (POST->end)", rows["time"], "<= 0.10"))
         print(ratios("incremental / full time (started->end)", rows["node"], "none"))
+        for kind, runs in spent.items():
+            before, client, after = (statistics.median(p) for p in zip(*runs, strict=True))
+            print(
+                f"median {kind:<11}: POST -> client's first line {before:5.2f} s, "
+                f"client {client:5.2f} s, its last line -> job end {after:5.2f} s"
+            )
         print(f"the client's log of the last incremental ({last}):")
         print("\n".join(client_steps(settings.logs, last)))
     finally:
