@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from engine.contract.hub import BackupPreview, DiskPreview
 from engine.contract.status import BackupType, JobStatus, Verification
-from engine.db.models import BackupJob, VMReplicationContext
+from engine.db.models import BackupDisk, BackupJob, VMReplicationContext
 from engine.hub.exports.images import image_size
 from engine.hub.verify.table import TableError, read_table, table_path
 
@@ -99,7 +99,21 @@ def candidate_points(s: Session, context_id: str) -> list[BackupJob]:
     )
 
 
-def _unusable(point: BackupJob, repository_id: int) -> str | None:
+def _chain_gone(s: Session, disk: BackupDisk) -> bool:
+    """Whether the disk's qcow2 or any file below it in its chain is gone: an overlay on a
+    lost file cannot be read, nor built on (qemu-img create opens the whole chain)."""
+    seen: set[str] = set()
+    path: str | None = disk.qcow2_path
+    while path and path not in seen:
+        seen.add(path)
+        if not Path(path).is_file():
+            return True
+        row = s.scalar(select(BackupDisk).where(BackupDisk.qcow2_path == path))
+        path = row.parent_qcow2_path if row is not None else None
+    return False
+
+
+def _unusable(s: Session, point: BackupJob, repository_id: int) -> str | None:
     """Why a completed point cannot be a parent in ``repository_id``; None when it can."""
     if point.repository_id != repository_id:
         return (
@@ -108,7 +122,7 @@ def _unusable(point: BackupJob, repository_id: int) -> str | None:
         )
     if point.verification == Verification.DAMAGED:
         return f"the last point {point.id} is damaged (verify found it so): full copy"
-    gone = [d.disk_key for d in point.disks if not Path(d.qcow2_path).is_file()]
+    gone = [d.disk_key for d in point.disks if _chain_gone(s, d)]
     if gone or not point.disks:
         named = ", ".join(map(str, gone)) or "all"
         return f"the files of the last point {point.id} are gone (disk {named}): full copy"
@@ -123,7 +137,7 @@ def find_parent(s: Session, context_id: str, repository_id: int) -> tuple[Backup
         return None, "no restore point of this VM yet: full copy"
     reasons: list[tuple[bool, str]] = []
     for point in points:
-        why = _unusable(point, repository_id)
+        why = _unusable(s, point, repository_id)
         if why is None:
             return point, ""
         reasons.append((point.repository_id == repository_id, why))
