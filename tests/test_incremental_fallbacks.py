@@ -464,3 +464,15 @@ def test_incremental_for_a_vm_without_points_is_a_full_said_so(site: Site) -> No
     job, printed = cli_backup(site, "incremental")
     assert job["requested_type"] == "incremental"
     assert_point(site, job, {2000: none_yet, 2001: none_yet}, printed=printed)
+
+
+def test_a_point_whose_parent_file_is_gone_is_no_parent_either(site: Site) -> None:
+    full = backup(site, "full")
+    guest_writes(site)
+    child = backup(site, "auto")
+    Path(full["disks"][0]["qcow2_path"]).unlink()  # the file the child's disk 2000 is on
+    guest_writes(site)
+    gone = f"the files of the last point {child['backup_id']} are gone (disk 2000): full copy"
+    assert_preview(preview(site, "auto"), {2000: gone, 2001: gone})
+    job, printed = cli_backup(site, "auto")
+    assert_point(site, job, {2000: gone, 2001: gone}, printed=printed)
