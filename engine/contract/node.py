@@ -56,6 +56,11 @@ class StartRequest(_VCenterJob):
     changed_since: dict[int, Annotated[str, Field(min_length=1, max_length=255)]] = Field(
         default_factory=dict
     )
+    # Why a disk is copied whole where an incremental was asked for (the hub's plan):
+    # the client says it in its log, which is the job's log, beside its own reasons.
+    full_reasons: dict[int, Annotated[str, Field(min_length=1, max_length=1000)]] = Field(
+        default_factory=dict
+    )
 
 
 class StartAnswer(BaseModel):

@@ -78,6 +78,8 @@ def client_argv(
         command += ["--backup-type", req.backup_type.value]
         for key, change_id in sorted(req.changed_since.items()):
             command += ["--changed-since", f"{key}={change_id}"]
+        for key, reason in sorted(req.full_reasons.items()):
+            command += ["--full-reason", f"{key}={reason}"]
     argv = [
         *client_command(),
         *command,

@@ -56,6 +56,12 @@ class ChainDecision:
             if d.mode == BackupType.INCREMENTAL and d.parent_change_id
         }
 
+    @property
+    def full_reasons(self) -> dict[int, str]:
+        """The node's ``StartRequest.full_reasons``: why each disk is copied whole where
+        an incremental was asked for, for the job's log."""
+        return {d.disk_key: d.reason for d in self.disks if d.mode == BackupType.FULL and d.reason}
+
     def preview(self, ctx: VMReplicationContext) -> BackupPreview:
         return BackupPreview(
             vm_name=ctx.vm_name,

@@ -145,6 +145,7 @@ def _start_request(plan: JobPlan, host: str, targets: NbdTargets) -> StartReques
         nbd_targets=targets,
         backup_type=plan.chain.backup_type,
         changed_since=plan.chain.changed_since,
+        full_reasons=plan.chain.full_reasons,
         max_rate_mib=plan.request.max_rate_mib,
     )
 

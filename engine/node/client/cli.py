@@ -142,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         "into a target that is an overlay on that point; repeat per incremental disk. "
         "A disk whose changes vCenter cannot tell is copied whole, and says why",
     )
+    m.add_argument(
+        "--full-reason",
+        action="append",
+        default=[],
+        metavar="KEY=TEXT",
+        help="why disk KEY is copied whole where an incremental was asked for (the hub "
+        "decided it): said in the log and the disk's disk_started line",
+    )
     r = sub.add_parser(
         "restore",
         help="write each disk of a (new, restored) VM from its NBD source",

@@ -38,7 +38,24 @@ from engine.vcenter.tasks import fault_message
 log = logging.getLogger("sendense.client")
 
 
-_CHANGED_SINCE = re.compile(r"(\d+)=(.{1,255})")
+def _per_disk(
+    values: Sequence[str], flag: str, what: str, targets: NbdTargets, longest: int
+) -> dict[int, str]:
+    """``KEY=TEXT`` flags as device key -> text (taken whole after the first '='), refused
+    in one line when a flag does not parse or names a disk twice or without a target."""
+    out: dict[int, str] = {}
+    keys = set(targets.keys())
+    for text in values:
+        m = re.fullmatch(rf"(\d+)=(.{{1,{longest}}})", text)
+        if not m:
+            raise BadInput(f"{flag} {text!r}: expected KEY={what}")
+        key = int(m[1])
+        if key in out:
+            raise BadInput(f"{flag} {text!r}: disk {key} is given twice")
+        if key not in keys:
+            raise BadInput(f"{flag} {text!r}: disk {key} has no --nbd-targets entry")
+        out[key] = m[2]
+    return out
 
 
 def changed_since_of(
@@ -49,21 +66,10 @@ def changed_since_of(
 
     A change id is vCenter's text (spaces and '/' in it), taken whole after the first '='.
     """
-    out: dict[int, str] = {}
-    keys = set(targets.keys())
-    for text in values:
-        m = _CHANGED_SINCE.fullmatch(text)
-        if not m:
-            raise BadInput(
-                f"--changed-since {text!r}: expected KEY=CHANGE_ID (a disk's device key, "
-                "then its parent point's change id, at most 255 characters)"
-            )
-        key = int(m[1])
-        if key in out:
-            raise BadInput(f"--changed-since {text!r}: disk {key} is given twice")
-        if key not in keys:
-            raise BadInput(f"--changed-since {text!r}: disk {key} has no --nbd-targets entry")
-        out[key] = m[2]
+    what = (
+        "CHANGE_ID (a disk's device key, then its parent point's change id, at most 255 characters)"
+    )
+    out = _per_disk(values, "--changed-since", what, targets, longest=255)
     if backup_type == BackupType.FULL and out:
         raise BadInput("--changed-since makes an incremental: it cannot go with --backup-type full")
     if backup_type == BackupType.INCREMENTAL and not out:
@@ -127,6 +133,9 @@ class Migration(ClientRun):
         self.changed_since = changed_since_of(
             self.args.changed_since or (), self.args.backup_type, self.nbd_targets
         )
+        self.full_reasons = _per_disk(
+            self.args.full_reason or (), "--full-reason", "TEXT", self.nbd_targets, longest=1000
+        )
 
     def run(self) -> None:
         a = self.args
@@ -172,6 +181,9 @@ class Migration(ClientRun):
         plan = DiskPlan(d.key, d.file_name, d.capacity_bytes, d.change_id, self.targets[d.key])
         parent = self.changed_since.get(d.key)
         if parent is None:
+            plan.fallback = self.full_reasons.get(d.key)
+            if plan.fallback:
+                log.info("disk %s: copied whole: %s", d.key, plan.fallback)
             return plan
         plan.on_parent = True
         try:
