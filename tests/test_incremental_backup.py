@@ -154,7 +154,7 @@ def test_enable_cbt_through_the_hub_and_the_cli(
 
     done = services.sendense("vm", "enable-cbt", reg.pgtest1.path)
     assert done.returncode == 0, done.stderr
-    assert f"CBT on on {reg.pgtest1.path}" in done.stdout
+    assert f"CBT is on for {reg.pgtest1.path}" in done.stdout
     unknown = services.sendense("vm", "enable-cbt", "/DatabanxDC/vm/fstest1")
     assert unknown.returncode == 7
     assert "add it first: sendense vm add" in unknown.stderr

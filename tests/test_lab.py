@@ -102,6 +102,11 @@ def test_lab_up_registers_is_idempotent_and_down_leaves_nothing(
             "lab", "write", "pgtest1", "--disk", "2000", "--offset", "0", "--length", "4096"
         )
         assert wrote.returncode == 0 and wrote.stdout.strip().endswith("/1")
+        zeroed = sendense(
+            "lab", "write", "pgtest1", "--disk", "2000", "--offset", "0", "--length", "4096",
+            "--zero",
+        )  # fmt: skip
+        assert zeroed.returncode == 0 and zeroed.stdout.strip().endswith("/2")
         bad = sendense(
             "lab", "write", "pgtest1", "--disk", "2999", "--offset", "0", "--length", "1"
         )

@@ -108,12 +108,13 @@ def lab_write(
     disk: int = typer.Option(..., "--disk", help="Disk device key, e.g. 2000."),
     offset: int = typer.Option(..., "--offset", min=0, help="Byte offset."),
     length: int = typer.Option(..., "--length", min=1, help="Bytes to write."),
+    zero: bool = typer.Option(False, "--zero", help="Write zeroes over what is there."),
 ) -> None:
-    """Write new data into a VM's disk as a guest would; CBT records it. Prints the disk's
-    new change id."""
+    """Write new data (or zeroes) into a VM's disk as a guest would; CBT records it.
+    Prints the disk's new change id."""
     from engine.lab.client import write
 
-    say(write(_running(), vm, disk, offset, length))
+    say(write(_running(), vm, disk, offset, length, zero=zero))
 
 
 @lab_app.command("reset-cbt")

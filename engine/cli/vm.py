@@ -66,7 +66,7 @@ def vm_enable_cbt(
             ctx = upsert_context(session, info, credential_id=vcenter, vcenter_host=vc.host)
         ctx = refresh_context(session, settings().key_path, ctx, enable_cbt=True)
         state = "on" if ctx.cbt_enabled else "still off"
-        console.print(f"{ctx.context_id}: CBT {state} on {ctx.vm_path}", highlight=False)
+        console.print(f"{ctx.context_id}: CBT is {state} for {ctx.vm_path}", highlight=False)
 
 
 @vm_app.command("list")
