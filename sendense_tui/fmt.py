@@ -50,9 +50,10 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def bar(done: int, total: int, width: int = 16) -> Text:
-    """A progress bar with its percentage, readable in 16 colours and without colour."""
-    fraction = min(1.0, done / total) if total else 0.0
+def bar(done: int, total: int, width: int = 16, *, finished: bool = False) -> Text:
+    """A progress bar with its percentage, readable in 16 colours and without colour;
+    ``finished`` fills it when there was nothing to do (an incremental with no change)."""
+    fraction = min(1.0, done / total) if total else (1.0 if finished else 0.0)
     filled = round(fraction * width)
     text = Text()
     text.append("█" * filled, style="green")

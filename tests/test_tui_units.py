@@ -206,6 +206,9 @@ def test_text_shapes() -> None:
     assert fmt.eta(120 * MiB, 1 * MiB) == "2m00s" and fmt.eta(0, 0) == "0s"
     assert fmt.sparkline([0, 5, 10]) == "▁▅█"
     assert fmt.bar(1, 4, 8).plain == "██░░░░░░  25%"
+    # Nothing to copy: empty while it runs, full once done (an incremental, no change).
+    assert fmt.bar(0, 0, 4).plain == "░░░░   0%"
+    assert fmt.bar(0, 0, 4, finished=True).plain == "████ 100%"
 
 
 # -- keys, against the stand-in hub ----------------------------------------------------

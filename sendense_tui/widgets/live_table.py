@@ -20,6 +20,8 @@ from sendense_tui import fmt
 from sendense_tui.live import disk_running
 
 STATE_STYLE = {"completed": "green", "failed": "bold red", "cancelled": "yellow"}
+# A finished disk: its bar is full even when there was nothing to copy.
+FINISHED_DISK = frozenset({DiskStatus.COPIED, DiskStatus.COMPLETED})
 # Fixed widths for the columns that change live: cells updated in place never resize.
 DISK_COLUMNS = {
     "disk": 5,
@@ -98,7 +100,7 @@ class DiskProgress(LiveTable):
         return [
             str(disk.disk_key),
             copies(disk),
-            fmt.bar(done, total, 12),
+            fmt.bar(done, total, 12, finished=disk.status in FINISHED_DISK),
             fmt.rate(disk.rate_bps) if running else "",
             Text(fmt.sparkline(list(history)), style="cyan"),
             fmt.eta(total - done, disk.rate_bps) if running else "",
