@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from engine.hub.exports.manager import ExportManager
 
 MiB = 1024 * 1024
-CHUNK_SIZE = MiB  # copier.chunk_size
+CHUNK_SIZE = 64 * 1024  # copier.chunk_size
 
 
 @dataclass
