@@ -15,9 +15,18 @@ import httpx
 import pytest
 
 from engine.config import Settings
+from engine.db.session import session_scope
 from engine.errors import Conflict
 from engine.hub.jobs.live import LiveJobs
-from engine.hub.restores.merge import ChainMerges, Merging, Readers, temp_of
+from engine.hub.restores.merge import (
+    ChainMerges,
+    Merging,
+    Readers,
+    marker_of,
+    remove_leftovers,
+    temp_of,
+)
+from engine.hub.restores.points import completed_point, drop_point
 from engine.hub.verify.manager import VerifyManager
 from engine.hub.verify.table import table_path
 from tests.fixtures.held import qemu_img_held
@@ -233,3 +242,28 @@ def test_a_hub_killed_mid_merge_loses_no_point_and_its_next_start_cleans_up(
             assert all(reads_as(q, saved[q]) for q in p.disks.values()), p.point_id
     finally:
         again.stop()
+
+
+def test_a_crash_after_the_rows_changed_leaves_no_orphan_files(
+    point: Point, settings: Settings
+) -> None:
+    # Nothing real stops between the merge's commit and its removal of the point's
+    # files, so the state such a crash leaves is made by hand: the point's row gone, its
+    # files still there with their markers. Another point's marker (a merge that died
+    # before its commit) must leave that point whole.
+    b = chained_point(settings, point)
+    c = chained_point(settings, b, pattern=0x22, at_mib=2)
+    for q in [*b.disks.values(), *c.disks.values()]:
+        marker_of(q).touch()
+    with session_scope(settings.db_url) as s:  # what the commit does to the rows
+        completed_point(s, c.point_id).parent_backup_id = point.point_id
+        s.flush()
+        drop_point(s, completed_point(s, b.point_id))
+    with session_scope(settings.db_url) as s:
+        notes = remove_leftovers(s)
+    assert sorted(notes) == sorted(
+        f"removed {q}: its point was merged away" for q in b.disks.values()
+    )
+    assert not any(q.exists() or table_path(q).exists() for q in b.disks.values())
+    assert all(q.exists() for q in c.disks.values())
+    assert not any(marker_of(q).exists() for q in [*b.disks.values(), *c.disks.values()])

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from engine.config import Settings
 from engine.contract.restore import MergeResult
 from engine.contract.status import BackupType, JobStatus
-from engine.db.models import BackupDisk, BackupJob
+from engine.db.models import BackupDisk, BackupJob, BackupRepository
 from engine.db.session import session_scope
 from engine.errors import Conflict, SendenseError
 from engine.hub.jobs.ending import qcow2_check, remove_restore_point
@@ -51,11 +51,18 @@ from engine.hub.restores.points import (
 log = logging.getLogger("sendense.hub.restores")
 
 MERGE_SUFFIX = ".merging"
+# Beside each file of a point being merged away, written before the rows change: a hub
+# that dies after the rows changed but before the files went finds them at its start.
+MERGED_SUFFIX = ".merged"
 FICLONE = 0x40049409  # linux/fs.h: share the extents of a whole file (btrfs, XFS)
 
 
 def temp_of(qcow2: Path) -> Path:
     return qcow2.with_name(qcow2.name + MERGE_SUFFIX)
+
+
+def marker_of(qcow2: Path) -> Path:
+    return qcow2.with_name(qcow2.name + MERGED_SUFFIX)
 
 
 class Merging:
@@ -103,6 +110,7 @@ class Plan:
     vm_name: str
     points: set[str]  # the point and everything after it
     switches: dict[int, Switch]  # disk key -> what changes
+    files: list[Path]  # the point's own qcow2 files, removed once the rows changed
 
 
 def _descendants(s: Session, point_id: str) -> set[str]:
@@ -139,8 +147,15 @@ def _plan(s: Session, point_id: str) -> Plan:
             and Path(d.parent_qcow2_path) == Path(base.qcow2_path)
         ):
             switches[d.disk_key] = Switch(Path(d.qcow2_path), base.parent_qcow2_path)
+    files = [Path(d.qcow2_path) for d in row.disks]
     return Plan(
-        point_id, child.id, row.vm_context_id, row.vm_name, _descendants(s, point_id), switches
+        point_id,
+        child.id,
+        row.vm_context_id,
+        row.vm_name,
+        _descendants(s, point_id),
+        switches,
+        files,
     )
 
 
@@ -255,22 +270,33 @@ def switch_disk(qemu_img: str, point_id: str, switch: Switch) -> int:
 
 
 def remove_leftovers(s: Session) -> list[str]:
-    """A merge's temp files that a crash left beside the points' disks (the hub's start)."""
+    """What a crash left of a merge (the hub's start): temp files beside the points'
+    disks, and the files of a point merged away whose rows were already gone (its
+    marker says so; a marker beside a file that still has its row is a merge that
+    stopped before its commit, and the point stays)."""
     notes = []
-    for qcow2 in s.scalars(select(BackupDisk.qcow2_path)):
-        temp = temp_of(Path(qcow2))
+    known = {Path(q) for q in s.scalars(select(BackupDisk.qcow2_path))}
+    for qcow2 in known:
+        temp = temp_of(qcow2)
         if temp.exists():
             temp.unlink()
             notes.append(f"removed {temp}: left by a merge that did not finish")
+    for root in {Path(p) for p in s.scalars(select(BackupRepository.path))}:
+        for marker in root.glob(f"**/*{MERGED_SUFFIX}"):
+            qcow2 = marker.with_name(marker.name.removesuffix(MERGED_SUFFIX))
+            if qcow2 not in known:
+                remove_restore_point(qcow2)
+                notes.append(f"removed {qcow2}: its point was merged away")
+            marker.unlink(missing_ok=True)
     return notes
 
 
 # -- the merge ----------------------------------------------------------------------------
 
 
-def _commit(s: Session, plan: Plan) -> tuple[list[Path], list[str]]:
+def _commit(s: Session, plan: Plan) -> list[str]:
     """The rows after every disk switched: the child builds on the point's parent (or
-    stands alone), the point's row goes; the point's files to remove, the child's chain."""
+    stands alone), the point's row goes; the child's chain."""
     point = completed_point(s, plan.point_id)
     child = completed_point(s, plan.child_id)
     for d in child.disks:
@@ -287,9 +313,8 @@ def _commit(s: Session, plan: Plan) -> tuple[list[Path], list[str]]:
     )
     for other in s.scalars(others):
         other.parent_backup_id = parent
-    files = [Path(d.qcow2_path) for d in point.disks]
     drop_point(s, point)
-    return files, chain_of(s, child)
+    return chain_of(s, child)
 
 
 class ChainMerges:
@@ -311,10 +336,13 @@ class ChainMerges:
             copied = 0
             for key in sorted(plan.switches):
                 copied += switch_disk(self.settings.nbd.qemu_img, point_id, plan.switches[key])
+            for path in plan.files:
+                marker_of(path).touch()
             with session_scope(self.settings.db_url) as s:
-                files, chain = _commit(s, plan)
-            for path in files:
+                chain = _commit(s, plan)
+            for path in plan.files:
                 remove_restore_point(path)
+                marker_of(path).unlink(missing_ok=True)
         log.info("merged %s into %s (%d bytes copied)", point_id, plan.child_id, copied)
         return MergeResult(
             merged_point_id=point_id, into_point_id=plan.child_id, chain=chain, bytes_copied=copied
