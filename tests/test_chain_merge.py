@@ -267,3 +267,16 @@ def test_a_crash_after_the_rows_changed_leaves_no_orphan_files(
     assert not any(q.exists() or table_path(q).exists() for q in b.disks.values())
     assert all(q.exists() for q in c.disks.values())
     assert not any(marker_of(q).exists() for q in [*b.disks.values(), *c.disks.values()])
+
+
+def test_a_backup_asked_for_during_a_merge_says_the_merge_holds_the_vm() -> None:
+    live = LiveJobs()
+    with (
+        live.claim("ctx-1", "pgtest1", "its chain is being merged (backup-b)"),
+        pytest.raises(Conflict) as refused,
+        live.claim("ctx-1", "pgtest1"),
+    ):
+        pass
+    assert str(refused.value) == "VM pgtest1 is busy: its chain is being merged (backup-b)"
+    with live.claim("ctx-1", "pgtest1"):  # released with the merge
+        pass

@@ -37,25 +37,29 @@ class LiveJobs:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._jobs: dict[str, JobState] = {}
-        self._starting: set[str] = set()
+        # The VMs claimed now, each with what holds it (a backup starting, a merge).
+        self._starting: dict[str, str] = {}
         self._done: dict[str, threading.Event] = {}
         # When a node stopped answering about a job, to fail it once that lasts too long.
         self.node_lost_since: dict[str, float] = {}
 
     @contextlib.contextmanager
-    def claim(self, context_id: str, vm_name: str) -> Iterator[None]:
-        """The right to start a job on this VM: one start at a time, none while one runs."""
+    def claim(
+        self, context_id: str, vm_name: str, holder: str = "a backup starting"
+    ) -> Iterator[None]:
+        """The right to start a job on this VM: one start at a time, none while one runs
+        (a chain merge holds it too, as ``holder`` says)."""
         with self.lock:
-            if context_id in self._starting or any(
-                j.context_id == context_id for j in self._jobs.values()
-            ):
+            if any(j.context_id == context_id for j in self._jobs.values()):
                 raise Conflict(f"VM {vm_name} already has a backup running")
-            self._starting.add(context_id)
+            if context_id in self._starting:
+                raise Conflict(f"VM {vm_name} is busy: {self._starting[context_id]}")
+            self._starting[context_id] = holder
         try:
             yield
         finally:
             with self.lock:
-                self._starting.discard(context_id)
+                self._starting.pop(context_id, None)
 
     def register(self, state: JobState) -> None:
         with self.lock:

@@ -93,7 +93,7 @@ class Readers:
     restoring: Callable[[], set[str]]  # RestoreStore.busy_points
     verifying: Callable[[], set[str]]  # VerifyManager.busy_points
     browsing: Callable[[set[str]], set[str]]  # Sessions.close_points: those still in use
-    claim_vm: Callable[[str, str], AbstractContextManager[None]]  # LiveJobs.claim
+    claim_vm: Callable[[str, str, str], AbstractContextManager[None]]  # LiveJobs.claim
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,11 @@ class ChainMerges:
                 self.merging.points |= plan.points
                 held.callback(self._release, plan.points)
                 _refuse_readers(s, plan, self.readers)
-                held.enter_context(self.readers.claim_vm(plan.context_id, plan.vm_name))
+                held.enter_context(
+                    self.readers.claim_vm(
+                        plan.context_id, plan.vm_name, f"its chain is being merged ({point_id})"
+                    )
+                )
             copied = 0
             for key in sorted(plan.switches):
                 copied += switch_disk(self.settings.nbd.qemu_img, point_id, plan.switches[key])
