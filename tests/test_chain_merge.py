@@ -280,3 +280,16 @@ def test_a_backup_asked_for_during_a_merge_says_the_merge_holds_the_vm() -> None
     assert str(refused.value) == "VM pgtest1 is busy: its chain is being merged (backup-b)"
     with live.claim("ctx-1", "pgtest1"):  # released with the merge
         pass
+
+
+def test_a_point_with_two_points_on_it_is_not_merged(point: Point, settings: Settings) -> None:
+    # Two children happen when the newest point was damaged: auto built on an older one.
+    b = chained_point(settings, point)
+    b2 = chained_point(settings, point, pattern=0x33, suffix="incr2")
+    with point.services.client() as api:
+        refused = api.post(f"/api/v1/restore-points/{point.point_id}/merge")
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        f"point {point.point_id} has 2 points building on it ({b.point_id}, {b2.point_id})"
+    )
+    assert all(q.exists() for p in (point, b, b2) for q in p.disks.values())
