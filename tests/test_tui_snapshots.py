@@ -43,10 +43,20 @@ def frozen_app(tmp_path: Path) -> SendenseApp:
     return SendenseApp(config, clock=lambda: FROZEN_CLOCK, live=False, client=client)
 
 
+STATUS_WAIT_STEPS = 600  # x 0.05 s: a loaded machine may take a while to answer
+
+
 async def settle(pilot: Pilot[None]) -> None:
-    """Wait until every hub request has been answered and drawn."""
+    """Wait until the header's first status poll answered (the stand-in hub is up: on a
+    loaded machine the poll's worker may not even have started yet), then until every
+    hub request has been answered and drawn."""
+    app = pilot.app
+    for _ in range(STATUS_WAIT_STEPS):
+        if app.state.status.hub_ok:
+            break
+        await pilot.pause(0.05)
     for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
+        await app.workers.wait_for_complete()
         await pilot.pause()
 
 
