@@ -55,6 +55,8 @@ async def settle(pilot: Pilot[None]) -> None:
         if app.state.status.hub_ok:
             break
         await pilot.pause(0.05)
+    else:  # never answered: ask once more here, so the test fails with the reason
+        await app.state.client.health()
     for _ in range(3):
         await app.workers.wait_for_complete()
         await pilot.pause()

@@ -165,18 +165,18 @@ def backup_routes(data: StandinBackups) -> APIRouter:
     router = APIRouter()
 
     @router.get("/vms")
-    def vms() -> list[VMContext]:
+    async def vms() -> list[VMContext]:
         return list(data.contexts.values())
 
     @router.post("/vms", status_code=201, response_model=None)
-    def add_vm(request: VMIn) -> VMContext | JSONResponse:
+    async def add_vm(request: VMIn) -> VMContext | JSONResponse:
         vm = data.vm_at(request.path)
         if vm is None:
             return _refused(404, f"no VM at {request.path}")
         return data.add_context(vm)
 
     @router.post("/vms/{context_id}/cbt", response_model=None)
-    def enable_cbt(context_id: str) -> VMContext | JSONResponse:
+    async def enable_cbt(context_id: str) -> VMContext | JSONResponse:
         context = data.contexts.get(context_id)
         vm = data.vm_at(context.vm_path) if context else None
         if context is None or vm is None:
@@ -186,7 +186,7 @@ def backup_routes(data: StandinBackups) -> APIRouter:
         return context
 
     @router.post("/backups/preview", response_model=None)
-    def preview(request: BackupRequest) -> BackupPreview | JSONResponse:
+    async def preview(request: BackupRequest) -> BackupPreview | JSONResponse:
         vm = data.vm_of(request)
         if vm is None:
             return _refused(404, "no such VM context")
@@ -194,7 +194,7 @@ def backup_routes(data: StandinBackups) -> APIRouter:
         return _refused(*result) if isinstance(result, tuple) else result
 
     @router.post("/backups", status_code=202, response_model=None)
-    def start(request: BackupRequest) -> BackupStarted | JSONResponse:
+    async def start(request: BackupRequest) -> BackupStarted | JSONResponse:
         vm = data.vm_of(request)
         if vm is None:
             return _refused(404, "no such VM context")
@@ -209,7 +209,7 @@ def backup_routes(data: StandinBackups) -> APIRouter:
         )
 
     @router.post("/restore-points/{point_id}/merge", response_model=None)
-    def merge(point_id: str) -> MergeResult | JSONResponse:
+    async def merge(point_id: str) -> MergeResult | JSONResponse:
         result = data.merge(point_id)
         return _refused(*result) if isinstance(result, tuple) else result
 

@@ -239,13 +239,13 @@ def file_routes(data: StandinFiles) -> APIRouter:
     disk = "/restore-points/{point_id}/disks/{disk_key}"
 
     @router.get(f"{disk}/partitions", response_model=None)
-    def partitions(point_id: str, disk_key: int) -> list[Partition] | JSONResponse:
+    async def partitions(point_id: str, disk_key: int) -> list[Partition] | JSONResponse:
         if point_id not in data.restores.points or disk_key not in PARTITIONS:
             return _refused(404, f"no disk {disk_key} in restore point {point_id}")
         return PARTITIONS[disk_key]
 
     @router.get(f"{disk}/files", response_model=None)
-    def files(
+    async def files(
         point_id: str, disk_key: int, path: str = "/", partition: int | None = None
     ) -> FolderListing | JSONResponse:
         found = data.node(disk_key, path, partition)
@@ -273,14 +273,14 @@ def file_routes(data: StandinFiles) -> APIRouter:
         )
 
     @router.get(f"{disk}/files/stat", response_model=None)
-    def stat(
+    async def stat(
         point_id: str, disk_key: int, path: str = "/", partition: int | None = None
     ) -> FileEntry | JSONResponse:
         found = data.node(disk_key, path, partition)
         return found if isinstance(found, JSONResponse) else found[0].entry
 
     @router.get(f"{disk}/files/content", response_model=None)
-    def content(
+    async def content(
         point_id: str,
         disk_key: int,
         path: str = "/",
@@ -303,11 +303,11 @@ def file_routes(data: StandinFiles) -> APIRouter:
         return Response(tar, media_type=TAR_MEDIA_TYPE)
 
     @router.post("/restore-points/{point_id}/verify", status_code=202)
-    def verify(point_id: str) -> VerifyReport:
+    async def verify(point_id: str) -> VerifyReport:
         return data.verify(point_id)
 
     @router.get("/restore-points/{point_id}/verify")
-    def verification(point_id: str) -> VerifyReport:
+    async def verification(point_id: str) -> VerifyReport:
         return data.verification(point_id)
 
     return router

@@ -216,21 +216,21 @@ def build_app(state: StandinState) -> FastAPI:
     api = "/api/v1"
 
     @app.get(f"{api}/health")
-    def health() -> Health:
+    async def health() -> Health:
         return Health(version="standin")
 
     @app.get(f"{api}/vcenters")
-    def vcenters() -> list[VCenter]:
+    async def vcenters() -> list[VCenter]:
         return [
             VCenter(id=1, name="lab", host="127.0.0.1:8989", username="user", thumbprint="AB:CD")
         ]
 
     @app.get(f"{api}/vcenters/{{vcenter_id}}/inventory")
-    def inventory(vcenter_id: int) -> Inventory:
+    async def inventory(vcenter_id: int) -> Inventory:
         return state.inventory
 
     @app.get(f"{api}/repositories")
-    def repositories() -> list[Repository]:
+    async def repositories() -> list[Repository]:
         return [
             Repository(
                 id=1,
@@ -244,7 +244,7 @@ def build_app(state: StandinState) -> FastAPI:
         ]
 
     @app.get(f"{api}/nodes")
-    def nodes() -> list[NodeInfo]:
+    async def nodes() -> list[NodeInfo]:
         return [
             NodeInfo(
                 id=1, name="local", url="http://127.0.0.1:8081", enabled=True, state=NodeState.UP
@@ -252,11 +252,11 @@ def build_app(state: StandinState) -> FastAPI:
         ]
 
     @app.get(f"{api}/backups")
-    def jobs() -> list[Job]:
+    async def jobs() -> list[Job]:
         return list(state.jobs.values())
 
     @app.get(f"{api}/backups/{{backup_id}}/log")
-    def job_log(backup_id: str) -> JobLog:
+    async def job_log(backup_id: str) -> JobLog:
         at = f"{FROZEN_AT:%Y-%m-%dT%H:%M:%SZ}"
         return JobLog(
             lines=[

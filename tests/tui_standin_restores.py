@@ -193,17 +193,17 @@ def restore_routes(data: StandinRestores) -> APIRouter:
     router = APIRouter()
 
     @router.get("/restore-points")
-    def restore_points(vm: str | None = None, limit: int = 200) -> list[RestorePoint]:
+    async def restore_points(vm: str | None = None, limit: int = 200) -> list[RestorePoint]:
         points = data.points.values()
         return [p for p in points if vm in (None, p.vm_name, p.vm_path)][:limit]
 
     @router.get("/restore-points/{point_id}", response_model=None)
-    def restore_point(point_id: str) -> RestorePoint | JSONResponse:
+    async def restore_point(point_id: str) -> RestorePoint | JSONResponse:
         point = data.points.get(point_id)
         return point or _refused(404, f"no restore point {point_id}")
 
     @router.delete("/restore-points/{point_id}", response_model=None)
-    def delete_restore_point(point_id: str) -> Response:
+    async def delete_restore_point(point_id: str) -> Response:
         point = data.points.get(point_id)
         if point is None:
             return _refused(404, f"no restore point {point_id}")
@@ -213,43 +213,43 @@ def restore_routes(data: StandinRestores) -> APIRouter:
         return Response(status_code=204)
 
     @router.post("/restore-points/{point_id}/exports", status_code=201, response_model=None)
-    def export_point(point_id: str, request: ExportRequest) -> RestoreExport | JSONResponse:
+    async def export_point(point_id: str, request: ExportRequest) -> RestoreExport | JSONResponse:
         if point_id not in data.points:
             return _refused(404, f"no restore point {point_id}")
         return data.export(point_id, request)
 
     @router.get("/restore-exports")
-    def restore_exports() -> list[RestoreExport]:
+    async def restore_exports() -> list[RestoreExport]:
         return list(data.exports.values())
 
     @router.delete("/restore-exports/{name}", status_code=204)
-    def unexport(name: str) -> None:
+    async def unexport(name: str) -> None:
         export = data.exports.pop(name)
         data.points[export.point_id].exports.remove(name)
 
     @router.post("/restores/disk", status_code=202)
-    def restore_disk(request: DiskRestoreRequest) -> RestoreJob:
+    async def restore_disk(request: DiskRestoreRequest) -> RestoreJob:
         return data.add_restore(
             request.point_id, RestoreKind.DISK, request.path, disk_keys=[request.disk_key]
         )
 
     @router.post("/restores/vm", status_code=202, response_model=None)
-    def restore_vm(request: VMRestoreRequest) -> RestoreJob | JSONResponse:
+    async def restore_vm(request: VMRestoreRequest) -> RestoreJob | JSONResponse:
         name = request.overwrite or request.name or ""
         if data.vm_named(name) is not None and request.overwrite != name:
             return _refused(409, f"a VM named {name} already exists")
         return data.add_restore(request.point_id, RestoreKind.VM, name)
 
     @router.get("/restores")
-    def restores() -> list[RestoreJob]:
+    async def restores() -> list[RestoreJob]:
         return list(data.restores.values())
 
     @router.get("/restores/{restore_id}")
-    def restore(restore_id: str) -> RestoreJob:
+    async def restore(restore_id: str) -> RestoreJob:
         return data.restores[restore_id]
 
     @router.delete("/restores/{restore_id}")
-    def cancel_restore(restore_id: str) -> RestoreJob:
+    async def cancel_restore(restore_id: str) -> RestoreJob:
         job = data.restores[restore_id]
         job.status, job.completed_at, job.rate_bps = JobStatus.CANCELLED, data.at, 0.0
         data.publish(job)
