@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from engine.config import Settings
 from engine.contract.restore import MergeResult
 from engine.contract.status import BackupType, JobStatus
-from engine.db.models import BackupDisk, BackupJob, BackupRepository
+from engine.db.models import BackupDisk, BackupJob
 from engine.db.session import session_scope
 from engine.errors import Conflict, SendenseError
 from engine.hub.jobs.ending import qcow2_check, remove_restore_point
@@ -281,8 +281,10 @@ def remove_leftovers(s: Session) -> list[str]:
         if temp.exists():
             temp.unlink()
             notes.append(f"removed {temp}: left by a merge that did not finish")
-    for root in {Path(p) for p in s.scalars(select(BackupRepository.path))}:
-        for marker in root.glob(f"**/*{MERGED_SUFFIX}"):
+    # A merged-away point's files sit beside its child's, which keeps its rows: only the
+    # known disks' folders are looked in, never a walk of whole repositories at start.
+    for folder in {q.parent for q in known}:
+        for marker in folder.glob(f"*{MERGED_SUFFIX}"):
             qcow2 = marker.with_name(marker.name.removesuffix(MERGED_SUFFIX))
             if qcow2 not in known:
                 remove_restore_point(qcow2)
