@@ -61,6 +61,8 @@ class HubSettings(Section):
     url: str | None = None
     # How often in-memory progress is written to the database.
     progress_flush_seconds: float = Field(2.0, gt=0)
+    # For tests and drills: the hub's time is read from this file (engine/clock.py).
+    clock_file: Path | None = None
 
     @property
     def public_url(self) -> str:
@@ -138,6 +140,37 @@ class TunnelSettings(Section):
     connections: int = Field(2, ge=1, le=16)
 
 
+class QueueSettings(Section):
+    """How many jobs run at once. vSphere's NBD transport has per-host connection limits
+    and a datastore slows for every stream read from it, so disks are limited per ESXi
+    host and per datastore as well as per node and overall. A node's own ``max_jobs``
+    and ``max_disks`` (``sendense nodes add``) override the per-node values. The hub's
+    NBD port range bounds the disks running at once too (one export each)."""
+
+    jobs_total: int = Field(32, ge=1, le=100_000)
+    jobs_per_node: int = Field(4, ge=1, le=1000)
+    disks_per_node: int = Field(8, ge=1, le=10_000)
+    disks_per_host: int = Field(8, ge=1, le=10_000)
+    disks_per_datastore: int = Field(8, ge=1, le=10_000)
+    # How often the queue is looked at besides when a job ends or is queued.
+    dispatch_seconds: float = Field(1.0, gt=0)
+
+
+class SchedulerSettings(Section):
+    # A run the hub was down for fires once when it comes back within this window;
+    # later than that it is recorded as missed.
+    grace_seconds: float = Field(6 * 3600, ge=0)
+    tick_seconds: float = Field(1.0, gt=0)
+
+
+class FleetSettings(Section):
+    """The hub's watch on its nodes: a health check every ``heartbeat_seconds``; a node
+    unanswered for ``down_after_seconds`` gets no new jobs and its running jobs fail."""
+
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    down_after_seconds: float = Field(30.0, gt=0)
+
+
 class LabSettings(Section):
     port: int = Field(8989, ge=1, le=65535)
 
@@ -166,6 +199,9 @@ class Settings(BaseSettings):
     vddk: VddkSettings = VddkSettings()
     tunnel: TunnelSettings = TunnelSettings()
     lab: LabSettings = LabSettings()
+    queue: QueueSettings = QueueSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    fleet: FleetSettings = FleetSettings()
 
     @classmethod
     def settings_customise_sources(

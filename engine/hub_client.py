@@ -28,8 +28,11 @@ from engine.contract.hub import (
     Health,
     Job,
     JobLog,
+    NodeEdit,
+    NodeIn,
     NodeInfo,
     Probe,
+    QueueRequest,
     Repository,
     RepositoryIn,
     VCenter,
@@ -39,6 +42,14 @@ from engine.contract.hub import (
     VMIn,
 )
 from engine.contract.inventory import Inventory
+from engine.contract.policy import (
+    Policy,
+    PolicyEdit,
+    PolicyIn,
+    PolicyPreview,
+    PolicyRun,
+    RetentionPlan,
+)
 from engine.contract.restore import (
     DiskRestoreRequest,
     ExportRequest,
@@ -112,7 +123,10 @@ class HubClient:
         return _read(TypeAdapter(model), response)
 
     async def _list(self, model: type[M], path: str, **kwargs: Any) -> list[M]:
-        response = await self._request("GET", path, **kwargs)
+        return await self._get_list(model, "GET", path, **kwargs)
+
+    async def _get_list(self, model: type[M], method: str, path: str, **kwargs: Any) -> list[M]:
+        response = await self._request(method, path, **kwargs)
         return _read(TypeAdapter(list[model]), response)  # type: ignore[valid-type]
 
     # ---- the hub itself ------------------------------------------------------------
@@ -130,6 +144,17 @@ class HubClient:
 
     async def nodes(self) -> list[NodeInfo]:
         return await self._list(NodeInfo, "/nodes")
+
+    async def add_node(self, request: NodeIn) -> NodeInfo:
+        body = request.model_dump(mode="json", exclude_none=True)
+        return await self._get(NodeInfo, "POST", "/nodes", json=body)
+
+    async def edit_node(self, name: str, request: NodeEdit) -> NodeInfo:
+        body = request.model_dump(mode="json", exclude_unset=True)
+        return await self._get(NodeInfo, "PATCH", f"/nodes/{_segment(name)}", json=body)
+
+    async def delete_node(self, name: str) -> None:
+        await self._request("DELETE", f"/nodes/{_segment(name)}")
 
     # ---- vCenters, inventory, VMs ----------------------------------------------------
 
@@ -177,6 +202,11 @@ class HubClient:
         body = request.model_dump(mode="json", exclude_none=True)
         return await self._get(BackupStarted, "POST", "/backups", json=body)
 
+    async def queue_backups(self, request: QueueRequest) -> list[Job]:
+        """Queue one job per backup; the hub starts them as its limits allow."""
+        body = request.model_dump(mode="json", exclude_none=True)
+        return await self._get_list(Job, "POST", "/backups/queue", json=body)
+
     async def jobs(
         self, *, vm_name: str | None = None, status: JobStatus | None = None, limit: int = 200
     ) -> list[Job]:
@@ -202,6 +232,49 @@ class HubClient:
     async def job_log(self, backup_id: str, lines: int = 200) -> list[str]:
         path = f"/backups/{_segment(backup_id)}/log"
         return (await self._get(JobLog, "GET", path, params={"lines": lines})).lines
+
+    # ---- policies and retention -----------------------------------------------------------
+
+    async def policies(self) -> list[Policy]:
+        return await self._list(Policy, "/policies")
+
+    async def policy(self, name: str) -> Policy:
+        return await self._get(Policy, "GET", f"/policies/{_segment(name)}")
+
+    async def add_policy(self, request: PolicyIn) -> Policy:
+        return await self._get(Policy, "POST", "/policies", json=_with_secrets(request))
+
+    async def edit_policy(self, name: str, request: PolicyEdit) -> Policy:
+        body = _with_secrets(request, exclude_unset=True)
+        return await self._get(Policy, "PATCH", f"/policies/{_segment(name)}", json=body)
+
+    async def delete_policy(self, name: str) -> None:
+        await self._request("DELETE", f"/policies/{_segment(name)}")
+
+    async def set_policy_enabled(self, name: str, enabled: bool) -> Policy:
+        verb = "enable" if enabled else "disable"
+        return await self._get(Policy, "POST", f"/policies/{_segment(name)}/{verb}")
+
+    async def policy_vms(self, name: str) -> PolicyPreview:
+        """The policy's VMs resolved now, from vCenter's inventory."""
+        return await self._get(PolicyPreview, "GET", f"/policies/{_segment(name)}/vms")
+
+    async def run_policy(self, name: str) -> PolicyRun:
+        """Run the policy now: its VMs are resolved and queued."""
+        return await self._get(PolicyRun, "POST", f"/policies/{_segment(name)}/run")
+
+    async def policy_runs(self, name: str, limit: int = 20) -> list[PolicyRun]:
+        """The policy's runs, newest first."""
+        path = f"/policies/{_segment(name)}/runs"
+        return await self._list(PolicyRun, path, params={"limit": limit})
+
+    async def policy_run(self, run_id: int) -> PolicyRun:
+        return await self._get(PolicyRun, "GET", f"/policy-runs/{int(run_id)}")
+
+    async def retention_plan(self, policy: str | None = None) -> RetentionPlan:
+        """What retention would expire now, and why each point stays or goes."""
+        params = {"policy": policy} if policy else {}
+        return await self._get(RetentionPlan, "GET", "/retention/plan", params=params)
 
     # ---- restore points and restores ---------------------------------------------------
 
@@ -358,6 +431,15 @@ async def _typed_events(source: EventSource) -> AsyncIterator[HubEvent]:
         adapter = _EVENTS.get(event.event)
         if adapter is not None and event.data:
             yield _validated(adapter, event.data, f"{event.event!r} event")
+
+
+def _with_secrets(request: PolicyIn | PolicyEdit, *, exclude_unset: bool = False) -> Any:
+    """The body with its notification URLs in clear: the one place they leave the
+    operator's side, to the hub that seals them."""
+    body = request.model_dump(mode="json", exclude_unset=exclude_unset)
+    if request.notify is not None:
+        body["notify"] = [url.get_secret_value() for url in request.notify]
+    return body
 
 
 def _segment(value: str) -> str:

@@ -12,7 +12,7 @@ def test_upgrade_creates_seed_tables_and_is_idempotent(db_url: str) -> None:
     upgrade(db_url)
     first = current_revision(db_url)
     upgrade(db_url)
-    assert current_revision(db_url) == first == "0003"
+    assert current_revision(db_url) == first == "0004"
     tables = set(inspect(engine_for(db_url)).get_table_names())
     assert {
         "vmware_credentials",
@@ -25,6 +25,8 @@ def test_upgrade_creates_seed_tables_and_is_idempotent(db_url: str) -> None:
         "restore_jobs",
         "restore_disks",
         "restore_exports",
+        "backup_policies",
+        "policy_runs",
     } <= tables
     cols = {c["name"] for c in inspect(engine_for(db_url)).get_columns("vm_replication_contexts")}
     assert {

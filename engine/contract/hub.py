@@ -96,6 +96,15 @@ class BackupRequest(_In):
         return self
 
 
+class QueueRequest(_In):
+    """``POST /api/v1/backups/queue``: many backups at once (a console selection, a
+    script), each queued as one job; the hub dispatches them within its limits
+    (``[queue]`` settings, each node's capacity). A VM with a job queued or running
+    already is refused, and so is the whole request: nothing is queued."""
+
+    backups: Annotated[list[BackupRequest], Field(min_length=1, max_length=10_000)]
+
+
 class DiskResult(BaseModel):
     """One disk of the seed's answer: its export, started and answering."""
 
@@ -171,6 +180,11 @@ class Job(ByteCounters):
     disks: list[JobDisk] = Field(default_factory=list)
     requested_type: BackupType | None = None  # what was asked: full, incremental or auto
     parent_backup_id: str | None = None  # the point an incremental builds on
+    # A queued job's place in the queue (1 is dispatched first); none once it left it.
+    queue_position: int | None = None
+    node_name: str | None = None  # the node the hub picked for it
+    policy_name: str | None = None  # the policy whose run queued it
+    policy_run_id: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -347,16 +361,51 @@ class TunnelStatus(BaseModel):
     updated_at: str | None = None
 
 
+class NodeIn(_In):
+    """``POST /api/v1/nodes``: a node the hub may hand jobs to. ``vcenters`` are the
+    vCenter hosts it may serve (empty: every one); ``max_jobs``/``max_disks`` its capacity
+    (none: the ``[queue]`` settings' per-node limits)."""
+
+    name: Name
+    url: Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+    vcenters: Annotated[list[Host], Field(max_length=100)] = Field(default_factory=list)
+    max_jobs: Annotated[int, Field(ge=1, le=1000)] | None = None
+    max_disks: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    enabled: bool = True
+
+
+class NodeEdit(_In):
+    """``PATCH /api/v1/nodes/{name}``: the fields given change."""
+
+    url: Annotated[str, StringConstraints(min_length=8, max_length=1024)] | None = None
+    vcenters: Annotated[list[Host], Field(max_length=100)] | None = None
+    max_jobs: Annotated[int, Field(ge=1, le=1000)] | None = None
+    max_disks: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    enabled: bool | None = None
+
+
 class NodeInfo(BaseModel):
+    """A node as the hub sees it: ``state`` from its heartbeat (the hub's health check
+    every ``nodes.heartbeat_seconds``; ``down`` once none answered for
+    ``nodes.down_after_seconds``), its load from the jobs the hub gave it."""
+
     id: int
     name: str
     url: str
     enabled: bool
     state: NodeState
     version: str | None = None
-    jobs_running: int | None = None
+    jobs_running: int | None = None  # as the node itself reports
     tunnel: TunnelStatus | None = None
     error: str | None = None
+    vcenters: list[str] = Field(default_factory=list)  # empty: serves every vCenter
+    max_jobs: int = 0
+    max_disks: int = 0
+    jobs_active: int = 0  # jobs the hub has running (or starting) on it
+    disks_active: int = 0
+    throughput_bps: float = 0.0  # the sum of its running disks' rates now
+    bytes_last_hour: Count = 0  # copied by its jobs that ended in the last hour, and running
+    last_seen_at: datetime | None = None
 
 
 # The documented error answers, for every route's OpenAPI ``responses``.

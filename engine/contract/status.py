@@ -7,8 +7,11 @@ from typing import Literal
 
 
 class JobStatus(StrEnum):
-    """A backup job: ``pending`` → ``running`` → ``completed`` | ``failed`` | ``cancelled``."""
+    """A backup job: ``pending`` → ``running`` → ``completed`` | ``failed`` | ``cancelled``;
+    a job from the queue is ``queued`` first (no node, no files), and ``cancelled`` when
+    cancelled there."""
 
+    QUEUED = "queued"
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -22,6 +25,8 @@ class JobStatus(StrEnum):
 
 FINISHED_JOB = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE_JOB = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
+# A VM with a job in one of these has a backup coming or going: it is never queued twice.
+OPEN_JOB = ACTIVE_JOB | {JobStatus.QUEUED}
 
 
 class DiskStatus(StrEnum):
@@ -107,3 +112,25 @@ class DiskFormat(StrEnum):
     RAW = "raw"
     QCOW2 = "qcow2"
     VMDK = "vmdk"
+
+
+class PolicyRunStatus(StrEnum):
+    """One run of a policy: ``running`` until every VM's job ended, then ``completed``
+    (every VM's backup completed) or ``failed`` (any did not, or the run could not start:
+    an include path gone, vCenter down); ``missed`` when the hub was down past the grace
+    window at its time; ``cancelled`` when every queued job of it was cancelled."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    MISSED = "missed"
+    CANCELLED = "cancelled"
+
+
+class RunTrigger(StrEnum):
+    """Why a policy run happened: its schedule, an operator (``policy run``), or a run the
+    hub missed while down and ran once when it came back within the grace window."""
+
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    CATCH_UP = "catch-up"

@@ -4,7 +4,7 @@ vm_replication_contexts WHERE vm_name = 'pgtest1'``) still run."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -20,9 +20,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from engine import clock
+
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    """The hub's clock (engine.clock): real time, or a test's."""
+    return clock.utcnow()
 
 
 class Base(DeclarativeBase):
@@ -77,6 +80,8 @@ class VMReplicationContext(Base):
     memory_mb: Mapped[int | None] = mapped_column(Integer)
     guest_os: Mapped[str | None] = mapped_column(String(255))
     cbt_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The ESXi host it runs on (moref), as of the last refresh: the queue's per-host limit.
+    esxi_host: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -131,6 +136,11 @@ class Node(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The vCenter hosts it may serve, as a JSON list; NULL or [] serves every vCenter.
+    vcenters: Mapped[str | None] = mapped_column(Text)
+    # Its capacity; NULL takes the [queue] settings' per-node limits.
+    max_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_disks: Mapped[int | None] = mapped_column(Integer)
 
 
 class BackupJob(Base):
@@ -152,8 +162,14 @@ class BackupJob(Base):
     backup_type: Mapped[str] = mapped_column(String(32), default="full")
     # What was asked (full, incremental or auto); ``backup_type`` is what the job does.
     requested_type: Mapped[str | None] = mapped_column(String(16))
-    # pending -> running -> completed | failed | cancelled
+    # [queued ->] pending -> running -> completed | failed | cancelled
     status: Mapped[str] = mapped_column(String(32), default="pending", index=True)
+    # A queued job's place: lower goes first (nanoseconds at enqueue); kept after dispatch.
+    queue_order: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    # The policy run that queued it; NULL for a backup asked for by hand.
+    policy_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("policy_runs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     snapshot_kind: Mapped[str | None] = mapped_column(String(32))  # quiesced | crash-consistent
     bytes_transferred: Mapped[int] = mapped_column(BigInteger, default=0)
     total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -277,3 +293,56 @@ class RestoreExport(Base):
     disk_key: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class BackupPolicy(Base):
+    """A policy: which VMs (inventory paths, resolved at each run), where, when, and what
+    to keep. ``last_scheduled_for`` is the schedule's time of the last run fired (or
+    missed): the scheduler's memory, so that no run fires twice, across restarts too."""
+
+    __tablename__ = "backup_policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(191), unique=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("backup_repositories.id"))
+    schedule: Mapped[str] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    includes: Mapped[str] = mapped_column(Text)  # JSON list of inventory paths
+    excludes: Mapped[str] = mapped_column(Text, default="[]")
+    backup_type: Mapped[str] = mapped_column(String(16), default="auto")
+    keep_last: Mapped[int | None] = mapped_column(Integer)
+    keep_daily: Mapped[int | None] = mapped_column(Integer)
+    keep_weekly: Mapped[int | None] = mapped_column(Integer)
+    keep_monthly: Mapped[int | None] = mapped_column(Integer)
+    keep_yearly: Mapped[int | None] = mapped_column(Integer)
+    # The Apprise URLs, sealed with the master key (they hold tokens and passwords).
+    notify_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    notify_on_success: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_scheduled_for: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class PolicyRun(Base):
+    """One run of a policy. Its VMs are the jobs that point at it, plus ``skipped``: the
+    VMs it could not queue, with why (JSON list of {vm_name, vm_path, error})."""
+
+    __tablename__ = "policy_runs"
+    __table_args__ = (UniqueConstraint("policy_id", "scheduled_for"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    policy_id: Mapped[int] = mapped_column(
+        ForeignKey("backup_policies.id", ondelete="CASCADE"), index=True
+    )
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule | manual | catch-up
+    # The schedule's time it is for; NULL for a manual run. Unique per policy: the
+    # database itself refuses a second run for one scheduled time.
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    skipped: Mapped[str] = mapped_column(Text, default="[]")
+    retention: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of lines
+    notify_error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)

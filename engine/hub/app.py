@@ -5,7 +5,8 @@ schema upgrade, default node); the lifespan adopts surviving exports, reconciles
 that were running (backups', then restores'), and runs three rounds, for backups and for
 restores alike: events to subscribers (4 a second), progress to the database
 (``hub.progress_flush_seconds``) and the watch (1 a second; for restores: the instant
-exports' TTL).
+exports' TTL); and the unattended ones: the nodes' heartbeat, the queue's dispatch and
+the policies' scheduler.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
 
+from engine import clock
 from engine.api.auth import load_or_create_token, require_bearer
 from engine.api.errors import install_error_handlers
 from engine.config import Settings, ensure_dirs, get_settings
@@ -28,16 +30,24 @@ from engine.hub import (
     routes_backups,
     routes_console,
     routes_files,
+    routes_nodes,
+    routes_policies,
     routes_restore_vm,
     routes_restores,
+    routes_retention,
     routes_vcenters,
     routes_verify,
 )
 from engine.hub.events import EventBus
 from engine.hub.exports.manager import ExportManager
 from engine.hub.files.service import FileService
+from engine.hub.fleet import NodeWatch
 from engine.hub.jobs import JobManager
 from engine.hub.nodes import ensure_default_node
+from engine.hub.policies.notify import Notifier
+from engine.hub.policies.retention import RetentionService
+from engine.hub.policies.service import PolicyService
+from engine.hub.queue.dispatcher import Dispatcher
 from engine.hub.restores.manager import RestoreManager
 from engine.hub.restores.merge import ChainMerges, Merging, Readers
 from engine.hub.verify.manager import VerifyManager
@@ -61,6 +71,8 @@ async def _every(seconds: float, work: Callable[[], Any], name: str) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    if settings.hub.clock_file is not None:
+        clock.install(clock.FileClock(settings.hub.clock_file))
     ensure_dirs(settings)
     token = load_or_create_token(settings.token_path)
     upgrade(settings.db_url)
@@ -82,6 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs.ctx.live.claim,
     )
     chains = ChainMerges(settings, merging, readers)
+    fleet = NodeWatch(settings, token)
+    dispatcher = Dispatcher(settings, jobs, fleet)
+    retention = RetentionService(settings, chains, restores, readers)
+    policies = PolicyService(settings, dispatcher, retention, Notifier())
 
     def publish_disks() -> None:
         for event in jobs.disk_events():
@@ -110,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             (WATCH_INTERVAL, jobs.watch, "watch"),
             (WATCH_INTERVAL, restores.watch, "restore watch"),
             (WATCH_INTERVAL, files.sweep, "file sessions"),
+            (settings.fleet.heartbeat_seconds, fleet.beat, "heartbeat"),
+            (settings.queue.dispatch_seconds, dispatcher.round, "dispatch"),
+            (settings.scheduler.tick_seconds, policies.tick, "scheduler"),
         ]
         tasks = [asyncio.create_task(_every(*r)) for r in rounds]
         try:
@@ -138,6 +157,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.files = files
     app.state.verify = verify
     app.state.chains = chains
+    app.state.fleet = fleet
+    app.state.dispatcher = dispatcher
+    app.state.retention = retention
+    app.state.policies = policies
     app.state.bus = bus
     app.state.exports = exports
     app.state.token = token
@@ -160,6 +183,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes_restore_vm,
         routes_verify,
         routes_files,
+        routes_nodes,
+        routes_policies,
+        routes_retention,
     ):
         app.include_router(routes.router, dependencies=guarded, responses=errors(401))
     return app
