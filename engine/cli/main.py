@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("engine.cli.backup", "backup_app"),
     "restore-points": ("engine.cli.restore_points", "restore_points_app"),
     "chain": ("engine.cli.chain", "chain_app"),
+    "policy": ("engine.cli.policy", "policy_app"),
+    "retention": ("engine.cli.retention", "retention_app"),
     "restore": ("engine.cli.restore", "restore_app"),
     "verify": ("engine.cli.verify", "verify_command"),
     "hub": ("engine.cli.serve", "hub_command"),
