@@ -80,7 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ensure_default_node(session, settings)
     bus = EventBus()
     exports = ExportManager.from_settings(settings)
-    jobs = JobManager(settings, exports, bus, token)
+    fleet = NodeWatch(settings, token)
+    jobs = JobManager(settings, exports, bus, token, fleet)
     merging = Merging()  # the points a merge works on: every reader's start refuses them
     verify = VerifyManager(settings, refuse=merging.refuse)
     restores = RestoreManager(
@@ -94,7 +95,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs.ctx.live.claim,
     )
     chains = ChainMerges(settings, merging, readers)
-    fleet = NodeWatch(settings, token)
     dispatcher = Dispatcher(settings, jobs, fleet)
     retention = RetentionService(settings, chains, restores, readers)
     policies = PolicyService(settings, dispatcher, retention, Notifier())

@@ -9,8 +9,11 @@ database keeps ``last_seen_at``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from engine.config import Settings
 from engine.contract.hub import NodeInfo
+from engine.hub.nodes import NodeRef
 from engine.hub.queue.dispatch import NodeSlot
 
 
@@ -27,10 +30,20 @@ class NodeWatch:
         """The nodes that may take jobs now: enabled and up, with their capacity."""
         raise NotImplementedError
 
+    def pick(self, vcenter_host: str) -> NodeRef:
+        """The node for a backup started at once (``POST /backups``): the least loaded up
+        node that serves the vCenter; ``NodeUnreachable`` when there is none."""
+        raise NotImplementedError
+
+    def mark_down(self, node_id: int, reason: str) -> None:
+        """A call to the node failed (a start): down now, not after the heartbeat's wait."""
+        raise NotImplementedError
+
     def down_reason(self, node_id: int) -> str | None:
         """Why the node counts as gone (``node X: no heartbeat for 31 s: <error>``), or None."""
         raise NotImplementedError
 
-    def infos(self) -> list[NodeInfo]:
-        """Every node as ``GET /api/v1/nodes`` shows it: state, capacity, load, throughput."""
+    def infos(self, live_rates: Mapping[str, float]) -> list[NodeInfo]:
+        """Every node as ``GET /api/v1/nodes`` shows it: state, capacity, load, and
+        throughput (``live_rates``: each running job's bytes per second, by backup id)."""
         raise NotImplementedError

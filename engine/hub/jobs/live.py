@@ -23,6 +23,7 @@ from engine.errors import Conflict, NotFound
 from engine.hub.events import EventBus
 from engine.hub.exports.errors import ExportError
 from engine.hub.exports.manager import ExportManager
+from engine.hub.fleet import NodeWatch
 from engine.hub.nodes import NodeClient, NodeRef, node_ref
 from engine.hub.progress import JobState
 from engine.hub.views import job_view
@@ -109,6 +110,8 @@ class JobContext:
     exports: ExportManager
     bus: EventBus
     token: str
+    # The nodes' heartbeat: which node a job goes to, and which nodes are gone.
+    fleet: NodeWatch | None = None
     live: LiveJobs = field(default_factory=LiveJobs)
     # Serialises progress flushes with finalize's write, so a late flush never
     # overwrites a job's final numbers.

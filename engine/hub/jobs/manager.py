@@ -22,15 +22,21 @@ from engine.db.models import BackupJob
 from engine.errors import NotFound
 from engine.hub.events import EventBus
 from engine.hub.exports.manager import ExportManager
+from engine.hub.fleet import NodeWatch
 from engine.hub.jobs import ending, following, restart, starting
 from engine.hub.jobs.live import JobContext
 
 
 class JobManager:
     def __init__(
-        self, settings: Settings, exports: ExportManager, bus: EventBus, token: str
+        self,
+        settings: Settings,
+        exports: ExportManager,
+        bus: EventBus,
+        token: str,
+        fleet: NodeWatch | None = None,
     ) -> None:
-        self.ctx = JobContext(settings, exports, bus, token)
+        self.ctx = JobContext(settings, exports, bus, token, fleet=fleet)
 
     def start(self, request: BackupRequest) -> BackupStarted:
         return starting.start_job(self.ctx, request)
