@@ -77,3 +77,19 @@ def test_seed_verification_query_runs_unchanged(db_url: str) -> None:
     assert rows == [
         ("ctx-pgtest1-20251006-203401", "pgtest1", "quad-vcenter-01.quadris.local", cred_id)
     ]
+
+
+def test_migrations_build_exactly_the_models_tables(db_url: str) -> None:
+    """The migrations and engine/db/models.py describe one schema: a column added to a
+    model without its migration (or the other way round) fails here, not on an upgraded
+    hub in the field."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from engine.db.models import Base
+
+    upgrade(db_url)
+    with engine_for(db_url).connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": False})
+        diff = compare_metadata(context, Base.metadata)
+    assert diff == []
