@@ -1,4 +1,4 @@
-"""What the console needs besides backups and vCenters: repositories, VM contexts, nodes."""
+"""What the console needs besides backups, vCenters and nodes: repositories, VM contexts."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from fastapi import APIRouter, Path, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine.contract.hub import NodeInfo, Repository, RepositoryIn, VMContext, VMIn, errors
-from engine.contract.status import NodeState
+from engine.contract.hub import Repository, RepositoryIn, VMContext, VMIn, errors
 from engine.db.models import BackupJob, VMReplicationContext
 from engine.db.session import session_scope
-from engine.errors import BadInput, NotFound, SendenseError
-from engine.hub.nodes import NodeClient, NodeRef, list_nodes
+from engine.errors import BadInput, NotFound
 from engine.hub.routes_vcenters import connect, credentials, settings_of
 from engine.hub.views import context_view, repository_view
 from engine.repository import add_repository, list_repositories
@@ -94,33 +92,3 @@ def enable_cbt(context_id: ContextId, request: Request) -> VMContext:
             raise NotFound(f"VM context {context_id!r} does not exist")
         ctx = refresh_context(s, settings.key_path, ctx, enable_cbt=True)
         return _context_views(s, [ctx])[0]
-
-
-# ---- nodes ---------------------------------------------------------------------------
-
-
-def _node_info(ref: NodeRef, enabled: bool, token: str) -> NodeInfo:
-    health, error = None, None
-    try:
-        health = NodeClient(ref, token).health()
-    except SendenseError as exc:
-        error = str(exc)
-    return NodeInfo(
-        id=ref.id,
-        name=ref.name,
-        url=ref.url,
-        enabled=enabled,
-        state=NodeState.UP if health else NodeState.DOWN,
-        version=health.version if health else None,
-        jobs_running=health.jobs_running if health else None,
-        tunnel=health.tunnel if health else None,
-        error=error,
-    )
-
-
-@router.get("/nodes")
-def nodes(request: Request) -> list[NodeInfo]:
-    token: str = request.app.state.token
-    with session_scope(settings_of(request).db_url) as s:
-        refs = [(NodeRef(n.id, n.name, n.url), n.enabled) for n in list_nodes(s)]
-    return [_node_info(ref, enabled, token) for ref, enabled in refs]

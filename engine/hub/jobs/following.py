@@ -109,7 +109,12 @@ def disk_events(ctx: JobContext) -> list[DiskEvent]:
 def watch(ctx: JobContext, end: End = finalize_now) -> None:
     """One round of checks on every running job."""
     now = time.monotonic()
-    for state in [st for st in ctx.live.states() if not st.finalizing]:
+    states = [st for st in ctx.live.states() if not st.finalizing]
+    gone = _on_gone_nodes(ctx, states)
+    for state in states:
+        if state.backup_id in gone and state.failure is None and not state.exited:
+            _node_gone(ctx, state, gone[state.backup_id], end)
+            continue
         if state.failure is None and not state.exited:
             _check_exports(ctx, state, end)
         if state.failure is not None or state.cancel_requested:
@@ -118,6 +123,33 @@ def watch(ctx: JobContext, end: End = finalize_now) -> None:
             continue
         if now - state.last_event > NODE_QUIET_SECONDS:
             _ask_node(ctx, state, now, end)
+
+
+def _on_gone_nodes(ctx: JobContext, states: list[JobState]) -> dict[str, str]:
+    """The jobs (by id) whose node the fleet says is gone, with its reason; one database
+    read, and only when some node is gone. Without a fleet (old callers), none: the
+    per-job ``NODE_LOST_SECONDS`` alone decides."""
+    down = ctx.fleet.down() if ctx.fleet is not None else {}
+    if not down or not states:
+        return {}
+    with ctx.session() as s:
+        rows = s.execute(
+            select(BackupJob.id, BackupJob.node_id).where(
+                BackupJob.id.in_([st.backup_id for st in states]),
+                BackupJob.node_id.in_(list(down)),
+            )
+        )
+        return {backup_id: down[node_id] for backup_id, node_id in rows if node_id is not None}
+
+
+def _node_gone(ctx: JobContext, state: JobState, reason: str, end: End) -> None:
+    """End the job now with the fleet's reason: the node is not asked (it does not
+    answer, or its tunnel, the way to the hub's exports, is gone); the end stops the
+    exports, so a client that still runs there can write nothing more."""
+    state.failure = reason
+    state.last_event = time.monotonic()
+    log.error("backup %s: %s", state.backup_id, reason)
+    end(ctx, state)
 
 
 def _check_exports(ctx: JobContext, state: JobState, end: End) -> None:
