@@ -76,24 +76,27 @@ class Load:
     host_disks: Counter[str] = field(default_factory=Counter)
     datastore_disks: Counter[str] = field(default_factory=Counter)
 
-    def add(self, job: QueuedJob, node_id: int) -> None:
+    def add(self, job: QueuedJob, node_id: int | None) -> None:
         self._change(job, node_id, 1)
 
-    def remove(self, job: QueuedJob, node_id: int) -> None:
+    def remove(self, job: QueuedJob, node_id: int | None) -> None:
         self._change(job, node_id, -1)
 
-    def _change(self, job: QueuedJob, node_id: int, sign: int) -> None:
+    def _change(self, job: QueuedJob, node_id: int | None, sign: int) -> None:
+        """``node_id`` None: a job whose node was deleted still holds the hub's ports
+        and its host's and datastores' room."""
         self.jobs_total += sign
         self.disks_total += sign * job.disks
-        self.node_jobs[node_id] += sign
-        self.node_disks[node_id] += sign * job.disks
+        if node_id is not None:
+            self.node_jobs[node_id] += sign
+            self.node_disks[node_id] += sign * job.disks
         if job.host_key:
             self.host_disks[job.host_key] += sign * job.disks
         for key, count in job.datastore_counts().items():
             self.datastore_disks[key] += sign * count
 
     @classmethod
-    def of(cls, running: Iterable[tuple[QueuedJob, int]]) -> Load:
+    def of(cls, running: Iterable[tuple[QueuedJob, int | None]]) -> Load:
         load = cls()
         for job, node_id in running:
             load.add(job, node_id)
