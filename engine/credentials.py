@@ -3,7 +3,8 @@
 The 32-byte master key lives in a 0600 key file, created on first use. Every encryption
 has a fresh nonce, and associated data binds the ciphertext to its row (id, host, user),
 so copying one row's ciphertext into another row fails to decrypt instead of handing out
-the wrong password.
+the wrong password. ``seal``/``unseal`` are the same sealing for other secrets (a policy's
+notification URLs), their associated data naming what the bytes are for.
 """
 
 from __future__ import annotations
@@ -82,20 +83,39 @@ def load_or_create_key(path: Path) -> bytes:
     return data
 
 
+class SealBroken(CredentialError):
+    """Sealed bytes that do not open with this key for this purpose: sealed under another
+    master key, for another purpose, or altered."""
+
+
+def seal(key: bytes, plain: bytes, aad: bytes) -> bytes:
+    """``plain`` sealed with AES-256-GCM under a fresh nonce (stored first); ``aad`` names
+    what the bytes are for, so they open for that purpose only."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plain, aad)
+
+
+def unseal(key: bytes, blob: bytes, aad: bytes) -> bytes:
+    try:
+        return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+    except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce
+        raise SealBroken(
+            "sealed data does not open with this master key: sealed under another key, or altered"
+        ) from None
+
+
 def _aad(row: VMwareCredential) -> bytes:
     return f"vmware_credentials:{row.id}:{row.vcenter_host}:{row.username}".encode()
 
 
 def _seal(key: bytes, row: VMwareCredential, password: str) -> bytes:
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, password.encode(), _aad(row))
+    return seal(key, password.encode(), _aad(row))
 
 
 def _open(key: bytes, row: VMwareCredential) -> str:
-    blob = row.password_encrypted
     try:
-        plain = AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(row))
-    except InvalidTag:
+        plain = unseal(key, row.password_encrypted, _aad(row))
+    except SealBroken:
         if row.key_fingerprint != fingerprint(key):
             raise CredentialError(
                 f"credential {row.id} ({row.credential_name}) was sealed with master key "
