@@ -4,7 +4,8 @@ The 32-byte master key lives in a 0600 key file, created on first use. Every enc
 has a fresh nonce, and associated data binds the ciphertext to its row (id, host, user),
 so copying one row's ciphertext into another row fails to decrypt instead of handing out
 the wrong password. ``seal``/``unseal`` are the same sealing for other secrets (a policy's
-notification URLs), their associated data naming what the bytes are for.
+notification URLs), their associated data naming what the bytes are for; a rotation
+re-seals those too.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine.db.models import VMwareCredential
+from engine.db.models import BackupPolicy, VMwareCredential
 from engine.errors import BadInput, NotFound, SendenseError
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
+# The associated data of a policy's sealed notification URLs (engine.hub.policies.notify).
+POLICY_NOTIFY = b"sendense:policy-notify"
 
 
 class CredentialError(SendenseError, http_status=422):
@@ -145,12 +148,30 @@ class VMwareCredentialService:
         pending = self.key_path.with_name(self.key_path.name + ".new")
         if not pending.exists():
             return
-        new_fp = fingerprint(pending.read_bytes())
-        sealed = {row.key_fingerprint for row in self.list()}
-        if sealed and sealed == {new_fp}:
+        if self._sealed_under(pending.read_bytes()):
             os.replace(pending, self.key_path)
         else:
             pending.unlink()
+
+    def _sealed_under(self, key: bytes) -> bool:
+        """Whether the rotation to ``key`` committed: the credentials' fingerprints say,
+        or, with none stored, whether a policy's notification URLs open with it."""
+        sealed = {row.key_fingerprint for row in self.list()}
+        if sealed:
+            return sealed == {fingerprint(key)}
+        policy = next(iter(self._policies()), None)
+        if policy is None or policy.notify_sealed is None:
+            return False
+        try:
+            unseal(key, policy.notify_sealed, POLICY_NOTIFY)
+        except SealBroken:
+            return False
+        return True
+
+    def _policies(self) -> list[BackupPolicy]:
+        """The policies whose notification URLs are sealed with the master key."""
+        query = select(BackupPolicy).where(BackupPolicy.notify_sealed.is_not(None))
+        return list(self.session.scalars(query.order_by(BackupPolicy.id)))
 
     def add(
         self,
@@ -210,7 +231,8 @@ class VMwareCredentialService:
         self.session.flush()
 
     def rotate(self) -> int:
-        """Re-seal every credential under a new master key, all or nothing.
+        """Re-seal every credential (and policy's notification URLs) under a new master
+        key, all or nothing; the number of credentials.
 
         The new key is written beside the old one first; the rows are re-sealed in the
         caller's transaction; the key file is replaced only after that commits. If the
@@ -220,12 +242,16 @@ class VMwareCredentialService:
         new_key = secrets.token_bytes(KEY_BYTES)
         rows = self.list()
         plain = {row.id: _open(old_key, row) for row in rows}  # fails before anything changes
+        policies = self._policies()
+        urls = {p.id: self._open_policy(old_key, p) for p in policies}
         pending = self.key_path.with_name(self.key_path.name + ".new")
         write_private(pending, new_key)
         try:
             for row in rows:
                 row.password_encrypted = _seal(new_key, row, plain[row.id])
                 row.key_fingerprint = fingerprint(new_key)
+            for policy in policies:
+                policy.notify_sealed = seal(new_key, urls[policy.id], POLICY_NOTIFY)
             self.session.commit()
         except BaseException:
             self.session.rollback()
@@ -233,3 +259,14 @@ class VMwareCredentialService:
             raise
         os.replace(pending, self.key_path)
         return len(rows)
+
+    @staticmethod
+    def _open_policy(key: bytes, policy: BackupPolicy) -> bytes:
+        assert policy.notify_sealed is not None
+        try:
+            return unseal(key, policy.notify_sealed, POLICY_NOTIFY)
+        except SealBroken:
+            raise CredentialError(
+                f"policy {policy.name}'s notification URLs do not open with the master key; "
+                "give them again (policy edit --notify) before rotating"
+            ) from None

@@ -11,13 +11,17 @@ import secrets
 from collections.abc import Iterator
 from datetime import timedelta
 from http import HTTPStatus
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from engine.clock import utcnow
 from engine.contract.policy import PolicyRun, PolicyRunVM
 from engine.contract.status import BackupType, JobStatus, PolicyRunStatus, RunTrigger
-from engine.credentials import CredentialError, seal
+from engine.credentials import CredentialError, VMwareCredentialService, load_or_create_key, seal
+from engine.db.models import BackupPolicy
+from engine.db.session import session_scope, upgrade
 from engine.hub.policies.notify import (
     Notifier,
     message,
@@ -26,6 +30,7 @@ from engine.hub.policies.notify import (
     seal_urls,
     validate,
 )
+from engine.repository import add_repository
 from tests.conftest import free_port
 from tests.fixtures.notify_sink import NotifySink
 
@@ -274,6 +279,63 @@ def test_no_urls_seal_to_nothing() -> None:
     key = secrets.token_bytes(32)
     assert seal_urls(key, []) is None
     assert open_urls(key, None) == []
+
+
+def policy_with_urls(db_url: str, key_path: Path, urls: list[str]) -> None:
+    upgrade(db_url)
+    with session_scope(db_url) as s:
+        repo = add_repository(s, "main", key_path.parent / "repo")
+        s.flush()
+        sealed = seal_urls(load_or_create_key(key_path), urls)
+        s.add(
+            BackupPolicy(
+                name="nightly",
+                repository_id=repo.id,
+                schedule="0 2 * * *",
+                includes='["/DC0/vm"]',
+                notify_sealed=sealed,
+            )
+        )
+
+
+def urls_of(db_url: str, key: bytes) -> list[str]:
+    with session_scope(db_url) as s:
+        [policy] = s.scalars(select(BackupPolicy))
+        return open_urls(key, policy.notify_sealed)
+
+
+def test_a_key_rotation_reseals_the_policies_urls(db_url: str, tmp_path: Path) -> None:
+    key_path = tmp_path / "master.key"
+    urls = [f"mailto://backup:{SECRET}@mail.example.com"]
+    policy_with_urls(db_url, key_path, urls)
+    old = key_path.read_bytes()
+
+    with session_scope(db_url) as s:
+        assert VMwareCredentialService(s, key_path).rotate() == 0  # no credentials
+
+    assert urls_of(db_url, key_path.read_bytes()) == urls
+    with pytest.raises(CredentialError):
+        urls_of(db_url, old)
+
+
+def test_a_rotation_cut_before_the_key_rename_is_finished_by_the_policies_urls(
+    db_url: str, tmp_path: Path
+) -> None:
+    key_path = tmp_path / "master.key"
+    urls = ["discord://1234567/TOKENSECRETabcdef"]
+    policy_with_urls(db_url, key_path, urls)
+    old = key_path.read_bytes()
+    with session_scope(db_url) as s:
+        VMwareCredentialService(s, key_path).rotate()
+    # the state of a crash after the commit and before the rename
+    key_path.with_name("master.key.new").write_bytes(key_path.read_bytes())
+    key_path.write_bytes(old)
+
+    with session_scope(db_url) as s:
+        key = VMwareCredentialService(s, key_path).key
+
+    assert key != old and not key_path.with_name("master.key.new").exists()
+    assert urls_of(db_url, key) == urls
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,8 @@ from apprise.result import NotifyResult
 
 from engine.contract.policy import PolicyRun, PolicyRunVM
 from engine.contract.status import JobStatus, PolicyRunStatus, RunTrigger
-from engine.credentials import CredentialError, SealBroken, seal, unseal
+from engine.credentials import POLICY_NOTIFY, CredentialError, SealBroken, seal, unseal
 
-PURPOSE = b"sendense:policy-notify"
 HIDDEN = "****"
 _SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]{0,31})://")
 _SEPARATORS = re.compile(r"[/:@?&=#,;\s]+")
@@ -220,14 +219,14 @@ def seal_urls(key: bytes, urls: list[str]) -> bytes | None:
     """The URLs sealed for the database (AES-256-GCM with the master key); None for none."""
     if not urls:
         return None
-    return seal(key, json.dumps(urls).encode(), PURPOSE)
+    return seal(key, json.dumps(urls).encode(), POLICY_NOTIFY)
 
 
 def open_urls(key: bytes, sealed: bytes | None) -> list[str]:
     if sealed is None:
         return []
     try:
-        urls = json.loads(unseal(key, sealed, PURPOSE))
+        urls = json.loads(unseal(key, sealed, POLICY_NOTIFY))
     except SealBroken:
         raise CredentialError(
             "the policy's notification URLs do not open with the master key: they were "
