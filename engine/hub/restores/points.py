@@ -32,6 +32,7 @@ from engine.hub.views import _utc
 
 # A chain longer than this is a loop in the rows, not a chain of backups.
 MAX_CHAIN = 10_000
+_FAILED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 def completed_point(s: Session, point_id: str) -> BackupJob:
@@ -148,12 +149,18 @@ def delete_point(s: Session, point_id: str, busy: set[str]) -> None:
         )
     if point_id in busy:
         raise Conflict(f"point {point_id} is being restored: wait for the restore or cancel it")
-    child = s.scalars(select(BackupJob.id).where(BackupJob.parent_backup_id == point_id)).first()
+    later = list(s.scalars(select(BackupJob).where(BackupJob.parent_backup_id == point_id)))
+    child = next((j.id for j in later if j.status not in _FAILED), None)
     if child is not None:
         raise Conflict(
             f"point {point_id} is the base of point {child}: delete that one first, "
             f"or merge it into it (sendense chain merge {point_id})"
         )
+    # Backups that failed on the point keep their history, on what the point built on
+    # (as a merge leaves them): they read nothing of it.
+    for failed in later:
+        failed.parent_backup_id = row.parent_backup_id
+    s.flush()
     files = [Path(d.qcow2_path) for d in row.disks]
     context_id = row.vm_context_id
     drop_point(s, row)
