@@ -152,8 +152,9 @@ def _local_infos() -> list[NodeInfo]:
 
 
 def _state(info: NodeInfo) -> str:
+    """Up or down and why, without the node's name (its row says it)."""
     if info.state == "down":
-        text = f"down: {info.error}"
+        text = f"down: {(info.error or '').removeprefix(f'node {info.name}: ')}"
     elif info.version is None:
         text = f"up: not answered yet ({info.error})" if info.error else "up: not asked yet"
     else:
