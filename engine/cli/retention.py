@@ -34,7 +34,8 @@ def retention_plan(
     if as_json:
         print(plan.model_dump_json(indent=2))
         return
-    table = Table("point", "vm", "policy", "taken", "type", "action", "why", "into", "waits for")
+    columns = ("point", "vm", "policy", "taken (UTC)", "type", "action", "why", "into", "waits for")
+    table = Table(*columns)
     for p in plan.points:
         table.add_row(
             p.point_id,

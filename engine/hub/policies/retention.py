@@ -167,22 +167,33 @@ class _Chain:
 def _load(s: Session, which: ColumnElement[bool]) -> dict[str, _Chain]:
     """The chains of the VMs ``which`` selects (a condition on ``BackupJob``)."""
     rows = (
-        select(BackupJob, PolicyRun.policy_id)
+        select(
+            BackupJob.id,
+            BackupJob.vm_context_id,
+            BackupJob.vm_name,
+            BackupJob.parent_backup_id,
+            BackupJob.started_at,
+            BackupJob.created_at,
+            BackupJob.backup_type,
+            BackupJob.verification,
+            BackupJob.repository_id,
+            PolicyRun.policy_id,
+        )
         .outerjoin(PolicyRun, BackupJob.policy_run_id == PolicyRun.id)
         .where(BackupJob.status == JobStatus.COMPLETED, which)
     )
     chains: dict[str, _Chain] = {}
-    for job, policy_id in s.execute(rows):
-        chain = chains.setdefault(job.vm_context_id, _Chain(job.vm_context_id, {}))
-        chain.points[job.id] = _Point(
-            id=job.id,
-            vm_name=job.vm_name,
-            parent=job.parent_backup_id,
-            taken_at=job.started_at or job.created_at,
-            backup_type=BackupType(job.backup_type),
-            good=job.verification != Verification.DAMAGED,
-            repository_id=job.repository_id,
-            run_policy=policy_id,
+    for row in s.execute(rows):
+        chain = chains.setdefault(row.vm_context_id, _Chain(row.vm_context_id, {}))
+        chain.points[row.id] = _Point(
+            id=row.id,
+            vm_name=row.vm_name,
+            parent=row.parent_backup_id,
+            taken_at=row.started_at or row.created_at,
+            backup_type=BackupType(row.backup_type),
+            good=row.verification != Verification.DAMAGED,
+            repository_id=row.repository_id,
+            run_policy=row.policy_id,
         )
     open_jobs = select(BackupJob.vm_context_id, BackupJob.id, BackupJob.status).where(
         BackupJob.status.in_(OPEN_JOB), which
@@ -373,7 +384,9 @@ class RetentionService:
     def plan(self, policy: str | None = None) -> RetentionPlan:
         """What expiring would do now, for one policy or every one (each in turn, as
         their runs would): every point of theirs with what becomes of it and why (with
-        every policy, the points no policy expires too). Nothing is done."""
+        every policy, the points no policy expires too). Nothing is done, but for the
+        idle file sessions of points it would expire: closed as the expiry closes them
+        (a cache; the next read opens one again)."""
         with session_scope(self.settings.db_url) as s:
             rules = self._policies(s, policy)
             which = _made_by([r.policy_id for r in rules]) if policy else true()
