@@ -1,4 +1,5 @@
-"""Backup routes: the seed's ``POST /api/v1/backups``, job views, cancel, node reports, SSE."""
+"""Backup routes: the seed's ``POST /api/v1/backups``, the queue, job views, cancel, node
+reports, SSE."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from engine.contract.hub import (
     BackupStarted,
     Job,
     JobLog,
+    QueueRequest,
     errors,
 )
 from engine.contract.progress import ProgressBatch, ProgressLine
 from engine.errors import NotFound
 from engine.hub.events import EventBus
 from engine.hub.jobs import JobManager
+from engine.hub.queue.dispatcher import Dispatcher
 
 router = APIRouter(prefix="/api/v1")
 
@@ -39,6 +42,14 @@ def start_backup(body: BackupRequest, request: Request) -> BackupStarted:
     return jobs(request).start(body)
 
 
+@router.post("/backups/queue", responses=errors(404, 409, 422))
+def queue_backups(body: QueueRequest, request: Request) -> list[Job]:
+    """Queue one job per backup, all or none (a VM queued or running already is a 409,
+    a VM twice a 422); the hub starts them as its limits allow. The queued jobs."""
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    return dispatcher.queue(body)
+
+
 @router.post("/backups/preview", responses=errors(404, 409, 422, 502))
 def preview_backup(body: BackupRequest, request: Request) -> BackupPreview:
     """What ``POST /backups`` would do with this body, disk by disk, and why."""
@@ -47,6 +58,7 @@ def preview_backup(body: BackupRequest, request: Request) -> BackupPreview:
 
 @router.get("/backups", responses=errors(422))
 def list_backups(request: Request, query: Annotated[BackupQuery, Query()]) -> list[Job]:
+    """Newest first; ``status=queued`` lists the queue in its order (first in line first)."""
     return jobs(request).list_jobs(query)
 
 
@@ -57,6 +69,7 @@ def get_backup(backup_id: BackupId, request: Request) -> Job:
 
 @router.delete("/backups/{backup_id}", responses=errors(404, 409, 422, 502, 503))
 def cancel_backup(backup_id: BackupId, request: Request) -> Job:
+    """A queued job is cancelled at once; a running one once its node stopped it."""
     return jobs(request).cancel(backup_id)
 
 

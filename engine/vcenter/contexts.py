@@ -55,6 +55,7 @@ def upsert_context(
     ctx.memory_mb = info.memory_mb
     ctx.guest_os = info.guest_os
     ctx.cbt_enabled = info.cbt_enabled
+    ctx.esxi_host = info.host  # where its disks are read from: the queue's per-host limit
     existing = {d.disk_key: d for d in ctx.disks}
     wanted = {d.key for d in info.disks}
     for key, row in existing.items():

@@ -25,6 +25,7 @@ from engine.hub.jobs.live import JobContext, log
 from engine.hub.jobs.snapshots import remove_job_snapshot
 from engine.hub.nodes import NodeUnreachable
 from engine.hub.progress import DiskState, JobState
+from engine.hub.queue import store as queue
 from engine.hub.verify.table import remove_table
 
 CANCEL_WAIT_SECONDS = 20.0
@@ -92,6 +93,7 @@ def finalize(ctx: JobContext, state: JobState) -> None:
         ctx.bus.publish(disk.to_event(state.backup_id))
     ctx.live.forget(state.backup_id)
     ctx.publish_job(state.backup_id)
+    ctx.ended(state.backup_id)
     if status != JobStatus.COMPLETED:
         # Last, once the end is recorded: a vCenter slow to answer delays nothing else.
         remove_job_snapshot(ctx, state.backup_id, state.context_id)
@@ -140,7 +142,15 @@ def _record_end(
 
 
 def cancel(ctx: JobContext, backup_id: str) -> Job:
-    """Ask the node to stop the job's client; answers once it ended (or after a while)."""
+    """A queued job is cancelled at once (no node has it); a running one: ask the node
+    to stop the job's client, and answer once it ended (or after a while)."""
+    with ctx.session() as s:
+        dequeued = queue.cancel(s, backup_id)
+    if dequeued:
+        log.info("backup %s cancelled in the queue", backup_id)
+        ctx.publish_job(backup_id)
+        ctx.ended(backup_id)
+        return ctx.job(backup_id)
     state, done = ctx.live.get(backup_id), ctx.live.done_event(backup_id)
     if state is None or done is None:
         current = ctx.job(backup_id)  # 404 when unknown

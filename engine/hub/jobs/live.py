@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
@@ -26,7 +26,7 @@ from engine.hub.exports.manager import ExportManager
 from engine.hub.fleet import NodeWatch
 from engine.hub.nodes import NodeClient, NodeRef, node_ref
 from engine.hub.progress import JobState
-from engine.hub.views import job_view
+from engine.hub.views import job_links, job_view
 
 log = logging.getLogger("sendense.hub.jobs")
 
@@ -116,6 +116,9 @@ class JobContext:
     # Serialises progress flushes with finalize's write, so a late flush never
     # overwrites a job's final numbers.
     db_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Called with the backup id once a job ended (its end recorded): the queue's
+    # dispatch looks for room at once instead of at its next round.
+    on_end: list[Callable[[str], None]] = field(default_factory=list)
 
     def session(self) -> contextlib.AbstractContextManager[Session]:
         return session_scope(self.settings.db_url)
@@ -128,16 +131,25 @@ class JobContext:
             row = s.get(BackupJob, backup_id)
             return node_ref(s, row.node_id) if row else None
 
-    def view(self, row: BackupJob) -> Job:
+    def views(self, s: Session, rows: Sequence[BackupJob]) -> list[Job]:
+        links = job_links(s, rows)
         with self.live.lock:  # not while a line is being applied
-            return job_view(row, self.live.get(row.id))
+            return [job_view(row, self.live.get(row.id), links[row.id]) for row in rows]
 
     def job(self, backup_id: str) -> Job:
         with self.session() as s:
             row = s.get(BackupJob, backup_id)
             if row is None:
                 raise NotFound(f"backup {backup_id} does not exist")
-            return self.view(row)
+            return self.views(s, [row])[0]
+
+    def ended(self, backup_id: str) -> None:
+        """Tell whoever waits for jobs to end (``on_end``); their failure is logged only."""
+        for call in self.on_end:
+            try:
+                call(backup_id)
+            except Exception:
+                log.exception("after the end of backup %s", backup_id)
 
     def publish_job(self, backup_id: str) -> None:
         with contextlib.suppress(NotFound):

@@ -6,7 +6,10 @@ threads; each hands the shared ``JobContext`` to the module of its phase.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from engine.config import Settings
 from engine.contract.hub import (
@@ -18,6 +21,7 @@ from engine.contract.hub import (
     Job,
 )
 from engine.contract.progress import ProgressLine
+from engine.contract.status import JobStatus
 from engine.db.models import BackupJob
 from engine.errors import NotFound
 from engine.hub.events import EventBus
@@ -25,6 +29,7 @@ from engine.hub.exports.manager import ExportManager
 from engine.hub.fleet import NodeWatch
 from engine.hub.jobs import ending, following, restart, starting
 from engine.hub.jobs.live import JobContext
+from engine.hub.nodes import NodeRef
 
 
 class JobManager:
@@ -41,6 +46,15 @@ class JobManager:
     def start(self, request: BackupRequest) -> BackupStarted:
         return starting.start_job(self.ctx, request)
 
+    def start_queued(self, backup_id: str, node: NodeRef) -> BackupStarted:
+        """Start a queued job on the node the dispatch chose (``starting.start_queued``)."""
+        return starting.start_queued(self.ctx, backup_id, node)
+
+    def on_job_end(self, call: Callable[[str], None]) -> None:
+        """Have ``call(backup_id)`` run after each job's end is recorded (in the thread
+        that ended it: keep it short)."""
+        self.ctx.on_end.append(call)
+
     def preview(self, request: BackupRequest) -> BackupPreview:
         return starting.preview_job(self.ctx, request)
 
@@ -48,21 +62,27 @@ class JobManager:
         return self.ctx.job(backup_id)
 
     def list_jobs(self, query: BackupQuery) -> list[Job]:
-        """Jobs newest first, filtered by VM name and status."""
+        """Jobs newest first, filtered by VM name and status; the queued ones alone are
+        listed in queue order (first in line first). The page's disks and links are read
+        in a few queries for the whole page, never one per job."""
         with self.ctx.session() as s:
-            select_jobs = select(BackupJob).order_by(
-                BackupJob.created_at.desc(), BackupJob.id.desc()
+            order = (
+                (BackupJob.queue_order, BackupJob.id)
+                if query.status == JobStatus.QUEUED
+                else (BackupJob.created_at.desc(), BackupJob.id.desc())
             )
+            select_jobs = select(BackupJob).options(selectinload(BackupJob.disks)).order_by(*order)
             if query.vm_name:
                 select_jobs = select_jobs.where(BackupJob.vm_name == query.vm_name)
             if query.status:
                 select_jobs = select_jobs.where(BackupJob.status == query.status)
-            return [self.ctx.view(row) for row in s.scalars(select_jobs.limit(query.limit))]
+            return self.ctx.views(s, list(s.scalars(select_jobs.limit(query.limit))))
 
     def active_ids(self) -> list[str]:
         return self.ctx.live.ids()
 
     def cancel(self, backup_id: str) -> Job:
+        """A queued job is cancelled where it is; a running one through its node."""
         return ending.cancel(self.ctx, backup_id)
 
     def node_log(self, backup_id: str, lines: int) -> list[str]:

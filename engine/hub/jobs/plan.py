@@ -2,12 +2,15 @@
 node, with which vCenter login.
 
 ``make_plan`` checks everything a start needs in one database session and writes the
-job's pending rows; the start then acts on the plan alone and reads nothing back.
+job's pending rows (a new job's, or a queued job's own row made pending); the start then
+acts on the plan alone and reads nothing back. ``check_vm`` is the part of those checks
+that holds already when a job is queued (the queue refuses what could never start).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +20,13 @@ from sqlalchemy.orm import Session
 from engine.config import Settings
 from engine.contract.fields import url_safe
 from engine.contract.hub import BackupPreview, BackupRequest
-from engine.contract.status import ACTIVE_JOB, BackupType, DiskStatus, JobStatus
+from engine.contract.status import OPEN_JOB, BackupType, DiskStatus, JobStatus
 from engine.credentials import CredentialError, Credentials, VMwareCredentialService
 from engine.db.models import BackupDisk, BackupJob, BackupRepository, VMReplicationContext
 from engine.errors import BadInput, Conflict, NotFound
 from engine.hub.jobs.chain_plan import ChainDecision, DiskDecision, decide, find_parent
 from engine.hub.jobs.refresh import refresh_context
-from engine.hub.nodes import NodeRef, pick_node
+from engine.hub.nodes import NodeRef
 from engine.repository import restore_point_path
 
 # A VM's name in ids and export names, cut so that both stay within their 191/200 bytes.
@@ -59,36 +62,36 @@ class JobPlan:
     chain: ChainDecision
     disks: tuple[PlannedDisk, ...]
 
-    def pending_row(self) -> BackupJob:
-        return BackupJob(
-            id=self.backup_id,
-            vm_context_id=self.vm.context_id,
-            vm_name=self.vm.name,
-            repository_id=self.repository_id,
-            node_id=self.node.id,
-            backup_type=self.chain.backup_type,
-            requested_type=self.request.backup_type,
-            parent_backup_id=self.chain.parent_backup_id,
-            status=JobStatus.PENDING,
-            total_bytes=sum(d.capacity_bytes for d in self.disks),
-            disks=[
-                BackupDisk(
-                    disk_key=d.disk_key,
-                    nbd_export_name=d.export_name,
-                    qcow2_path=str(d.qcow2_path),
-                    bytes_total=d.capacity_bytes,
-                    capacity_bytes=d.capacity_bytes,
-                    backup_mode=d.chain.mode,
-                    fallback_reason=d.chain.reason,
-                    parent_qcow2_path=str(d.chain.parent_qcow2_path)
-                    if d.chain.parent_qcow2_path
-                    else None,
-                    # What the disk is once its export answers; until then the job is pending.
-                    status=DiskStatus.QEMU_STARTED,
-                )
-                for d in self.disks
-            ],
-        )
+    def pending_row(self, queued: BackupJob | None = None) -> BackupJob:
+        """The job's row as a pending job: a new row, or the queued job's own (which keeps
+        its id, creation time, place in the queue and policy run)."""
+        row = queued or BackupJob(id=self.backup_id, vm_context_id=self.vm.context_id)
+        row.vm_name = self.vm.name
+        row.repository_id = self.repository_id
+        row.node_id = self.node.id
+        row.backup_type = self.chain.backup_type
+        row.requested_type = self.request.backup_type
+        row.parent_backup_id = self.chain.parent_backup_id
+        row.status = JobStatus.PENDING
+        row.total_bytes = sum(d.capacity_bytes for d in self.disks)
+        row.disks = [
+            BackupDisk(
+                disk_key=d.disk_key,
+                nbd_export_name=d.export_name,
+                qcow2_path=str(d.qcow2_path),
+                bytes_total=d.capacity_bytes,
+                capacity_bytes=d.capacity_bytes,
+                backup_mode=d.chain.mode,
+                fallback_reason=d.chain.reason,
+                parent_qcow2_path=str(d.chain.parent_qcow2_path)
+                if d.chain.parent_qcow2_path
+                else None,
+                # What the disk is once its export answers; until then the job is pending.
+                status=DiskStatus.QEMU_STARTED,
+            )
+            for d in self.disks
+        ]
+        return row
 
 
 def _id_name(vm_name: str) -> str:
@@ -142,11 +145,43 @@ def find_context(s: Session, request: BackupRequest) -> VMReplicationContext:
     return rows[0]
 
 
-def _repository(s: Session, request: BackupRequest) -> BackupRepository:
-    repo = s.get(BackupRepository, request.repository_id)
+def repository(s: Session, repository_id: int) -> BackupRepository:
+    repo = s.get(BackupRepository, repository_id)
     if repo is None or not repo.enabled:
-        raise NotFound(f"repository {request.repository_id} does not exist")
+        raise NotFound(f"repository {repository_id} does not exist")
     return repo
+
+
+def open_job(
+    s: Session, context_id: str, exclude: str | None = None
+) -> tuple[str, JobStatus] | None:
+    """The VM's job that is queued, pending or running (other than ``exclude``), if any."""
+    query = select(BackupJob.id, BackupJob.status).where(
+        BackupJob.vm_context_id == context_id, BackupJob.status.in_(OPEN_JOB)
+    )
+    if exclude is not None:
+        query = query.where(BackupJob.id != exclude)
+    found = s.execute(query.limit(1)).first()
+    return (found[0], JobStatus(found[1])) if found else None
+
+
+def busy(vm_name: str, job_id: str, status: JobStatus) -> Conflict:
+    """The refusal of a second job for a VM that has one coming or going."""
+    word = "queued" if status == JobStatus.QUEUED else "running"
+    return Conflict(f"VM {vm_name} already has a backup {word} ({job_id})")
+
+
+def check_vm(s: Session, settings: Settings, ctx: VMReplicationContext) -> Credentials:
+    """What a VM needs before any job of it can start (checked when it is queued too):
+    its vCenter login, readable, and its disks recorded. The login."""
+    if ctx.credential_id is None:
+        raise BadInput("VM context missing credential_id")
+    if not ctx.disks:
+        raise BadInput(f"VM {ctx.vm_name} has no disks recorded: refresh its context")
+    try:
+        return VMwareCredentialService(s, settings.key_path).get_credentials(ctx.credential_id)
+    except CredentialError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def refresh_for_chain(
@@ -168,7 +203,7 @@ def preview(
 ) -> BackupPreview:
     """What ``make_plan`` would decide for the same request; writes nothing but the
     context's refresh."""
-    _repository(s, request)
+    repository(s, request.repository_id)
     refresh_for_chain(s, settings, ctx, request)
     return decide(
         s, ctx, request.repository_id, request.backup_type, settings.copier.chunk_size
@@ -176,28 +211,23 @@ def preview(
 
 
 def make_plan(
-    s: Session, settings: Settings, ctx: VMReplicationContext, request: BackupRequest
+    s: Session,
+    settings: Settings,
+    ctx: VMReplicationContext,
+    request: BackupRequest,
+    pick: Callable[[], NodeRef],
+    queued: BackupJob | None = None,
 ) -> JobPlan:
-    """Check the repository, the VM's login, disks and node; decide each disk's mode
-    (``chain_plan``); write the pending rows."""
-    repo = _repository(s, request)
-    if ctx.credential_id is None:
-        raise BadInput("VM context missing credential_id")
-    busy = s.scalar(
-        select(BackupJob.id).where(
-            BackupJob.vm_context_id == ctx.context_id, BackupJob.status.in_(ACTIVE_JOB)
-        )
-    )
-    if busy:
-        raise Conflict(f"VM {ctx.vm_name} already has a backup running ({busy})")
-    if not ctx.disks:
-        raise BadInput(f"VM {ctx.vm_name} has no disks recorded: refresh its context")
-    try:
-        creds = VMwareCredentialService(s, settings.key_path).get_credentials(ctx.credential_id)
-    except CredentialError as exc:
-        raise BadInput(str(exc)) from None
-    node = pick_node(s)
-    backup_id = unique_backup_id(s, ctx.vm_name)
+    """Check the repository, the VM's login, disks and node (``pick``: called once the
+    rest holds); decide each disk's mode (``chain_plan``); write the pending rows, into
+    the ``queued`` job's row when it is one leaving the queue."""
+    repo = repository(s, request.repository_id)
+    other = open_job(s, ctx.context_id, exclude=queued.id if queued else None)
+    if other:
+        raise busy(ctx.vm_name, *other)
+    creds = check_vm(s, settings, ctx)
+    node = pick()
+    backup_id = queued.id if queued else unique_backup_id(s, ctx.vm_name)
     chain = decide(s, ctx, repo.id, request.backup_type, settings.copier.chunk_size)
     plan = JobPlan(
         backup_id=backup_id,
@@ -218,5 +248,5 @@ def make_plan(
             for d in chain.disks
         ),
     )
-    s.add(plan.pending_row())
+    s.add(plan.pending_row(queued))
     return plan

@@ -1,14 +1,15 @@
 """After a hub restart: follow on the jobs their node still runs, fail the others.
 
 Exports outlive a hub on purpose (qemu-nbd runs in its own session), so a job whose
-node still copies and whose exports survived goes on as if nothing happened.
+node still copies and whose exports survived goes on as if nothing happened. Queued
+jobs hold no node, export or file: they stay queued, at their place, for the dispatch.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from engine.contract.status import ACTIVE_JOB, DiskStatus, NodeJobState
+from engine.contract.status import ACTIVE_JOB, DiskStatus, JobStatus, NodeJobState
 from engine.db.models import BackupJob
 from engine.errors import SendenseError
 from engine.hub.jobs.ending import finalize_now
@@ -29,6 +30,11 @@ def reconcile(ctx: JobContext, spare: set[str] | None = None) -> list[str]:
     with ctx.session() as s:
         rows = list(s.scalars(select(BackupJob).where(BackupJob.status.in_(ACTIVE_JOB))))
         found = [(_state_of(row), node_ref(s, row.node_id)) for row in rows]
+        queued = s.scalar(
+            select(func.count()).select_from(BackupJob).where(BackupJob.status == JobStatus.QUEUED)
+        )
+    if queued:
+        notes.append(f"{queued} queued job(s) stay queued")
     for state, node in found:
         reason = _still_running(ctx, node, state)
         ctx.live.register(state)

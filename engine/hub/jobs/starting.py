@@ -6,7 +6,9 @@ sends digests only of the chunks it copies.
 
 The promise: ``start`` either answers with every export running and the node holding
 the job, or leaves nothing behind (exports stopped, new qcow2 files deleted, rows
-deleted) before its error goes out.
+deleted) before its error goes out. A job from the queue (``start_queued``) keeps its
+row: back in the queue, at its place, when its node could not be reached (the dispatch
+gives it to another node), else failed with the reason; its disks' rows go either way.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from engine.contract.hub import BackupPreview, BackupRequest, BackupStarted, Dis
 from engine.contract.node import StartRequest
 from engine.contract.status import DiskStatus, JobStatus
 from engine.contract.targets import NbdTarget, NbdTargets, uri_host
-from engine.db.models import BackupDisk, BackupJob, utcnow
+from engine.db.models import BackupDisk, BackupJob, VMReplicationContext, utcnow
+from engine.errors import Conflict, NotFound, SendenseError
 from engine.hub.jobs.ending import remove_restore_point
 from engine.hub.jobs.live import JobContext, log
 from engine.hub.jobs.plan import JobPlan, find_context, make_plan, preview, refresh_for_chain
-from engine.hub.nodes import mark_seen
+from engine.hub.nodes import NodeRef, NodeUnreachable, mark_seen, pick_node
 from engine.hub.progress import DiskState, JobState
+from engine.hub.queue import store as queue
 from engine.hub.verify.table import TableWriter, derive, table_path
 
 
@@ -36,17 +40,68 @@ def preview_job(ctx: JobContext, request: BackupRequest) -> BackupPreview:
 
 
 def start_job(ctx: JobContext, request: BackupRequest) -> BackupStarted:
+    """``POST /backups``: at once, on the least loaded node that serves the VM's vCenter
+    (the first enabled node when the hub has no node watch)."""
     with ctx.session() as s:
         vm = find_context(s, request)
         refresh_for_chain(s, ctx.settings, vm, request)
-        context_id, vm_name = vm.context_id, vm.vm_name
+        context_id, vm_name, vcenter = vm.context_id, vm.vm_name, vm.vcenter_host
+    fleet = ctx.fleet
     with ctx.live.claim(context_id, vm_name):
         with ctx.session() as s:  # read again: the plan's rows go in this session
-            plan = make_plan(s, ctx.settings, find_context(s, request), request)
+
+            def pick() -> NodeRef:
+                return fleet.pick(vcenter) if fleet is not None else pick_node(s)
+
+            plan = make_plan(s, ctx.settings, find_context(s, request), request, pick)
         return _run(ctx, plan)
 
 
-def _run(ctx: JobContext, plan: JobPlan) -> BackupStarted:
+def start_queued(ctx: JobContext, backup_id: str, node: NodeRef) -> BackupStarted:
+    """Start a queued job on ``node``: the plan, exports and node start of ``start_job``,
+    into the queued row (its id, creation time and place kept). ``Conflict`` and the job
+    left queued when its VM is busy (a chain merge) or it is no longer queued (cancelled
+    meanwhile); ``NodeUnreachable`` with the job back in the queue; any other error with
+    the job failed, nothing else left behind."""
+    with ctx.session() as s:
+        row = s.get(BackupJob, backup_id)
+        if row is None:
+            raise NotFound(f"backup {backup_id} does not exist")
+        if row.status != JobStatus.QUEUED:
+            raise Conflict(f"backup {backup_id} is not queued (status {row.status})")
+        context_id, vm_name = row.vm_context_id, row.vm_name
+    with ctx.live.claim(context_id, vm_name):
+        try:
+            plan = _plan_queued(ctx, backup_id, node)
+        except BaseException as exc:
+            _fail_queued(ctx, backup_id, exc)
+            raise
+        if plan is None:
+            raise Conflict(f"backup {backup_id} is no longer queued")
+        return _run(ctx, plan, queued=True)
+
+
+def _plan_queued(ctx: JobContext, backup_id: str, node: NodeRef) -> JobPlan | None:
+    """The queued job's plan, its row made pending on ``node``; None when it left the
+    queue in the meantime."""
+    with ctx.session() as s:  # vCenter may be asked: no write is held open meanwhile
+        row = s.get(BackupJob, backup_id)
+        assert row is not None
+        request = queue.request_of(row)
+        vm = s.get(VMReplicationContext, row.vm_context_id)
+        if vm is None:
+            raise NotFound(f"the VM context {row.vm_context_id} of {backup_id} is gone")
+        refresh_for_chain(s, ctx.settings, vm, request)
+    with ctx.session() as s:
+        if not queue.take(s, backup_id, node.id):
+            return None
+        row = s.get(BackupJob, backup_id)
+        vm = s.get(VMReplicationContext, request.vm_context_id)
+        assert row is not None and vm is not None
+        return make_plan(s, ctx.settings, vm, request, lambda: node, queued=row)
+
+
+def _run(ctx: JobContext, plan: JobPlan, *, queued: bool = False) -> BackupStarted:
     state = JobState(backup_id=plan.backup_id, context_id=plan.vm.context_id, disks={})
     created: list[Path] = []
     try:
@@ -100,8 +155,14 @@ def _run(ctx: JobContext, plan: JobPlan) -> BackupStarted:
             if row.status == JobStatus.PENDING:  # a client that ended at once is already final
                 row.status, row.started_at = JobStatus.RUNNING, utcnow()
             mark_seen(s, plan.node.id)
-    except BaseException:
+    except BaseException as exc:
         _undo(ctx, state, created)
+        if not queued:
+            _delete(ctx, plan.backup_id)
+        elif isinstance(exc, NodeUnreachable):
+            _requeue(ctx, plan.backup_id)
+        else:
+            _fail_queued(ctx, plan.backup_id, exc)
         raise
     log.info(
         "backup %s of %s started on node %s: %s",
@@ -151,6 +212,7 @@ def _start_request(plan: JobPlan, host: str, targets: NbdTargets) -> StartReques
 
 
 def _undo(ctx: JobContext, state: JobState, created: list[Path]) -> None:
+    """Stop the exports, remove the files a failed start made."""
     ctx.live.forget(state.backup_id)
     for disk in state.disks.values():
         ctx.stop_export(disk.export_name)
@@ -158,7 +220,42 @@ def _undo(ctx: JobContext, state: JobState, created: list[Path]) -> None:
             disk.digests.close()
     for path in created:
         remove_restore_point(path)
+
+
+def _delete(ctx: JobContext, backup_id: str) -> None:
     with ctx.session() as s:
-        row = s.get(BackupJob, state.backup_id)
+        row = s.get(BackupJob, backup_id)
         if row is not None:
             s.delete(row)
+
+
+def _requeue(ctx: JobContext, backup_id: str) -> None:
+    with ctx.session() as s:
+        row = s.get(BackupJob, backup_id)
+        if row is not None:
+            queue.requeue(row)
+    log.info("backup %s back in the queue: its node could not be reached", backup_id)
+
+
+def _fail_queued(ctx: JobContext, backup_id: str, exc: BaseException) -> None:
+    """A queued job that could not start ends failed with the reason; its disks' rows
+    go (their files were removed or never made)."""
+    reason = one_line(exc)
+    with ctx.session() as s:
+        row = s.get(BackupJob, backup_id)
+        if row is None or row.status not in (JobStatus.QUEUED, JobStatus.PENDING):
+            return
+        row.status, row.error_message, row.completed_at = JobStatus.FAILED, reason, utcnow()
+        row.disks = []
+    log.error("backup %s could not start: %s", backup_id, reason)
+    ctx.publish_job(backup_id)
+    ctx.ended(backup_id)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as the one line a job's reason is: the engine's own message, else the
+    exception's kind and first line."""
+    text = str(exc).strip().splitlines()
+    if isinstance(exc, SendenseError):
+        return text[0] if text else type(exc).__name__
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -1,15 +1,38 @@
 """The hub's dispatch round: the queue read from the database, ``dispatch.assign``'s
-decision, and each assigned job started on its node (``JobManager.start_queued``)."""
+decision, and each assigned job started on its node (``JobManager.start_queued``).
+
+A round runs every ``queue.dispatch_seconds``, and at once (``soon``) when jobs are
+queued or a job ends. Rounds never overlap: a round asked for while one runs makes that
+one look again when it is done, so no freed room waits for the next tick. The starts of
+one round run in parallel across nodes and one after the other on each node; a node
+that cannot be reached is marked down at its first failed start, and its other jobs of
+the round stay queued for the next round to give to another node.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
 
 from engine.config import Settings
 from engine.contract.hub import BackupRequest, Job, QueueRequest
+from engine.db.models import BackupJob, VMReplicationContext
+from engine.errors import BadInput, Conflict, SendenseError
 from engine.hub.fleet import NodeWatch
 from engine.hub.jobs import JobManager
+from engine.hub.jobs.plan import busy, check_vm, find_context, repository, unique_backup_id
+from engine.hub.nodes import NodeRef, NodeUnreachable, node_ref
+from engine.hub.queue import store
+from engine.hub.queue.dispatch import Assignment, Limits, Load, QueuedJob, assign
+
+log = logging.getLogger("sendense.hub.queue")
 
 
 @dataclass
@@ -21,15 +44,28 @@ class Enqueued:
     skipped: list[tuple[BackupRequest, str]] = field(default_factory=list)
 
 
+@dataclass
+class _Checked:
+    """The requests that may be queued, each with its VM, and those left out."""
+
+    vms: list[tuple[BackupRequest, VMReplicationContext]] = field(default_factory=list)
+    skipped: list[tuple[BackupRequest, str]] = field(default_factory=list)
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, jobs: JobManager, fleet: NodeWatch) -> None:
         self.settings = settings
         self.jobs = jobs
         self.fleet = fleet
+        self._enqueue_lock = threading.Lock()  # one VM's check and row are never split
+        self._state = threading.Lock()
+        self._busy = False  # a round runs
+        self._again = False  # ... and was asked for meanwhile
+        jobs.on_job_end(lambda _backup_id: self.soon())
 
     def queue(self, request: QueueRequest) -> list[Job]:
         """``POST /backups/queue``: all or nothing; a VM queued or running is a 409."""
-        raise NotImplementedError
+        return self.enqueue(request.backups).jobs
 
     def enqueue(
         self,
@@ -38,10 +74,144 @@ class Dispatcher:
         policy_run_id: int | None = None,
         skip_busy: bool = False,
     ) -> Enqueued:
-        """Queue one job per request (in order); with ``skip_busy`` a VM that has a job
-        queued or running is skipped with the reason instead of refusing them all."""
-        raise NotImplementedError
+        """Queue one job per request (in order), after the checks a start would make
+        that hold already: the VM's one context, the repository, the VM's login and
+        disks. Without ``skip_busy`` any refusal refuses them all and nothing is queued;
+        with it (a policy run) a VM that is refused (a job queued or running already, no
+        context, no login or disks, twice in the list) is skipped with the reason, and
+        only a repository that does not exist refuses them all."""
+        with self._enqueue_lock, self.jobs.ctx.session() as s:
+            checked = self._check(s, requests, skip_busy)
+            base = time.time_ns()
+            rows: list[BackupJob] = []
+            for i, (request, vm) in enumerate(checked.vms):
+                row = store.queued_row(
+                    unique_backup_id(s, vm.vm_name), vm, request, base + i, policy_run_id
+                )
+                s.add(row)
+                s.flush()  # its id is taken: a second VM of the same name gets -2
+                rows.append(row)
+            jobs = self.jobs.ctx.views(s, rows)
+        if jobs:
+            log.info("%d backup(s) queued", len(jobs))
+            self.soon()
+        return Enqueued(jobs, checked.skipped)
+
+    def _check(self, s: Session, requests: Sequence[BackupRequest], skip: bool) -> _Checked:
+        checked = _Checked()
+        seen: set[str] = set()
+        for request in requests:
+            if request.max_rate_mib is not None:
+                raise BadInput("a queued backup takes no max_rate_mib: the queue does not keep it")
+            repository(s, request.repository_id)  # the session keeps it: one read each
+            try:
+                vm = find_context(s, request)
+                check_vm(s, self.settings, vm)
+                if vm.context_id in seen:
+                    raise BadInput(f"VM {vm.vm_name} is asked for twice")
+            except SendenseError as exc:
+                if not skip:
+                    raise
+                checked.skipped.append((request, str(exc)))
+                continue
+            seen.add(vm.context_id)
+            checked.vms.append((request, vm))
+        taken = store.open_jobs(s, seen)
+        free = []
+        for request, vm in checked.vms:
+            other = taken.get(vm.context_id)
+            if other is None:
+                free.append((request, vm))
+                continue
+            refusal = busy(vm.vm_name, *other)
+            if not skip:
+                raise refusal
+            checked.skipped.append((request, str(refusal)))
+        checked.vms = free
+        return checked
+
+    def soon(self) -> None:
+        """A round now, in a thread of its own (or another turn of the one running)."""
+        with self._state:
+            if self._busy:
+                self._again = True
+                return
+        threading.Thread(target=self._round_logged, name="dispatch", daemon=True).start()
+
+    def _round_logged(self) -> None:
+        try:
+            self.round()
+        except Exception:
+            log.exception("dispatch round failed")
 
     def round(self) -> int:
-        """Start what fits now; the number of jobs started."""
-        raise NotImplementedError
+        """Start what fits now; the number of jobs started (0 when another round runs:
+        that one looks again once it is done)."""
+        with self._state:
+            if self._busy:
+                self._again = True
+                return 0
+            self._busy, self._again = True, False
+        started = 0
+        try:
+            while True:
+                started += self._dispatch()
+                with self._state:
+                    if not self._again:
+                        self._busy = False
+                        return started
+                    self._again = False
+        except BaseException:
+            with self._state:
+                self._busy = False
+            raise
+
+    def _dispatch(self) -> int:
+        with self.jobs.ctx.session() as s:
+            queue = store.queued_jobs(s)
+            if not queue:
+                return 0
+            running = store.running_jobs(s)
+        slots = self.fleet.slots()
+        load = Load.of(running)
+        assignments = assign(queue, slots, load, Limits.from_settings(self.settings))
+        if not assignments:
+            return 0
+        by_node: dict[int, list[QueuedJob]] = defaultdict(list)
+        for a in assignments:
+            by_node[a.node.id].append(a.job)
+        with self.jobs.ctx.session() as s:
+            refs = [(ref, by_node[ref.id]) for ref in _refs(s, assignments)]
+        with ThreadPoolExecutor(len(refs), thread_name_prefix="dispatch") as pool:
+            return sum(pool.map(lambda pair: self._start_on(*pair), refs))
+
+    def _start_on(self, node: NodeRef, jobs: list[QueuedJob]) -> int:
+        """Start the node's jobs of this round one after the other; stop at the first
+        sign that the node cannot be reached (its other jobs stay queued)."""
+        started = 0
+        for job in jobs:
+            try:
+                self.jobs.start_queued(job.backup_id, node)
+            except NodeUnreachable as exc:
+                log.warning("backup %s back in the queue: %s", job.backup_id, exc)
+                self.fleet.mark_down(node.id, str(exc))
+                break
+            except Conflict as exc:  # busy VM (a merge) or no longer queued: not now
+                log.debug("backup %s not started: %s", job.backup_id, exc)
+            except SendenseError:
+                pass  # the job failed with the reason (``start_queued`` logged it)
+            except Exception:
+                log.exception("backup %s failed to start", job.backup_id)
+            else:
+                started += 1
+        return started
+
+
+def _refs(s: Session, assignments: Sequence[Assignment]) -> list[NodeRef]:
+    """The assigned nodes' addresses, each once."""
+    refs = []
+    for node_id in dict.fromkeys(a.node.id for a in assignments):
+        ref = node_ref(s, node_id)
+        if ref is not None:
+            refs.append(ref)
+    return refs

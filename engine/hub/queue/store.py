@@ -1,0 +1,176 @@
+"""The queue in the database: a queued job is a ``backup_jobs`` row with status
+``queued``, no node and no disks, ordered by ``queue_order``.
+
+Keeping the queue in the jobs' own table means a queued job has its backup id from the
+start (the API, the CLI and a policy run follow it like any job), survives a hub restart
+as it is, and leaves the queue by a status change of one row: ``take`` (dispatched),
+``cancel`` (cancelled), ``requeue`` (its node could not be reached). Each change is one
+``UPDATE ... WHERE status = 'queued'``, so a cancel and a dispatch of the same job never
+both win.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from engine.contract.hub import BackupRequest
+from engine.contract.status import ACTIVE_JOB, OPEN_JOB, BackupType, JobStatus
+from engine.db.models import (
+    BackupJob,
+    RestoreDisk,
+    RestoreJob,
+    VMDisk,
+    VMReplicationContext,
+    utcnow,
+)
+from engine.hub.queue.dispatch import QueuedJob
+
+
+def queued_row(
+    backup_id: str,
+    ctx: VMReplicationContext,
+    request: BackupRequest,
+    order: int,
+    policy_run_id: int | None = None,
+) -> BackupJob:
+    """A new queued job of the VM. Its ``backup_type`` is what was asked (``auto`` until
+    the start decides full or incremental)."""
+    return BackupJob(
+        id=backup_id,
+        vm_context_id=ctx.context_id,
+        vm_name=ctx.vm_name,
+        repository_id=request.repository_id,
+        node_id=None,
+        backup_type=request.backup_type,
+        requested_type=request.backup_type,
+        status=JobStatus.QUEUED,
+        queue_order=order,
+        policy_run_id=policy_run_id,
+        created_at=utcnow(),
+    )
+
+
+def request_of(row: BackupJob) -> BackupRequest:
+    """The backup a queued row stands for, as ``POST /backups`` would have asked it."""
+    return BackupRequest(
+        vm_context_id=row.vm_context_id,
+        repository_id=row.repository_id,
+        backup_type=BackupType(row.requested_type or row.backup_type),
+    )
+
+
+def open_jobs(s: Session, context_ids: Iterable[str]) -> dict[str, tuple[str, JobStatus]]:
+    """Each of these VMs' job that is queued, pending or running: (backup id, status)."""
+    wanted = set(context_ids)
+    rows = s.execute(
+        select(BackupJob.vm_context_id, BackupJob.id, BackupJob.status).where(
+            BackupJob.status.in_(OPEN_JOB)
+        )
+    )
+    return {cid: (bid, JobStatus(st)) for cid, bid, st in rows if cid in wanted}
+
+
+def _leave(s: Session, backup_id: str, **values: object) -> bool:
+    """Move a job out of ``queued``; False when it is no longer queued."""
+    result = s.execute(
+        update(BackupJob)
+        .where(BackupJob.id == backup_id, BackupJob.status == JobStatus.QUEUED)
+        .values(**values)
+        .execution_options(synchronize_session="fetch")
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def take(s: Session, backup_id: str, node_id: int) -> bool:
+    """The job leaves the queue for the node (pending); False when it is not queued."""
+    return _leave(s, backup_id, status=JobStatus.PENDING, node_id=node_id)
+
+
+def cancel(s: Session, backup_id: str) -> bool:
+    """Cancel a queued job (no node knows it: nothing else to stop); False when it is not
+    queued."""
+    return _leave(s, backup_id, status=JobStatus.CANCELLED, completed_at=utcnow())
+
+
+def requeue(row: BackupJob) -> None:
+    """A job whose node could not be reached goes back to its place in the queue, as it
+    was queued (its ``queue_order`` was never changed)."""
+    row.status = JobStatus.QUEUED
+    row.node_id = None
+    row.disks = []
+    row.backup_type = row.requested_type or row.backup_type
+    row.parent_backup_id = None
+    row.total_bytes = row.bytes_transferred = 0
+    row.started_at = None
+
+
+def _shaped(s: Session, statuses: Iterable[JobStatus]) -> list[tuple[QueuedJob, int | None]]:
+    """The jobs in ``statuses`` as the dispatch sees them (in queue order), each with its
+    node: two queries, whatever the number of jobs."""
+    wanted = list(statuses)
+    jobs = s.execute(
+        select(
+            BackupJob.id,
+            BackupJob.vm_context_id,
+            BackupJob.node_id,
+            VMReplicationContext.vcenter_host,
+            VMReplicationContext.esxi_host,
+        )
+        .join(VMReplicationContext, VMReplicationContext.context_id == BackupJob.vm_context_id)
+        .where(BackupJob.status.in_(wanted))
+        .order_by(BackupJob.queue_order, BackupJob.id)
+    ).all()
+    of_jobs = select(BackupJob.vm_context_id).where(BackupJob.status.in_(wanted))
+    datastores: dict[str, list[str]] = defaultdict(list)
+    for context_id, datastore in s.execute(
+        select(VMDisk.vm_context_id, VMDisk.datastore)
+        .where(VMDisk.vm_context_id.in_(of_jobs))
+        .order_by(VMDisk.vm_context_id, VMDisk.disk_key)
+    ):
+        datastores[context_id].append(datastore or "")
+    return [
+        (QueuedJob(bid, vcenter, esxi, tuple(datastores[cid])), node_id)
+        for bid, cid, node_id, vcenter, esxi in jobs
+    ]
+
+
+def queued_jobs(s: Session) -> list[QueuedJob]:
+    """The queue, first in line first."""
+    return [job for job, _ in _shaped(s, [JobStatus.QUEUED])]
+
+
+def running_jobs(s: Session) -> list[tuple[QueuedJob, int | None]]:
+    """The jobs that hold room now (pending or running), each with its node: backups,
+    and VM restores (a node writes their disks through the hub's exports; the host and
+    datastores they write to are not known here)."""
+    restores = s.execute(
+        select(RestoreJob.id, RestoreJob.node_id, func.count(RestoreDisk.id))
+        .join(RestoreDisk, RestoreDisk.restore_job_id == RestoreJob.id)
+        .where(RestoreJob.status.in_(ACTIVE_JOB), RestoreJob.node_id.is_not(None))
+        .group_by(RestoreJob.id, RestoreJob.node_id)
+    )
+    return _shaped(s, ACTIVE_JOB) + [
+        (QueuedJob(rid, "", None, ("",) * disks), node_id) for rid, node_id, disks in restores
+    ]
+
+
+def positions(s: Session, backup_ids: Iterable[str]) -> dict[str, int]:
+    """The place in the queue (1 goes first) of those of ``backup_ids`` that are queued:
+    one query ranking the queue, however many ids are asked about."""
+    ids = list(backup_ids)
+    if not ids:
+        return {}
+    ranked = (
+        select(
+            BackupJob.id,
+            func.row_number().over(order_by=(BackupJob.queue_order, BackupJob.id)).label("pos"),
+        )
+        .where(BackupJob.status == JobStatus.QUEUED)
+        .subquery()
+    )
+    rows = s.execute(select(ranked.c.id, ranked.c.pos).where(ranked.c.id.in_(ids)))
+    return {bid: int(pos) for bid, pos in rows}
