@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -23,10 +23,10 @@ from engine.db.session import session_scope, upgrade
 from engine.hub.fleet import NodeWatch
 from engine.hub.nodes import NodeUnreachable, add_node, edit_node
 from engine.hub.queue.dispatch import NodeSlot
-from engine.node.tunnel.status import status_path, write_status
+from engine.node.tunnel.status import STATUS_FILE, write_status
 from tests.conftest import free_port
 from tests.fixtures.backups import seed_vm
-from tests.fixtures.services import Services
+from tests.fixtures.services import Services, make_services
 
 MiB = 1024 * 1024
 CONTEXT = "ctx-pgtest1-20251006-203401"  # seed_vm's pgtest1
@@ -69,11 +69,20 @@ def db_settings(db_url: str, sendense_home: object, monkeypatch: pytest.MonkeyPa
     return settings
 
 
+@pytest.fixture(scope="module")
+def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """One real ``sendense node`` for the heartbeat tests (a node start is seconds)."""
+    svc = make_services(tmp_path_factory.mktemp("shared-node"))
+    svc.start(svc.node)
+    yield svc
+    svc.stop()
+
+
 @pytest.fixture
-def node_process(services_factory: Callable[..., Services], settings: Settings) -> Services:
-    """One real ``sendense node`` on this test's data folder, and its database migrated."""
+def node_process(shared_node: Services, settings: Settings) -> Services:
+    """The shared node, and this test's database migrated to register it in."""
     upgrade(settings.db_url)
-    return services_factory(hub=False)
+    return shared_node
 
 
 # ---- the heartbeat -----------------------------------------------------------------
@@ -103,7 +112,8 @@ def test_a_node_that_answers_is_up_and_one_silent_too_long_is_down(
     assert reason is not None and reason.startswith("node dead: no heartbeat for 31 s (")
     assert [s.name for s in watch.slots()] == ["live"]
 
-    node_process.node.stop()
+    with session_scope(settings.db_url) as s:  # the way to it is gone (its host moved)
+        edit_node(s, "live", NodeEdit(url=nowhere()))
     watch.beat()
     assert watch.down_reason(live) is None  # answered a moment ago
     ticks.now += settings.fleet.down_after_seconds + 1
@@ -120,18 +130,21 @@ def test_a_node_that_answers_is_up_and_one_silent_too_long_is_down(
 
 
 def test_a_node_whose_tunnel_is_down_counts_as_down(
-    node_process: Services, settings: Settings
+    node_process: Services, settings: Settings, request: pytest.FixtureRequest
 ) -> None:
     far = register(settings, "far", node_process.node.url)
     watch = NodeWatch(settings, node_process.token, monotonic=Ticks())
     watch.beat()
     assert watch.down_reason(far) is None  # no tunnel ever ran there: reached directly
 
+    status_file = node_process.home / "run" / STATUS_FILE  # where that node reads it
+
     def tunnel(state: TunnelState, error: str | None = None) -> None:
         status = TunnelStatus(state=state, last_error=error, pid=os.getpid())
-        write_status(status_path(settings), status, time.time())
+        write_status(status_file, status, time.time())
         watch.beat()
 
+    request.addfinalizer(lambda: status_file.unlink(missing_ok=True))
     tunnel(TunnelState.CONNECTING, "ssh: connection refused")
     assert watch.down_reason(far) == (
         "node far: its tunnel is down (connecting: ssh: connection refused)"
@@ -255,31 +268,49 @@ def test_slots_are_what_the_dispatch_takes(db_settings: Settings) -> None:
 # ---- routes and commands -----------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """One hub (its default node not running) for the route and command tests."""
+    svc = make_services(tmp_path_factory.mktemp("shared-hub"))
+    svc.start(svc.hub)
+    yield svc
+    svc.stop()
+
+
 @pytest.fixture
-def hub(services_factory: Callable[..., Services], settings: Settings) -> Services:
-    return services_factory(node=False)
+def hub_settings(hub: Services, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings on the hub's data folder: its database, to write rows the hub reads."""
+    monkeypatch.setenv("SENDENSE_HOME", str(hub.home))
+    get_settings.cache_clear()
+    return get_settings()
 
 
 def test_node_routes_refuse_bad_input_with_one_line_and_a_status(
-    hub: Services, settings: Settings
+    hub: Services, hub_settings: Settings
 ) -> None:
+    settings = hub_settings
     seed_vm(settings, credential=False)
     with hub.client() as api:
         made = api.post(
             "/api/v1/nodes",
-            json={"name": "b", "url": "http://127.0.0.1:9/", "vcenters": ["vc1"], "max_jobs": 2},
+            json={
+                "name": "api-b",
+                "url": "http://127.0.0.1:9/",
+                "vcenters": ["vc1"],
+                "max_jobs": 2,
+            },
         )
         assert made.status_code == 201, made.text
         assert made.json()["url"] == "http://127.0.0.1:9" and made.json()["max_jobs"] == 2
         c = {"name": "c", "url": "http://x:1"}
         bad = [
             ("POST", NODES, {**c, "url": "ftp://example.org"}, 422, "must start with http://"),
-            ("POST", NODES, {**c, "name": "b"}, 409, "a node named 'b' already exists"),
+            ("POST", NODES, {**c, "name": "api-b"}, 409, "a node named 'api-b' already exists"),
             ("POST", NODES, {**c, "max_jobs": 0}, 422, "max_jobs"),
             ("POST", NODES, {**c, "cpus": 2}, 422, "cpus"),
             ("POST", NODES, {**c, "vcenters": ["a b"]}, 422, "is not a host name"),
             ("PATCH", f"{NODES}/nosuch", {"max_jobs": 2}, 404, "node 'nosuch' does not exist"),
-            ("PATCH", f"{NODES}/b", {"url": "x://nowhere.example"}, 422, "must start with"),
+            ("PATCH", f"{NODES}/api-b", {"url": "x://nowhere.example"}, 422, "must start with"),
             ("DELETE", f"{NODES}/nosuch", None, 404, "node 'nosuch' does not exist"),
         ]  # fmt: skip
         for method, path, body, status, words in bad:
@@ -288,48 +319,48 @@ def test_node_routes_refuse_bad_input_with_one_line_and_a_status(
             detail = r.json()["detail"]
             assert isinstance(detail, str) and "\n" not in detail and words in detail, detail
         with session_scope(settings.db_url) as s:
-            node_id = s.query(Node.id).filter(Node.name == "b").scalar()
-            s.add(_job("b-run", node_id, JobStatus.RUNNING, 1))
-        busy = api.delete("/api/v1/nodes/b")
+            node_id = s.query(Node.id).filter(Node.name == "api-b").scalar()
+            s.add(_job("api-b-run", node_id, JobStatus.RUNNING, 1))
+        busy = api.delete("/api/v1/nodes/api-b")
         assert busy.status_code == 409
         assert busy.json()["detail"] == (
-            "node 'b' has 1 job(s) running: wait for them or cancel them"
+            "node 'api-b' has 1 job(s) running: wait for them or cancel them"
         )
         with session_scope(settings.db_url) as s:
-            s.get(BackupJob, "b-run").status = JobStatus.FAILED  # type: ignore[union-attr]
-        assert api.delete("/api/v1/nodes/b").status_code == 204
-        assert [n["name"] for n in api.get("/api/v1/nodes").json()] == ["local"]
+            s.get(BackupJob, "api-b-run").status = JobStatus.FAILED  # type: ignore[union-attr]
+        assert api.delete("/api/v1/nodes/api-b").status_code == 204
+        assert "api-b" not in [n["name"] for n in api.get("/api/v1/nodes").json()]
 
 
 def test_nodes_commands_add_edit_list_remove_and_refuse_bad_input(hub: Services) -> None:
     added = hub.sendense(
-        "nodes", "add", "--name", "b", "--url", "http://127.0.0.1:9",
+        "nodes", "add", "--name", "cli-b", "--url", "http://127.0.0.1:9",
         "--vcenter", "vc1.example", "--vcenter", "vc2.example", "--max-jobs", "2",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert added.stdout.strip().isdigit() and added.stderr == ""  # through the hub
-    edited = hub.sendense("nodes", "edit", "b", "--max-disks", "6", "--disable")
+    edited = hub.sendense("nodes", "edit", "cli-b", "--max-disks", "6", "--disable")
     assert edited.returncode == 0, edited.stderr
     assert edited.stdout.strip() == (
-        "node b: http://127.0.0.1:9, serves vc1.example, vc2.example, "
+        "node cli-b: http://127.0.0.1:9, serves vc1.example, vc2.example, "
         "2 job(s) and 6 disk(s) at once, disabled"
     )
     listed = hub.sendense("nodes", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    b = next(n for n in json.loads(listed.stdout) if n["name"] == "b")
+    b = next(n for n in json.loads(listed.stdout) if n["name"] == "cli-b")
     assert (b["max_jobs"], b["max_disks"], b["enabled"]) == (2, 6, False)
     table = hub.sendense("nodes")  # the list, by default
     assert table.returncode == 0, table.stderr
-    row = next(line for line in table.stdout.splitlines() if " b " in line)
+    row = next(line for line in table.stdout.splitlines() if " cli-b " in line)
     for cell in ("disabled, up: not answered yet (", "0/2", "0/6", "0.0", "0 B", "never",
                  "vc1.example, vc2.example"):  # fmt: skip
         assert cell in row, (cell, row)
     bad = [
         (("nodes", "add", "--name", "c", "--url", "http://x:1", "--max-jobs", "0"), 2, "max_jobs"),
-        (("nodes", "add", "--name", "b", "--url", "http://x:1"), 8, "already exists"),
+        (("nodes", "add", "--name", "cli-b", "--url", "http://x:1"), 8, "already exists"),
         (("nodes", "edit", "nosuch", "--max-jobs", "2"), 7, "node 'nosuch' does not exist"),
-        (("nodes", "edit", "b"), 2, "nothing to change"),
-        (("nodes", "edit", "b", "--vcenter", "v", "--all-vcenters"), 2, "not both"),
+        (("nodes", "edit", "cli-b"), 2, "nothing to change"),
+        (("nodes", "edit", "cli-b", "--vcenter", "v", "--all-vcenters"), 2, "not both"),
         (("nodes", "remove", "nosuch"), 7, "node 'nosuch' does not exist"),
     ]
     for args, code, words in bad:
@@ -337,6 +368,7 @@ def test_nodes_commands_add_edit_list_remove_and_refuse_bad_input(hub: Services)
         assert done.returncode == code, (args, done.stdout, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
-    removed = hub.sendense("nodes", "remove", "b")
-    assert removed.returncode == 0 and removed.stdout.strip() == "node b removed"
-    assert " b " not in hub.sendense("nodes", "list").stdout
+    removed = hub.sendense("nodes", "remove", "cli-b")
+    assert removed.returncode == 0 and removed.stdout.strip() == "node cli-b removed"
+    with hub.client() as api:
+        assert "cli-b" not in [n["name"] for n in api.get("/api/v1/nodes").json()]
