@@ -302,7 +302,7 @@ def get_settings() -> Settings:
         raise ConfigError(f"config file {config_file()} is not valid TOML: {exc}") from None
 
 
-SECRET_FIELDS = {"database_url", "hub_token", "password", "vcenter_password"}
+SECRET_FIELDS = {"database_url", "hub_token", "notify", "password", "vcenter_password"}
 
 
 def describe_validation_error(exc: ValidationError) -> str:
