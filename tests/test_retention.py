@@ -167,8 +167,8 @@ def test_expiry_does_what_the_plan_says_and_every_kept_point_reads_as_before(
     policy_id = add_policy(settings, reg.repository_id, keep_last=2, keep_daily=3, keep_weekly=2)
     # full p0 <- p1 <- p2 <- p3 <- p4 <- p5 <- p6 <- p7, and q beside p3 on p2.
     made = {"p0": Made(point.point_id, point.disks)}
-    for n, at in enumerate([1, 2, 0, 1, 3, 2, 1], start=1):
-        made[f"p{n}"] = incremental(settings, made[f"p{n - 1}"], f"i{n}", 0x10 + n, at)
+    for n, at_mib in enumerate([1, 2, 0, 1, 3, 2, 1], start=1):
+        made[f"p{n}"] = incremental(settings, made[f"p{n - 1}"], f"i{n}", 0x10 + n, at_mib)
     made["q"] = incremental(settings, made["p2"], "q", 0x77, 3)
     base = monday_weeks_ago(5)  # 10:00 UTC is 11:00 or 12:00 in Berlin: the same day
     timeline = {
@@ -261,6 +261,7 @@ def test_manual_backups_stay_the_last_good_point_stays_and_a_busy_vm_waits(
     base = monday_weeks_ago(2)
     for n, name in enumerate(made):
         taken(settings, made[name].point_id, base + n * DAY, None if name == "m1" else policy_id)
+    point.services.stop()  # the hub would dispatch the queued row; the rest is in-process
     with session_scope(settings.db_url) as s:
         damaged = s.get(BackupJob, made["p3"].point_id)
         assert damaged is not None
@@ -274,7 +275,6 @@ def test_manual_backups_stay_the_last_good_point_stays_and_a_busy_vm_waits(
             status="queued",
         )
         s.add(queued)
-    point.services.stop()  # the hub would dispatch the queued row; the rest is in-process
     saved = save(made, tmp_path / "saved")
     pid = {name: m.point_id for name, m in made.items()}
     service = expiry(settings)

@@ -28,7 +28,6 @@ then does.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -126,7 +125,7 @@ def rules_text(retention: Retention) -> str:
 # -- the points of one VM, as expiry decides on them --------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Point:
     id: str
     vm_name: str
@@ -147,18 +146,16 @@ class _Chain:
     backup: str | None = None  # a backup of the VM queued or running: "queued (id)"
     exports: dict[str, list[str]] = field(default_factory=dict)  # point -> its instant exports
 
-    def children(self, point_id: str) -> list[str]:
-        return sorted(p.id for p in self.points.values() if p.parent == point_id)
-
-    def from_(self, point_id: str) -> set[str]:
-        """The point and every point after it: what reads through its file."""
-        found, todo = {point_id}, [point_id]
-        while todo:
-            for child in self.children(todo.pop()):
-                if child not in found:
-                    found.add(child)
-                    todo.append(child)
+    def children(self) -> dict[str, list[str]]:
+        """Point -> the points that build on it."""
+        found: dict[str, list[str]] = {}
+        for p in sorted(self.points.values(), key=lambda p: p.id):
+            if p.parent is not None:
+                found.setdefault(p.parent, []).append(p.id)
         return found
+
+    def copy(self) -> _Chain:
+        return replace(self, points=dict(self.points))
 
     def oldest_first(self) -> list[_Point]:
         return sorted(self.points.values(), key=lambda p: (p.taken_at, p.id))
@@ -241,9 +238,8 @@ class _Rules:
         stamps = [Stamp(p.id, p.taken_at, p.good) for p in mine]
         return gfs_keep(stamps, self.retention, self.zone)
 
-    def expired(self, chain: _Chain) -> list[str]:
+    def expired(self, chain: _Chain, kept: dict[str, list[str]]) -> list[str]:
         """The points the policy lets go, oldest first."""
-        kept = self.kept(chain)
         return [p.id for p in chain.oldest_first() if self.governs(p) and p.id not in kept]
 
     def why_expired(self, point: _Point) -> str:
@@ -315,13 +311,18 @@ def _blocker(chain: _Chain, point_id: str, touched: set[str], reading: _Reading)
 
 
 def _next_step(chain: _Chain, point_id: str, reading: _Reading) -> _Step:
-    children = chain.children(point_id)
-    if len(children) > 1:
-        names = ", ".join(children)
-        return _Step(point_id, "merge", blocked=f"{len(children)} points build on it ({names})")
-    if children:
-        touched = chain.from_(point_id)
-        return _Step(point_id, "merge", children[0], _blocker(chain, point_id, touched, reading))
+    children = chain.children()
+    mine = children.get(point_id, [])
+    if len(mine) > 1:
+        names = ", ".join(mine)
+        return _Step(point_id, "merge", blocked=f"{len(mine)} points build on it ({names})")
+    if mine:
+        touched, todo = {point_id}, [point_id]  # the point and every point after it
+        while todo:
+            later = [c for c in children.get(todo.pop(), []) if c not in touched]
+            touched.update(later)
+            todo += later
+        return _Step(point_id, "merge", mine[0], _blocker(chain, point_id, touched, reading))
     return _Step(point_id, "delete", blocked=_blocker(chain, point_id, {point_id}, reading))
 
 
@@ -363,9 +364,8 @@ def _as_if_done(chain: _Chain, step: _Step) -> tuple[_Chain, str | None]:
     gone = chain.points.pop(step.point_id)
     if step.into is not None:
         child = chain.points[step.into]
-        child.parent = gone.parent
-        if gone.parent is None:
-            child.backup_type = BackupType.FULL
+        full = BackupType.FULL if gone.parent is None else child.backup_type
+        chain.points[step.into] = replace(child, parent=gone.parent, backup_type=full)
     return chain, None
 
 
@@ -408,7 +408,7 @@ class RetentionService:
             chains = _load(s, _made_by([policy_id]))
         lines = []
         for chain in sorted(chains.values(), key=lambda c: (_vm_of(c), c.context_id)):
-            expired = rules.expired(chain)
+            expired = rules.expired(chain, rules.kept(chain))
             if expired:
                 _, outcome = _walk(chain, expired, self._reading, self._perform)
                 lines += [step.line for step in outcome.values()]
@@ -447,10 +447,11 @@ class RetentionService:
         points = chain.oldest_first()
         kept: dict[str, tuple[_Rules, list[str]]] = {}
         steps: dict[str, tuple[_Rules, _Step]] = {}
-        walked = copy.deepcopy(chain)
+        walked = chain.copy()
         for r in rules:
-            kept |= {p: (r, why) for p, why in r.kept(chain).items()}
-            walked, outcome = _walk(walked, r.expired(chain), reading, _as_if_done)
+            mine = r.kept(chain)
+            kept |= {p: (r, why) for p, why in mine.items()}
+            walked, outcome = _walk(walked, r.expired(chain, mine), reading, _as_if_done)
             steps |= {p: (r, step) for p, step in outcome.items()}
         decisions = []
         for p in points:
