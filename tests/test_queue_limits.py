@@ -11,7 +11,6 @@ fulls of VMs with no point yet).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +19,20 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.api.auth import load_or_create_token
 from engine.config import Settings
-from engine.credentials import VMwareCredentialService
-from engine.db.models import Node, VMDisk
-from engine.db.session import session_scope, upgrade
 from engine.hub.queue.dispatch import Limits, Load, NodeSlot, QueuedJob, assign
-from engine.repository import ensure_default_repository
 from tests.conftest import wait_for
-from tests.fixtures.backups import MiB, vm_context
-from tests.fixtures.services import Services, make_services, processes_mentioning
-from tests.fixtures.standin_node import Span, StandinNode, Timeline
+from tests.fixtures.services import processes_mentioning
+from tests.fixtures.standin_node import (
+    VCENTER,
+    SeededVM,
+    Span,
+    StandinFleet,
+    seed_vms,
+    standin_fleet,
+)
 
-VCENTER = "vc.example:443"
 FINISHED = ("completed", "failed", "cancelled")
-HOSTS = ("host-11", "host-12", "host-13")
 DISKS_PER_HOST, DISKS_PER_DATASTORE, JOBS_TOTAL = 2, 3, 5
 NODE_JOBS, NODE_DISKS = 2, 3
 LIMITS = {
@@ -46,75 +44,15 @@ LIMITS = {
 }
 
 
-@dataclass(frozen=True)
-class SeededVM:
-    name: str
-    host: str
-    datastores: dict[int, str]  # disk key -> datastore
-
-
-def seed_vms(settings: Settings, count: int) -> tuple[int, list[SeededVM]]:
-    """``count`` VM contexts (1 to 3 disks of 1 MiB each, spread over the hosts and two
-    datastores) with a stored login; the default repository's id."""
-    upgrade(settings.db_url)
-    vms = []
-    with session_scope(settings.db_url) as s:
-        repo = ensure_default_repository(s, settings.repository_default)
-        cred = VMwareCredentialService(s, settings.key_path).add(
-            host=VCENTER, username="u", password="test-only", thumbprint="ab" * 32
-        )
-        for i in range(count):
-            vm = SeededVM(
-                f"vm-{i:02d}",
-                HOSTS[i % 3],
-                {2000 + d: f"ds{(i + d) % 2 + 1}" for d in range(1 + (i // 3) % 3)},
-            )
-            ctx = vm_context(f"/DC1/vm/{vm.name}", VCENTER, cred.id)
-            ctx.esxi_host = vm.host
-            ctx.disks = [
-                VMDisk(disk_key=k, capacity_bytes=MiB, datastore=ds, label=f"Hard disk {k}")
-                for k, ds in vm.datastores.items()
-            ]
-            s.add(ctx)
-            vms.append(vm)
-        return repo.id, vms
-
-
-def register_nodes(settings: Settings, nodes: Iterable[StandinNode], **capacity: Any) -> None:
-    with session_scope(settings.db_url) as s:
-        for node in nodes:
-            s.add(Node(name=node.name, url=node.url, vcenters=json.dumps([]), **capacity))
-
-
-@dataclass
-class Fleet:
-    svc: Services
-    nodes: list[StandinNode]
-    timeline: Timeline
-
-    def release_all(self) -> int:
-        return sum(len(node.release()) for node in self.nodes)
-
-    def running(self) -> list[Span]:
-        ids = {i for node in self.nodes for i in node.running()}
-        return [s for s in self.timeline.spans if s.job_id in ids]
-
-
 @pytest.fixture
-def fleet(settings: Settings, sendense_home: Path) -> Iterator[Fleet]:
-    """A hub with the queue's limits set low, and two stand-in nodes registered."""
-    svc = make_services(sendense_home, extra_env=LIMITS)
-    upgrade(settings.db_url)
-    token = load_or_create_token(settings.token_path)  # the hub takes the same file
-    timeline = Timeline()
-    nodes = [StandinNode(f"standin-{c}", svc.hub.url, token, timeline).start() for c in "ab"]
-    try:
-        register_nodes(settings, nodes, max_jobs=NODE_JOBS, max_disks=NODE_DISKS)
-        yield Fleet(svc, nodes, timeline)
-    finally:
-        svc.stop()
-        for node in nodes:
-            node.stop()
+def fleet(settings: Settings, sendense_home: Path) -> Iterator[StandinFleet]:
+    """A hub (not started yet) with the queue's limits set low, and two stand-in nodes
+    registered."""
+    names = ("standin-a", "standin-b")
+    with standin_fleet(
+        settings, sendense_home, names, extra_env=LIMITS, max_jobs=NODE_JOBS, max_disks=NODE_DISKS
+    ) as made:
+        yield made
 
 
 def queued(api: httpx.Client) -> list[dict[str, Any]]:
@@ -133,7 +71,7 @@ class Waves:
     start (worked out with the pure ``assign`` on what the nodes run and the queue), then
     let every running job finish; again, until every job ended."""
 
-    fleet: Fleet
+    fleet: StandinFleet
     api: httpx.Client
     vms: dict[str, SeededVM]
 
@@ -184,7 +122,7 @@ def host(span: Span, vms: dict[str, SeededVM]) -> list[tuple[str, int]]:
 
 
 def test_many_queued_jobs_run_within_every_limit_seen_from_the_nodes(
-    fleet: Fleet, settings: Settings
+    fleet: StandinFleet, settings: Settings
 ) -> None:
     repo_id, seeded = seed_vms(settings, 36)
     vms = {vm.name: vm for vm in seeded}
