@@ -20,11 +20,12 @@ from engine import clock
 from engine.config import Settings, get_settings
 from engine.contract.policy import PolicyEdit, PolicyIn
 from engine.contract.status import JobStatus, PolicyRunStatus, RunTrigger
-from engine.db.models import BackupJob, Node, PolicyRun
+from engine.db.models import BackupJob, BackupPolicy, Node, PolicyRun
 from engine.db.session import session_scope
 from engine.hub.app import create_app
 from engine.hub.policies.service import PolicyService
 from tests.fixtures.lab import LabRegistration
+from tests.fixtures.notify_sink import NotifySink
 
 CLUSTER = "/DC0/host/DC0_C0"  # DC0_C0_RP0_VM0, DC0_C0_RP0_VM1
 STANDALONE = "/DC0/host/DC0_H0"  # DC0_H0_VM0, DC0_H0_VM1
@@ -151,10 +152,13 @@ def test_a_run_missed_past_the_grace_window_is_recorded_missed_and_the_next_one_
     get_settings.cache_clear()
     settings = get_settings()
     hub = a_hub(settings)
-    hub.add(nightly(lab_registered))
-    at(fixed, 5)  # 3 h late, the grace is 1 h
-    hub.tick()
-    hub.tick()
+    with NotifySink() as sink:
+        hub.add(nightly(lab_registered, notify=[sink.url()]))
+        at(fixed, 5)  # 3 h late, the grace is 1 h
+        hub.tick()
+        hub.tick()
+    (told,) = sink.received  # a missed run is told of, like a failure
+    assert "missed" in told.body["title"] + told.body["message"]
     (missed,) = runs(settings)
     assert missed.status == PolicyRunStatus.MISSED
     assert missed.error is not None
@@ -283,13 +287,14 @@ def test_a_run_ends_when_its_jobs_ended_and_retention_follows(
 def test_a_run_whose_include_path_is_gone_fails_with_that_line(
     hub: PolicyService, settings: Settings, lab_registered: LabRegistration, fixed: clock.FixedClock
 ) -> None:
-    hub.add(nightly(lab_registered))
-    with session_scope(settings.db_url) as s:  # the folder was deleted in vCenter since
-        from engine.db.models import BackupPolicy
-
-        s.execute(update(BackupPolicy).values(includes='["/DC0/vm/gone"]'))
-    at(fixed, 2, 0, 1)
-    hub.tick()
+    with NotifySink() as sink:
+        hub.add(nightly(lab_registered, notify=[sink.url()]))
+        with session_scope(settings.db_url) as s:  # the folder was deleted in vCenter since
+            s.execute(update(BackupPolicy).values(includes='["/DC0/vm/gone"]'))
+        at(fixed, 2, 0, 1)
+        hub.tick()
+    (told,) = sink.received
+    assert "/DC0/vm/gone" in told.body["message"]
     (run,) = runs(settings)
     assert run.status == PolicyRunStatus.FAILED
     assert run.error == "include path '/DC0/vm/gone' is in no registered vCenter's inventory"
