@@ -39,9 +39,7 @@ def test_next_is_strictly_after_and_latest_includes_an_exact_match() -> None:
     assert s.next_after(on_the_hour) == datetime(2026, 5, 1, 11)
     # croniter's get_prev from an exact match gives the one before: not here.
     assert s.latest_at_or_before(on_the_hour) == on_the_hour
-    assert s.latest_at_or_before(on_the_hour - timedelta(microseconds=1)) == datetime(
-        2026, 5, 1, 9
-    )
+    assert s.latest_at_or_before(on_the_hour - timedelta(microseconds=1)) == datetime(2026, 5, 1, 9)
     assert s.latest_between(on_the_hour, on_the_hour + timedelta(minutes=59)) is None
     assert s.latest_between(on_the_hour - timedelta(seconds=1), on_the_hour) == on_the_hour
 
