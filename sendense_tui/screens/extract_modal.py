@@ -21,7 +21,8 @@ from engine.contract.restore import RestorePoint
 from engine.errors import SendenseError
 from engine.extract import ExtractProgress, ExtractResult, check_target, extract
 from sendense_tui import fmt
-from sendense_tui.screens.restore_modals import RequestModal, heading, row
+from sendense_tui.screens.form import heading, row
+from sendense_tui.screens.restore_modals import RequestModal
 from sendense_tui.state import ConsoleState
 
 RESTORE_FOLDER = "~/sendense-restore"

@@ -1,10 +1,7 @@
-"""The ways back from a restore point, each a form that makes one hub request.
-
-Every form builds the contract's request model, so what the hub would refuse as bad
-input is mostly refused here first, in the same words; what the hub refuses (a target
-that exists, too little space, a VM name taken) stays in the modal as one line, and
-the operator can change the form and try again. Overwriting the original VM is never
-a default: it takes a tick and the VM's name typed again.
+"""The ways back from a restore point, each a form that makes one hub request
+(``form.FormModal``): what the hub refuses (a target that exists, too little space, a
+VM name taken) stays in the modal as one line. Overwriting the original VM is never a
+default: it takes a tick and the VM's name typed again.
 """
 
 from __future__ import annotations
@@ -12,13 +9,9 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from pydantic import ValidationError
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from engine.contract.restore import (
@@ -31,28 +24,14 @@ from engine.contract.restore import (
     VMRestoreRequest,
 )
 from engine.contract.status import DiskFormat
-from engine.errors import BadInput, SendenseError
+from engine.errors import BadInput
 from sendense_tui import fmt
-from sendense_tui.calls import plain
 from sendense_tui.keymap import bindings
-from sendense_tui.screens.modals import first_problem
+from sendense_tui.screens.form import FormModal, heading, row
 from sendense_tui.state import ConsoleState
 
 T = TypeVar("T")
 TTLS = {3600: "1 hour", 4 * 3600: "4 hours", 24 * 3600: "1 day", 7 * 24 * 3600: "7 days"}
-HINT = "space picks · tab moves · enter {what} · esc goes back"
-
-
-def row(label: str, widget: Widget, gap: bool = False) -> Horizontal:
-    """One line of a form: its name on the left, what is filled in on the right;
-    ``gap``: a blank line above, between groups."""
-    classes = "form-row form-gap" if gap else "form-row"
-    return Horizontal(Label(label, classes="form-label"), widget, classes=classes)
-
-
-def heading(title: str, sub: str) -> ComposeResult:
-    yield Label(Text(title, style="bold"))
-    yield Static(sub, classes="form-sub")
 
 
 def disk_choice(point: RestorePoint, chosen: int | None) -> RadioSet:
@@ -70,71 +49,18 @@ def disk_choice(point: RestorePoint, chosen: int | None) -> RadioSet:
     )
 
 
-class RequestModal(ModalScreen[T | None]):
-    """Dismissed with the hub's answer, or None when left."""
+class RequestModal(FormModal[T]):
+    """A form on one restore point; enter sends it."""
 
-    BINDINGS = bindings("modal.confirm", "modal.cancel")
-    ACTION = "starts it"  # what enter does, in the hint line
+    BINDINGS = bindings("modal.confirm")
 
     def __init__(self, state: ConsoleState, point: RestorePoint) -> None:
-        super().__init__()
-        self.state = state
+        super().__init__(state)
         self.point = point
-        self._busy = False
-
-    def form(self) -> ComposeResult:
-        raise NotImplementedError
-
-    def request(self) -> Awaitable[T]:
-        """The hub call the form asks for; raises ``BadInput`` (or the model's
-        ``ValidationError``) when the form cannot make one."""
-        raise NotImplementedError
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="modal restore-modal"):
-            yield from self.form()
-            yield Static(id="form-error")
-            yield Static(Text(HINT.format(what=self.ACTION), style="dim"), id="form-hint")
-
-    def error(self, message: str, style: str = "bold red") -> None:
-        self.query_one("#form-error", Static).update(Text(message, style=style))
 
     def disk_key(self) -> int:
         index = self.query_one("#form-disk", RadioSet).pressed_index
         return self.point.disks[max(index, 0)].disk_key
-
-    def value(self, widget_id: str) -> str:
-        return self.query_one(f"#{widget_id}", Input).value.strip()
-
-    def action_dismiss_modal(self) -> None:
-        self.dismiss(None)
-
-    def action_confirm(self) -> None:
-        if self._busy:
-            return
-        try:
-            call = self.request()
-        except ValidationError as exc:
-            self.error(first_problem(exc))
-            return
-        except BadInput as exc:
-            self.error(str(exc))
-            return
-        self._busy = True
-        self.error("asking the hub…", style="dim")
-        self.run_worker(self._send(call), exclusive=True)
-
-    async def _send(self, call: Awaitable[T]) -> None:
-        try:
-            answer = await call
-        except SendenseError as exc:
-            self._busy = False
-            self.error(plain(exc))
-            return
-        self.done(answer)
-
-    def done(self, answer: T) -> None:
-        self.dismiss(answer)
 
 
 class ExportModal(RequestModal[RestoreExport]):
