@@ -26,6 +26,7 @@ from sendense_tui.screens.help import HelpScreen
 from sendense_tui.screens.inventory import InventoryScreen
 from sendense_tui.screens.jobs import JobsScreen
 from sendense_tui.screens.lists import NodesScreen, RepositoriesScreen, VCentersScreen
+from sendense_tui.screens.policies import PoliciesScreen
 from sendense_tui.screens.restore_job import RestoresScreen
 from sendense_tui.screens.restore_points import RestorePointsScreen
 from sendense_tui.state import ConsoleState
@@ -42,6 +43,7 @@ SCREENS: dict[str, Callable[[ConsoleState], SendenseScreen]] = {
     "nodes": NodesScreen,
     "restore-points": RestorePointsScreen,
     "restores": RestoresScreen,
+    "policies": PoliciesScreen,
 }
 
 
@@ -63,6 +65,7 @@ class SendenseApp(App[None]):
             "screen.nodes",
             "screen.restore_points",
             "screen.restores",
+            "screen.policies",
             "nav.down",
             "nav.up",
             "nav.top",

@@ -48,15 +48,20 @@ def call_hub(
     on_done: Callable[[T], object] | None = None,
     *,
     name: str = "hub",
+    on_error: Callable[[str], object] | None = None,
 ) -> None:
     """Run one hub request in a worker of ``node`` (it ends with its screen); a failure
-    is posted as ``HubFailed``, an answer handed to ``on_done``."""
+    is posted as ``HubFailed`` (or, given ``on_error``, handed to it in words, for a
+    screen that says it in place), an answer handed to ``on_done``."""
 
     async def run() -> None:
         try:
             result = await request
         except SendenseError as exc:
-            node.post_message(HubFailed(plain(exc)))
+            if on_error is None:
+                node.post_message(HubFailed(plain(exc)))
+            else:
+                on_error(plain(exc))
             return
         if on_done is None:
             return

@@ -18,6 +18,7 @@ SCREENS = {
     "nodes": "Nodes and tunnel",
     "restore-points": "Restore points: what can be given back",
     "restores": "Restores: running and history",
+    "policies": "Policies: scheduled backups, their runs and retention",
 }
 MAX_VMS = 2000
 

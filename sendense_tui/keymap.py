@@ -38,6 +38,9 @@ KEYS: dict[str, Key] = {
         "6", "switch_mode('restore-points')", "Restore points screen", False
     ),
     "screen.restores": Key("7", "switch_mode('restores')", "Restores screen (restore jobs)", False),
+    "screen.policies": Key(
+        "8", "switch_mode('policies')", "Policies screen (scheduled backups)", False
+    ),
     "nav.down": Key("j", "nav('down')", "Cursor down (as ↓)", False),
     "nav.up": Key("k", "nav('up')", "Cursor up (as ↑)", False),
     "nav.top": Key("g", "nav('top')", "First line", False),
@@ -55,7 +58,7 @@ KEYS: dict[str, Key] = {
     "inventory.cbt": Key(
         "c", "enable_cbt", "Enable CBT on this VM (asks first; then incrementals)", footer="CBT"
     ),
-    "jobs.cancel": Key("c", "cancel_job", "Cancel the job (asks first)"),
+    "jobs.cancel": Key("c", "cancel_job", "Cancel the job, or take it out of the queue (asks)"),
     "jobs.refresh": Key("r", "refresh", "Refresh"),
     "vcenters.add": Key("a", "add_vcenter", "Add a vCenter"),
     "vcenters.test": Key("t", "test_vcenter", "Test the vCenter's login"),
@@ -99,10 +102,27 @@ KEYS: dict[str, Key] = {
     ),
     "files.refresh": Key("r", "refresh", "Refresh"),
     "files.back": Key("escape", "back", "Clear the filter, then back to the point", footer="Back"),
+    "policies.open": Key(
+        "enter", "open_policy", "Open the policy: its runs, VMs now, retention", footer="Open"
+    ),
+    "policies.add": Key("a", "add_policy", "Add a policy", footer="Add"),
+    "policies.edit": Key("e", "edit_policy", "Edit the policy", footer="Edit"),
+    "policies.run": Key("r", "run_policy", "Run the policy now (asks first)", footer="Run now"),
+    "policies.toggle": Key(
+        "space,t", "toggle_policy", "Enable / disable the policy", footer="On/off"
+    ),
+    "policies.delete": Key("d", "delete_policy", "Delete the policy (asks first)", footer="Delete"),
+    "policies.refresh": Key("R", "refresh", "Refresh", footer="Refresh"),
+    "policy.pane": Key("p", "next_pane", "Next pane: runs, VMs now, retention", footer="Pane"),
+    "policy.back": Key("escape", "back", "Back to the policies", footer="Back"),
     "restores.cancel": Key("c", "cancel_job", "Cancel the restore (asks first)", footer="Cancel"),
     "restores.refresh": Key("r", "refresh", "Refresh"),
     "modal.confirm": Key("enter", "confirm", "Confirm", priority=True),
     "modal.cancel": Key("escape", "dismiss_modal", "Back"),
+    # A form with many-line boxes (a policy's paths), where enter makes a new line.
+    "modal.save": Key(
+        "ctrl+s", "save", "Save the form (enter too, in a one-line box)", priority=True
+    ),
 }
 
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from engine.contract.hub import ByteCounters, DiskCounters, DiskEvent, Job, JobDisk
 from engine.contract.restore import RestoreJob
-from engine.contract.status import DiskStatus
+from engine.contract.status import DiskStatus, JobStatus
 
 HISTORY_SECONDS = 60
 JOB_HISTORY_POINTS = 3600  # an hour of the whole job's throughput, then the oldest go
@@ -112,15 +112,24 @@ class LiveStore:
             history.append(disk.rate_bps)
 
     def ordered(self) -> list[Job]:
-        return _running_first(self.jobs.values())
+        """Running jobs, then the queue in its order, then history."""
+        jobs = _running_first(self.jobs.values())
+        queued = sorted(
+            (j for j in jobs if j.status is JobStatus.QUEUED),
+            key=lambda j: j.queue_position or 0,
+        )
+        return [j for j in jobs if _running(j)] + queued + [j for j in jobs if j.finished]
 
     def ordered_restores(self) -> list[RestoreJob]:
         return _running_first(self.restores.values())
 
     def running_count(self) -> int:
-        """Backups and restores: both are jobs the hub is running."""
-        jobs = sum(1 for job in self.jobs.values() if not job.finished)
+        """Backups and restores: both are jobs the hub is running (a queued one is not yet)."""
+        jobs = sum(1 for job in self.jobs.values() if _running(job))
         return jobs + sum(1 for restore in self.restores.values() if not restore.finished)
+
+    def queued_count(self) -> int:
+        return sum(1 for job in self.jobs.values() if job.status is JobStatus.QUEUED)
 
 
 J = TypeVar("J", Job, RestoreJob)
@@ -130,6 +139,10 @@ def _running_first(jobs: Iterable[J]) -> list[J]:
     """Running jobs first, then history, newest first within each."""
     ordered = sorted(jobs, key=_created, reverse=True)
     return [j for j in ordered if not j.finished] + [j for j in ordered if j.finished]
+
+
+def _running(job: Job) -> bool:
+    return not job.finished and job.status is not JobStatus.QUEUED
 
 
 def _created(job: Job | RestoreJob) -> float:

@@ -1,5 +1,6 @@
 """The back-up modal: repository, type (auto, full, incremental), what will happen to
-each VM and why, confirm.
+each VM and why, confirm. One VM is started at once; several are queued, one job each
+(``queue_backups``), and the hub starts them as its limits allow.
 
 Each VM's line is the hub's own preview of the same request (``preview_backup``), asked
 again whenever the type or repository changes, so the modal never guesses what the
@@ -15,7 +16,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, RadioButton, RadioSet, Static
 
-from engine.contract.hub import BackupRequest, Repository
+from engine.contract.hub import BackupRequest, QueueRequest, Repository
 from engine.contract.inventory import VMInfo
 from engine.contract.status import BackupType
 from engine.errors import NotFound, SendenseError
@@ -63,18 +64,28 @@ class BackupModal(ModalScreen[list[str] | None]):
             with RadioSet(id="backup-type"):
                 for kind in TYPES:
                     yield RadioButton(TYPE_WORDS[kind], value=kind is BackupType.AUTO)
-            yield Label(f"Will back up {len(self.vms)} VM(s), disks {fmt.size(total)}:")
+            if self.queues:
+                what = f"Will queue {len(self.vms)} VMs, one job each, disks {fmt.size(total)}"
+                yield Label(f"{what} (the hub starts them as its limits allow):")
+            else:
+                yield Label(f"Will back up {len(self.vms)} VM(s), disks {fmt.size(total)}:")
             with Vertical(id="backup-preview"):
                 for n, (_, vm) in enumerate(self.vms):
                     yield Static(f"{vm.name}: {WAITING}", id=f"preview-{n}", classes="preview")
             yield Static(id="backup-error")
-            yield Label(Text("enter starts the backup · esc goes back", style="dim"))
+            action = "queues the backups" if self.queues else "starts the backup"
+            yield Label(Text(f"enter {action} · esc goes back", style="dim"))
 
     def on_mount(self) -> None:
         if not self.state.repositories:
             self._error("the hub has no repository: add one on the repositories screen (3)")
         self.query_one("#repository", RadioSet).focus()
         self._preview()
+
+    @property
+    def queues(self) -> bool:
+        """Several VMs go through the hub's queue; one starts at once."""
+        return len(self.vms) > 1
 
     @staticmethod
     def _repo_label(repo: Repository) -> str:
@@ -147,20 +158,40 @@ class BackupModal(ModalScreen[list[str] | None]):
         if self._busy or repo is None:
             return
         self._busy = True
-        self.query_one("#backup-error", Static).update("starting…")
-        self.run_worker(self._start(repo.id, self.backup_type), exclusive=True)
+        self.query_one("#backup-error", Static).update("queueing…" if self.queues else "starting…")
+        start = self._queue if self.queues else self._start
+        self.run_worker(start(repo.id, self.backup_type), exclusive=True)
 
     async def _start(self, repository_id: int, kind: BackupType) -> None:
-        """Each VM becomes a context the hub knows (once), then a backup of that context."""
-        started: list[str] = []
+        """The VM becomes a context the hub knows (once), then a backup of that context."""
+        ((vcenter_id, vm),) = self.vms
+        try:
+            await ensure_context(self.state, vcenter_id, vm)
+            started = await self.state.client.start_backup(self._request(vm, repository_id, kind))
+        except SendenseError as exc:
+            self._refused(f"{vm.name}: {plain(exc)}")
+            return
+        self.dismiss([started.backup_id])
+
+    async def _queue(self, repository_id: int, kind: BackupType) -> None:
+        """Each VM a context the hub knows, then one request for all: the hub queues every
+        one or, refusing one (a VM queued or running already), none."""
         for vcenter_id, vm in self.vms:
             try:
                 await ensure_context(self.state, vcenter_id, vm)
-                request = self._request(vm, repository_id, kind)
-                started.append((await self.state.client.start_backup(request)).backup_id)
             except SendenseError as exc:
-                self._busy = False
-                done = f" ({len(started)} started before)" if started else ""
-                self._error(f"{vm.name}: {plain(exc)}{done}")
+                self._refused(f"{vm.name}: {plain(exc)}")
                 return
-        self.dismiss(started)
+        backups = [self._request(vm, repository_id, kind) for _, vm in self.vms]
+        try:
+            jobs = await self.state.client.queue_backups(QueueRequest(backups=backups))
+        except SendenseError as exc:
+            self._refused(f"nothing queued: {plain(exc)}")
+            return
+        for job in jobs:
+            self.state.store.apply(job)
+        self.dismiss([job.backup_id for job in jobs])
+
+    def _refused(self, message: str) -> None:
+        self._busy = False
+        self._error(message)

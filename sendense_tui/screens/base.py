@@ -27,10 +27,14 @@ class SendenseScreen(Screen[None]):
         return self._state
 
     def call_hub(
-        self, request: Awaitable[T], on_done: Callable[[T], object] | None = None, name: str = "hub"
+        self,
+        request: Awaitable[T],
+        on_done: Callable[[T], object] | None = None,
+        name: str = "hub",
+        on_error: Callable[[str], object] | None = None,
     ) -> None:
         """One hub request in this screen's worker (see ``calls.call_hub``)."""
-        call_hub(self, request, on_done, name=name)
+        call_hub(self, request, on_done, name=name, on_error=on_error)
 
     def redraw_live(self) -> None:
         """Called on the app's frame when the job store changed; screens that show it

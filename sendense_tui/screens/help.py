@@ -24,6 +24,8 @@ SCOPES = {
     "point": "A restore point",
     "files": "Files of a restore point",
     "restores": "Restores",
+    "policies": "Policies (the list and one policy)",
+    "policy": "One policy",
     "vcenters": "vCenters",
     "list": "Lists",
     "modal": "Dialogs",

@@ -1,5 +1,7 @@
-"""Jobs: running backups first, then history; the selected job's disks, throughput and
-log (the shared shape of both job screens is ``live_jobs.LiveJobsScreen``)."""
+"""Jobs: running backups first, then the queue in its order, then history; the selected
+job's disks, throughput and log (the shared shape of both job screens is
+``live_jobs.LiveJobsScreen``). A queued job shows its place ("queued #3"); the node the
+hub picked and the policy whose run queued it have columns of their own."""
 
 from __future__ import annotations
 
@@ -11,21 +13,24 @@ from textual.widget import Widget
 from textual.widgets import Log
 
 from engine.contract.hub import Job
-from engine.contract.status import BackupType
+from engine.contract.status import BackupType, JobStatus
 from sendense_tui import fmt
-from sendense_tui.keymap import bindings
+from sendense_tui.keymap import bindings, keys_for
+from sendense_tui.screens.help import pretty
 from sendense_tui.screens.live_jobs import LiveJobsScreen
 from sendense_tui.state import ConsoleState
 from sendense_tui.widgets.live_table import state_text
 
 # Fixed widths for the columns that change live: cells updated in place never resize.
 JOB_COLUMNS = {
-    "state": 9,
+    "state": 11,
     "VM": 14,
     "type": 4,
     "progress": 15,
     "rate": 11,
     "size": 10,
+    "node": 10,
+    "policy": 12,
     "started": 14,
     "backup id": 26,
 }
@@ -58,13 +63,16 @@ class JobsScreen(LiveJobsScreen[Job]):
         return backup_id
 
     def row(self, job: Job) -> list[Any]:
+        queued = job.status is JobStatus.QUEUED
         return [
-            state_text(job.status),
+            job_state(job),
             job.vm_name,
             job.backup_type.value,
-            fmt.bar(job.bytes_done, job.bytes_total, 10),
-            "" if job.finished else fmt.rate(job.rate_bps),
-            fmt.size(job.bytes_total),
+            "" if queued else fmt.bar(job.bytes_done, job.bytes_total, 10),
+            "" if job.finished or queued else fmt.rate(job.rate_bps),
+            "" if queued and not job.bytes_total else fmt.size(job.bytes_total),
+            job.node_name or "",
+            job.policy_name or "",
             fmt.moment(job.started_at or job.created_at),
             job.backup_id,
         ]
@@ -73,7 +81,15 @@ class JobsScreen(LiveJobsScreen[Job]):
         text = Text()
         text.append(f"{job.vm_name} ", style="bold")
         text.append(f"{job.backup_id}  ")
-        text.append_text(state_text(job.status))
+        text.append_text(job_state(job))
+        if job.node_name:
+            text.append(f"  on {job.node_name}")
+        if job.policy_name:
+            text.append(f"  policy {job.policy_name}", style="dim")
+        if job.status is JobStatus.QUEUED:
+            key = pretty(keys_for("jobs.cancel", self.state.keymap))
+            text.append(f"\nwaits for room within the hub's limits ({key} takes it out)", "dim")
+            return text
         done, total = job.bytes_done, job.bytes_total
         text.append(f"  {fmt.size(done)} of {fmt.size(total)}")
         if not job.finished:
@@ -121,6 +137,8 @@ class JobsScreen(LiveJobsScreen[Job]):
         self.call_hub(fetch(), show, name="log")
 
     def cancel_question(self, job: Job) -> str:
+        if job.status is JobStatus.QUEUED:
+            return f"Take the backup of {job.vm_name} ({job.backup_id}) out of the queue?"
         return f"Cancel the backup of {job.vm_name} ({job.backup_id})?"
 
     def cancel(self, job: Job) -> Awaitable[Job]:
@@ -128,3 +146,10 @@ class JobsScreen(LiveJobsScreen[Job]):
 
     def reload(self) -> None:
         self.call_hub(self.state.client.jobs(), self.state.store.load)
+
+
+def job_state(job: Job) -> Text:
+    """A job's state; a queued one with its place in the queue."""
+    if job.status is JobStatus.QUEUED and job.queue_position:
+        return Text(f"queued #{job.queue_position}", style="cyan")
+    return state_text(job.status)

@@ -1,4 +1,4 @@
-"""The list screens: repositories, vCenters, nodes and their tunnels.
+"""The list screens: repositories, vCenters, nodes (state, load, throughput, tunnel).
 
 One base class: a header, a keyed table, a line of notes; each screen says only which
 request fills it and how a row reads.
@@ -14,6 +14,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Static
 
 from engine.contract.hub import NodeInfo, Repository, VCenter, VCenterTest
+from engine.contract.policy import Policy
 from engine.contract.status import NodeState
 from sendense_tui import fmt
 from sendense_tui.keymap import bindings
@@ -22,7 +23,7 @@ from sendense_tui.screens.modals import AddVCenterModal
 from sendense_tui.state import ConsoleState, LoginState
 from sendense_tui.widgets.header import HubHeader, tunnel_of
 
-Item = TypeVar("Item", Repository, VCenter, NodeInfo)
+Item = TypeVar("Item", Repository, VCenter, NodeInfo, Policy)
 
 
 class ListScreen(SendenseScreen, Generic[Item]):
@@ -37,8 +38,13 @@ class ListScreen(SendenseScreen, Generic[Item]):
     def compose(self) -> ComposeResult:
         yield HubHeader(self.state)
         yield DataTable(cursor_type="row", zebra_stripes=True, classes="list-table")
+        yield from self.below()
         yield Static(Text(self.NOTE, style="dim"), classes="list-note")
         yield Footer()
+
+    def below(self) -> ComposeResult:
+        """What a screen shows between its table and its note (nothing by default)."""
+        yield from ()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -57,11 +63,14 @@ class ListScreen(SendenseScreen, Generic[Item]):
         raise NotImplementedError
 
     def show(self, items: list[Item]) -> None:
+        """The rows anew, the cursor left on its line (a refresh does not send it home)."""
         self.items = items
         table = self.query_one(DataTable)
+        row = table.cursor_row
         table.clear()
         for item in items:
             table.add_row(*self.row(item), key=str(item.id))
+        table.move_cursor(row=row)
 
     def action_refresh(self) -> None:
         self.call_hub(self.fetch(), self.show, name="list")
@@ -139,21 +148,81 @@ class VCentersScreen(ListScreen[VCenter]):
 
 
 class NodesScreen(ListScreen[NodeInfo]):
-    COLUMNS = ("id", "name", "url", "state", "tunnel", "tunnel since", "rtt")
-    NOTE = "Add a node with `sendense nodes add --name NAME --url URL` on the hub."
+    """Each node's state (down: why), its load against its capacity, what it copies now
+    and copied in the last hour, the vCenters it serves, when the hub last heard it."""
+
+    COLUMNS = (
+        "name",
+        "state",
+        "jobs",
+        "disks",
+        "now",
+        "last hour",
+        "vCenters",
+        "last seen",
+        "tunnel",
+        "rtt",
+        "url",
+    )
+    NOTE = (
+        "jobs and disks: running / capacity. "
+        "Add a node with `sendense nodes add --name NAME --url URL` on the hub."
+    )
 
     def fetch(self) -> Awaitable[list[NodeInfo]]:
         return self.state.client.nodes()
 
+    def below(self) -> ComposeResult:
+        yield Static(id="nodes-why")
+
+    def show(self, items: list[NodeInfo]) -> None:
+        super().show(items)
+        self.query_one("#nodes-why", Static).update(why_not(items))
+
     def row(self, item: NodeInfo) -> list[Any]:
         tunnel = item.tunnel
         rtt = tunnel.rtt_ms if tunnel else None
+        since = f" {tunnel.since[5:16].replace('T', ' ')}" if tunnel and tunnel.since else ""
         return [
-            str(item.id),
             item.name,
-            item.url,
-            Text(str(item.state), style="green" if item.state is NodeState.UP else "yellow"),
-            tunnel_of(item),
-            (tunnel.since or "")[:19] if tunnel else "",
+            node_state(item),
+            load(item.jobs_active, item.max_jobs),
+            load(item.disks_active, item.max_disks),
+            fmt.rate(item.throughput_bps),
+            fmt.size(item.bytes_last_hour),
+            ", ".join(item.vcenters) or "every vCenter",
+            fmt.moment(item.last_seen_at),
+            tunnel_of(item) + since,
             f"{rtt:.1f} ms" if rtt is not None else "",
+            item.url,
         ]
+
+
+def node_state(node: NodeInfo) -> Text:
+    """``up`` or ``down`` (the reason is below the table); a disabled node says so."""
+    up = node.state is NodeState.UP
+    text = Text(str(node.state), style="green" if up else "bold yellow")
+    if not node.enabled:
+        text.append(", disabled", style="dim")
+    return text
+
+
+def why_not(nodes: list[NodeInfo]) -> Text:
+    """One line per node that gets no new job: down (and why), or disabled."""
+    text = Text()
+    for node in nodes:
+        if node.state is NodeState.UP and node.enabled:
+            continue
+        if text:
+            text.append("\n")
+        text.append(node.name, style="bold")
+        if node.state is not NodeState.UP:
+            text.append(f" is down: {node.error or 'the hub has no answer from it'}", "yellow")
+        else:
+            text.append(" is disabled: the hub gives it no new job", "dim")
+    return text
+
+
+def load(active: int, capacity: int) -> str:
+    """``2/8``; without a capacity of its own (0), the count alone."""
+    return f"{active}/{capacity}" if capacity else str(active)

@@ -175,7 +175,7 @@ class LiveJobsScreen(SendenseScreen, Generic[J]):
     def action_cancel_job(self) -> None:
         job = self.job(self.selected or "")
         if job is None or job.finished:
-            self.notify("Only a running job can be cancelled.", severity="warning")
+            self.notify("This job has ended: there is nothing to cancel.", severity="warning")
             return
 
         def decided(yes: bool | None) -> None:

@@ -1,4 +1,4 @@
-"""The header: hub, vCenters, node and tunnel state, running jobs.
+"""The header: hub, vCenters, node and tunnel state, running and queued jobs.
 
 Two lines on a comfortable terminal; one line under 30 rows or 100 columns, so an
 80x24 SSH session keeps its rows for data.
@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from engine.contract.hub import NodeInfo
-from engine.contract.status import TunnelState
+from engine.contract.status import NodeState, TunnelState
 from sendense_tui.state import ConsoleState
 
 OK_STATES = {"ok", "up", "connected", "online"}
@@ -30,10 +30,20 @@ def _state(text: Text, label: str, state: str) -> None:
     text.append(f" {'●' if good else '○'} {state}", style="green" if good else "yellow")
 
 
+def _fleet(text: Text, nodes: list[NodeInfo]) -> None:
+    """Several nodes as counts (each one's state and tunnel are on the nodes screen)."""
+    up = sum(1 for node in nodes if node.state is NodeState.UP)
+    text.append("  nodes", style="bold")
+    text.append(f" ● {up} up", style="green" if up else "dim")
+    if up < len(nodes):
+        text.append(f" ○ {len(nodes) - up} down", style="yellow")
+
+
 class HubHeader(Widget):
     """Each screen has its own header; each redraws itself when what it shows changed."""
 
-    DEFAULT_CSS = "HubHeader { height: auto; }"
+    # Each line ends in "…" where it is too long (many nodes), never wraps into the next.
+    DEFAULT_CSS = "HubHeader { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }"
     CHECKS_PER_SECOND = 3
 
     def __init__(self, state: ConsoleState) -> None:
@@ -55,6 +65,7 @@ class HubHeader(Widget):
             tuple((vc.id, vc.name, self.state.login(vc.id)) for vc in status.vcenters),
             repr(status.nodes),
             self.state.store.running_count(),
+            self.state.store.queued_count(),
             self._compact,
         )
 
@@ -80,7 +91,9 @@ class HubHeader(Widget):
         for vc in status.vcenters:
             detail.append("  ")
             _state(detail, f"vCenter {vc.name or vc.host}", self.state.login(vc.id))
-        for node in status.nodes:
+        if len(status.nodes) > 1:
+            _fleet(detail, status.nodes)
+        for node in status.nodes if len(status.nodes) == 1 else ():
             detail.append("  ")
             _state(detail, f"node {node.name}", str(node.state))
             tunnel_state = tunnel_of(node)
@@ -94,6 +107,9 @@ class HubHeader(Widget):
         running = self.state.store.running_count()
         detail.append("  ")
         detail.append(f"jobs {running} running", style="bold cyan" if running else "dim")
+        queued = self.state.store.queued_count()
+        if queued:
+            detail.append(f" · {queued} queued", style="cyan")
         if compact:
             return line + detail
         return Text("\n").join([line, detail])
