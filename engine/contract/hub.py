@@ -81,7 +81,7 @@ class BackupRequest(_In):
     """
 
     vm_name: Name | None = None
-    vm_context_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    vm_context_id: Annotated[str, StringConstraints(min_length=1, max_length=191)] | None = None
     vm_path: PathText | None = None
     repository_id: RepositoryRef
     backup_type: BackupType = BackupType.FULL

@@ -19,7 +19,7 @@ from engine.repository import add_repository, list_repositories
 
 router = APIRouter(prefix="/api/v1")
 
-ContextId = Annotated[str, Path(min_length=1, max_length=64, description="a VM context id")]
+ContextId = Annotated[str, Path(min_length=1, max_length=191, description="a VM context id")]
 
 # ---- repositories -------------------------------------------------------------------
 
