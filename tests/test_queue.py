@@ -20,12 +20,27 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from engine.api.auth import load_or_create_token
 from engine.config import Settings
-from engine.db.models import BackupDisk
+from engine.contract.hub import BackupRequest, QueueRequest
+from engine.db.models import BackupDisk, BackupPolicy, PolicyRun
 from engine.db.session import session_scope
+from engine.errors import NotFound
+from engine.hub.events import EventBus
+from engine.hub.exports.manager import ExportManager
+from engine.hub.fleet import NodeWatch
+from engine.hub.jobs import JobManager
+from engine.hub.queue import store
+from engine.hub.queue.dispatcher import Dispatcher, Enqueued
 from tests.conftest import wait_for
 from tests.fixtures.services import Services, make_services, processes_mentioning
-from tests.fixtures.standin_node import StandinFleet, register_node, seed_vms, standin_fleet
+from tests.fixtures.standin_node import (
+    VCENTER,
+    StandinFleet,
+    register_node,
+    seed_vms,
+    standin_fleet,
+)
 
 FAST = {"SENDENSE_QUEUE__DISPATCH_SECONDS": "0.2", "SENDENSE_FLEET__HEARTBEAT_SECONDS": "0.5"}
 
@@ -148,7 +163,7 @@ def test_queued_jobs_show_their_place_a_cancel_takes_one_out_and_a_restart_keeps
 @pytest.mark.parametrize(
     ("names", "extra", "status", "detail"),
     [
-        (["vm-00", "nope"], {}, 404, "VM 'nope' has no context: add it first (POST /api/v1/vms)"),
+        (["vm-01", "nope"], {}, 404, "VM 'nope' has no context: add it first (POST /api/v1/vms)"),
         (["vm-01", "vm-01"], {}, 422, "VM vm-01 is asked for twice"),
         (["vm-02", "vm-00"], {}, 409, "VM vm-00 already has a backup queued ({queued})"),
         (["vm-01"], {"repository_id": 999}, 404, "repository 999 does not exist"),
@@ -324,3 +339,71 @@ def test_a_start_the_node_refuses_fails_the_job_and_leaves_nothing(
     assert list(Path(settings.repository_default).rglob("*.qcow2")) == []
     with session_scope(settings.db_url) as s:
         assert s.scalar(select(func.count()).select_from(BackupDisk)) == 0
+
+
+# ---- a policy run's enqueue (in process) -----------------------------------------------
+
+
+def in_process(settings: Settings) -> Dispatcher:
+    """The hub's dispatcher without a hub process (no node registered: nothing starts)."""
+    token = load_or_create_token(settings.token_path)
+    jobs = JobManager(settings, ExportManager.from_settings(settings), EventBus(), token)
+    return Dispatcher(settings, jobs, NodeWatch(settings, token))
+
+
+def test_a_policy_runs_enqueue_skips_refused_vms_and_its_jobs_name_the_policy(
+    settings: Settings,
+) -> None:
+    """What a policy run calls: the VMs that cannot be queued (one queued already, one
+    without a context, one twice) are skipped with why, the others queued with the run
+    named on each; a repository that does not exist refuses them all."""
+    repo, _ = seed_vms(settings, 3)
+    with session_scope(settings.db_url) as s:
+        policy = BackupPolicy(name="nightly", repository_id=repo, schedule="0 2 * * *",
+                              includes='["/DC1/vm"]')  # fmt: skip
+        s.add(policy)
+        s.flush()
+        run = PolicyRun(policy_id=policy.id, trigger="manual")
+        s.add(run)
+        s.flush()
+        run_id = run.id
+    dispatcher = in_process(settings)
+
+    def ask(*names: str, repository: int = repo) -> list[BackupRequest]:
+        return [BackupRequest(vm_name=n, repository_id=repository) for n in names]
+
+    held = dispatcher.queue(QueueRequest(backups=ask("vm-01")))[0]
+    done = dispatcher.enqueue(
+        ask("vm-00", "vm-01", "nope", "vm-02", "vm-02"), policy_run_id=run_id, skip_busy=True
+    )
+    assert [(j.vm_name, j.queue_position, j.policy_name, j.policy_run_id) for j in done.jobs] == [
+        ("vm-00", 2, "nightly", run_id),
+        ("vm-02", 3, "nightly", run_id),
+    ]
+    assert [(r.vm_name, why) for r, why in done.skipped] == [
+        ("vm-01", f"VM vm-01 already has a backup queued ({held.backup_id})"),
+        ("nope", "VM 'nope' has no context: add it first (POST /api/v1/vms)"),
+        ("vm-02", "VM vm-02 is asked for twice"),
+    ]
+    with pytest.raises(NotFound, match="repository 999 does not exist"):
+        dispatcher.enqueue(ask("vm-00", repository=999), policy_run_id=run_id, skip_busy=True)
+    assert dispatcher.enqueue([], policy_run_id=run_id, skip_busy=True) == Enqueued()
+
+
+def test_the_dispatch_reads_the_queue_in_its_order_a_chunk_at_a_time(settings: Settings) -> None:
+    repo, seeded = seed_vms(settings, 8)
+    dispatcher = in_process(settings)
+    asked = [BackupRequest(vm_name=vm.name, repository_id=repo) for vm in seeded]
+    jobs = dispatcher.queue(QueueRequest(backups=asked))
+    dispatcher.jobs.cancel(jobs[4].backup_id)
+    with session_scope(settings.db_url) as s:
+        chunks = list(store.queued_jobs(s, chunk=3))
+    assert [len(c) for c in chunks] == [3, 3, 1]
+    order = [j.backup_id for j in jobs if j.backup_id != jobs[4].backup_id]
+    assert [j.backup_id for c in chunks for j in c] == order
+    first = chunks[0][0]
+    assert (first.vcenter_host, first.esxi_host, first.datastores) == (
+        VCENTER,
+        seeded[0].host,
+        tuple(seeded[0].datastores.values()),
+    )

@@ -15,6 +15,7 @@ from engine.hub.queue.dispatch import (
     NodeSlot,
     QueuedJob,
     assign,
+    has_room,
     waiting_reason,
 )
 
@@ -261,3 +262,14 @@ def test_limits_hold_for_any_queue(
     for j in queue:
         if j.backup_id not in assigned:
             assert waiting_reason(j, nodes, load, limits) != "next in line"
+
+
+def test_there_is_room_only_below_the_hubs_limits_and_with_a_node_not_full() -> None:
+    limits = Limits(jobs_total=2, disks_total=3, disks_per_host=100, disks_per_datastore=100)
+    nodes = [node(1, max_jobs=1)]
+    assert has_room(nodes, Load(), limits)
+    assert not has_room([], Load(), limits)
+    assert not has_room(nodes, Load.of([(job(1), 1)]), limits)  # the node's one job
+    assert not has_room([*nodes, node(2)], Load.of([(job(1), 1), (job(2), 2)]), limits)
+    ports = Load.of([(job(1, disks=("a", "b", "c")), 2)])
+    assert not has_room(nodes, ports, limits)

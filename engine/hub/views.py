@@ -52,25 +52,19 @@ def job_links(s: Session, rows: Sequence[BackupJob]) -> dict[str, JobLinks]:
     """The links of every row, in three queries at most (none for what no row needs)."""
     places = positions(s, [r.id for r in rows if r.status == JobStatus.QUEUED])
     node_ids = {r.node_id for r in rows if r.node_id is not None}
-    nodes = (
-        dict(s.execute(select(Node.id, Node.name).where(Node.id.in_(node_ids))).tuples().all())
-        if node_ids
-        else {}
-    )
     run_ids = {r.policy_run_id for r in rows if r.policy_run_id is not None}
-    policies = (
-        dict(
-            s.execute(
-                select(PolicyRun.id, BackupPolicy.name)
-                .join(BackupPolicy, BackupPolicy.id == PolicyRun.policy_id)
-                .where(PolicyRun.id.in_(run_ids))
-            )
-            .tuples()
-            .all()
+    nodes: dict[int, str] = {}
+    if node_ids:
+        named_nodes = select(Node.id, Node.name).where(Node.id.in_(node_ids))
+        nodes = {i: n for i, n in s.execute(named_nodes)}
+    policies: dict[int, str] = {}
+    if run_ids:
+        named = (
+            select(PolicyRun.id, BackupPolicy.name)
+            .join(BackupPolicy, BackupPolicy.id == PolicyRun.policy_id)
+            .where(PolicyRun.id.in_(run_ids))
         )
-        if run_ids
-        else {}
-    )
+        policies = {i: n for i, n in s.execute(named)}
     return {
         r.id: JobLinks(
             queue_position=places.get(r.id),

@@ -10,12 +10,13 @@ that holds already when a job is queued (the queue refuses what could never star
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from engine.config import Settings
 from engine.contract.fields import url_safe
@@ -23,7 +24,7 @@ from engine.contract.hub import BackupPreview, BackupRequest
 from engine.contract.status import OPEN_JOB, BackupType, DiskStatus, JobStatus
 from engine.credentials import CredentialError, Credentials, VMwareCredentialService
 from engine.db.models import BackupDisk, BackupJob, BackupRepository, VMReplicationContext
-from engine.errors import BadInput, Conflict, NotFound
+from engine.errors import BadInput, Conflict, NotFound, SendenseError
 from engine.hub.jobs.chain_plan import ChainDecision, DiskDecision, decide, find_parent
 from engine.hub.jobs.refresh import refresh_context
 from engine.hub.nodes import NodeRef
@@ -104,44 +105,79 @@ def export_name(vm_name: str, disk_key: int, backup_id: str) -> str:
     return url_safe(f"{_id_name(vm_name)}-disk{disk_key}-{suffix}")
 
 
+def unique_backup_ids(s: Session, vm_names: Sequence[str]) -> list[str]:
+    """The seed's ``backup-<vm>-<unix seconds>`` for each VM, the name made safe in a URL
+    and a shell; ``-2``, ``-3``… when taken (in the database, or by an earlier name of
+    the list). One query, unless some are taken."""
+    now = int(time.time())
+    bases = [f"backup-{_id_name(name)}-{now}" for name in vm_names]
+    query = select(BackupJob.id).where(BackupJob.id.in_(set(bases)))
+    taken = set(s.scalars(query)) if bases else set()
+    out: list[str] = []
+    for base in bases:
+        candidate, n = base, 1
+        while candidate in taken or (candidate != base and s.get(BackupJob, candidate) is not None):
+            n += 1
+            candidate = f"{base}-{n}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
 def unique_backup_id(s: Session, vm_name: str) -> str:
-    """The seed's ``backup-<vm>-<unix seconds>``, the name made safe in a URL and a shell;
-    ``-2``, ``-3``… when taken."""
-    base = f"backup-{_id_name(vm_name)}-{int(time.time())}"
-    candidate, n = base, 1
-    while s.get(BackupJob, candidate) is not None:
-        n += 1
-        candidate = f"{base}-{n}"
-    return candidate
+    return unique_backup_ids(s, [vm_name])[0]
 
 
 def find_context(s: Session, request: BackupRequest) -> VMReplicationContext:
     """The one VM context the request names; a name or path that two contexts share (two
     vCenters) is a conflict to resolve with ``vm_context_id``, never a guess."""
-    if request.vm_context_id:
-        ctx = s.get(VMReplicationContext, request.vm_context_id)
-        if ctx is None:
-            raise NotFound(f"VM context {request.vm_context_id!r} does not exist")
-        return ctx
-    if request.vm_path:
-        what, column, value = (
-            f"VM path {request.vm_path!r}",
-            VMReplicationContext.vm_path,
-            request.vm_path,
-        )
-    else:
-        assert request.vm_name is not None  # the request holds exactly one of the three
-        what, column, value = (
-            f"VM {request.vm_name!r}",
-            VMReplicationContext.vm_name,
-            request.vm_name,
-        )
-    rows = list(s.scalars(select(VMReplicationContext).where(column == value)))
+    found = find_contexts(s, [request])[0]
+    if isinstance(found, SendenseError):
+        raise found
+    return found
+
+
+def find_contexts(
+    s: Session, requests: Sequence[BackupRequest]
+) -> list[VMReplicationContext | SendenseError]:
+    """``find_context`` of each request (the context, or why there is none), in one
+    query per way of naming VMs whatever their number, the contexts' disks with them."""
+    load = select(VMReplicationContext).options(selectinload(VMReplicationContext.disks))
+    ids = {r.vm_context_id for r in requests if r.vm_context_id}
+    paths = {r.vm_path for r in requests if r.vm_path and not r.vm_context_id}
+    names = {r.vm_name for r in requests if r.vm_name}
+    by_id = (
+        {c.context_id: c for c in s.scalars(load.where(VMReplicationContext.context_id.in_(ids)))}
+        if ids
+        else {}
+    )
+    by_path: dict[str, list[VMReplicationContext]] = defaultdict(list)
+    by_name: dict[str, list[VMReplicationContext]] = defaultdict(list)
+    if paths:
+        for c in s.scalars(load.where(VMReplicationContext.vm_path.in_(paths))):
+            by_path[c.vm_path].append(c)
+    if names:
+        for c in s.scalars(load.where(VMReplicationContext.vm_name.in_(names))):
+            by_name[c.vm_name].append(c)
+    out: list[VMReplicationContext | SendenseError] = []
+    for request in requests:
+        if request.vm_context_id:
+            found = by_id.get(request.vm_context_id)
+            out.append(found or NotFound(f"VM context {request.vm_context_id!r} does not exist"))
+        elif request.vm_path:
+            out.append(_the_one(f"VM path {request.vm_path!r}", by_path[request.vm_path]))
+        else:
+            assert request.vm_name is not None  # the request holds exactly one of the three
+            out.append(_the_one(f"VM {request.vm_name!r}", by_name[request.vm_name]))
+    return out
+
+
+def _the_one(what: str, rows: list[VMReplicationContext]) -> VMReplicationContext | SendenseError:
     if not rows:
-        raise NotFound(f"{what} has no context: add it first (POST /api/v1/vms)")
+        return NotFound(f"{what} has no context: add it first (POST /api/v1/vms)")
     if len(rows) > 1:
         named = ", ".join(f"{r.context_id} (vCenter {r.vcenter_host})" for r in rows)
-        raise Conflict(f"{what} matches {len(rows)} VM contexts: {named}; give vm_context_id")
+        return Conflict(f"{what} matches {len(rows)} VM contexts: {named}; give vm_context_id")
     return rows[0]
 
 
@@ -171,17 +207,28 @@ def busy(vm_name: str, job_id: str, status: JobStatus) -> Conflict:
     return Conflict(f"VM {vm_name} already has a backup {word} ({job_id})")
 
 
-def check_vm(s: Session, settings: Settings, ctx: VMReplicationContext) -> Credentials:
+def check_vm(
+    s: Session,
+    settings: Settings,
+    ctx: VMReplicationContext,
+    opened: dict[int, Credentials] | None = None,
+) -> Credentials:
     """What a VM needs before any job of it can start (checked when it is queued too):
-    its vCenter login, readable, and its disks recorded. The login."""
+    its vCenter login, readable, and its disks recorded. The login; ``opened`` keeps the
+    logins already opened (many VMs of one vCenter open it once)."""
     if ctx.credential_id is None:
         raise BadInput("VM context missing credential_id")
     if not ctx.disks:
         raise BadInput(f"VM {ctx.vm_name} has no disks recorded: refresh its context")
+    if opened is not None and ctx.credential_id in opened:
+        return opened[ctx.credential_id]
     try:
-        return VMwareCredentialService(s, settings.key_path).get_credentials(ctx.credential_id)
+        creds = VMwareCredentialService(s, settings.key_path).get_credentials(ctx.credential_id)
     except CredentialError as exc:
         raise BadInput(str(exc)) from None
+    if opened is not None:
+        opened[ctx.credential_id] = creds
+    return creds
 
 
 def refresh_for_chain(

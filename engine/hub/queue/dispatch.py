@@ -148,6 +148,17 @@ def _least_loaded(nodes: Iterable[NodeSlot], load: Load) -> NodeSlot | None:
     return best
 
 
+def has_room(nodes: Sequence[NodeSlot], load: Load, limits: Limits) -> bool:
+    """Whether any job at all could start: the hub below its job limit and its ports
+    not all taken, and some node below its job count (the queue need not be read when
+    not)."""
+    return (
+        load.jobs_total < limits.jobs_total
+        and load.disks_total < limits.disks_total
+        and any(load.node_jobs[n.id] < n.max_jobs for n in nodes)
+    )
+
+
 def assign(
     queue: Sequence[QueuedJob], nodes: Sequence[NodeSlot], load: Load, limits: Limits
 ) -> list[Assignment]:

@@ -23,14 +23,15 @@ from sqlalchemy.orm import Session
 
 from engine.config import Settings
 from engine.contract.hub import BackupRequest, Job, QueueRequest
-from engine.db.models import BackupJob, VMReplicationContext
+from engine.credentials import Credentials
+from engine.db.models import VMReplicationContext
 from engine.errors import BadInput, Conflict, SendenseError
 from engine.hub.fleet import NodeWatch
 from engine.hub.jobs import JobManager
-from engine.hub.jobs.plan import busy, check_vm, find_context, repository, unique_backup_id
+from engine.hub.jobs.plan import busy, check_vm, find_contexts, repository, unique_backup_ids
 from engine.hub.nodes import NodeRef, NodeUnreachable, node_ref
 from engine.hub.queue import store
-from engine.hub.queue.dispatch import Assignment, Limits, Load, QueuedJob, assign
+from engine.hub.queue.dispatch import Assignment, Limits, Load, QueuedJob, assign, has_room
 
 log = logging.getLogger("sendense.hub.queue")
 
@@ -83,14 +84,13 @@ class Dispatcher:
         with self._enqueue_lock, self.jobs.ctx.session() as s:
             checked = self._check(s, requests, skip_busy)
             base = time.time_ns()
-            rows: list[BackupJob] = []
-            for i, (request, vm) in enumerate(checked.vms):
-                row = store.queued_row(
-                    unique_backup_id(s, vm.vm_name), vm, request, base + i, policy_run_id
-                )
-                s.add(row)
-                s.flush()  # its id is taken: a second VM of the same name gets -2
-                rows.append(row)
+            ids = unique_backup_ids(s, [vm.vm_name for _, vm in checked.vms])
+            rows = [
+                store.queued_row(backup_id, vm, request, base + i, policy_run_id)
+                for i, (backup_id, (request, vm)) in enumerate(zip(ids, checked.vms, strict=True))
+            ]
+            s.add_all(rows)
+            s.flush()
             jobs = self.jobs.ctx.views(s, rows)
         if jobs:
             log.info("%d backup(s) queued", len(jobs))
@@ -98,17 +98,25 @@ class Dispatcher:
         return Enqueued(jobs, checked.skipped)
 
     def _check(self, s: Session, requests: Sequence[BackupRequest], skip: bool) -> _Checked:
+        """Each request's VM, checked in the request's order (the first refusal is the
+        one a refused request names); a few queries for the lot, not a few per VM."""
         checked = _Checked()
+        taken = store.open_jobs(s)
+        opened: dict[int, Credentials] = {}
         seen: set[str] = set()
-        for request in requests:
-            if request.max_rate_mib is not None:
-                raise BadInput("a queued backup takes no max_rate_mib: the queue does not keep it")
-            repository(s, request.repository_id)  # the session keeps it: one read each
+        if any(r.max_rate_mib is not None for r in requests):
+            raise BadInput("a queued backup takes no max_rate_mib: the queue does not keep it")
+        for repository_id in dict.fromkeys(r.repository_id for r in requests):
+            repository(s, repository_id)
+        for request, vm in zip(requests, find_contexts(s, requests), strict=True):
             try:
-                vm = find_context(s, request)
-                check_vm(s, self.settings, vm)
+                if isinstance(vm, SendenseError):
+                    raise vm
+                check_vm(s, self.settings, vm, opened)
                 if vm.context_id in seen:
                     raise BadInput(f"VM {vm.vm_name} is asked for twice")
+                if vm.context_id in taken:
+                    raise busy(vm.vm_name, *taken[vm.context_id])
             except SendenseError as exc:
                 if not skip:
                     raise
@@ -116,18 +124,6 @@ class Dispatcher:
                 continue
             seen.add(vm.context_id)
             checked.vms.append((request, vm))
-        taken = store.open_jobs(s, seen)
-        free = []
-        for request, vm in checked.vms:
-            other = taken.get(vm.context_id)
-            if other is None:
-                free.append((request, vm))
-                continue
-            refusal = busy(vm.vm_name, *other)
-            if not skip:
-                raise refusal
-            checked.skipped.append((request, str(refusal)))
-        checked.vms = free
         return checked
 
     def soon(self) -> None:
@@ -167,14 +163,17 @@ class Dispatcher:
             raise
 
     def _dispatch(self) -> int:
-        with self.jobs.ctx.session() as s:
-            queue = store.queued_jobs(s)
-            if not queue:
-                return 0
-            running = store.running_jobs(s)
         slots = self.fleet.slots()
-        load = Load.of(running)
-        assignments = assign(queue, slots, load, Limits.from_settings(self.settings))
+        limits = Limits.from_settings(self.settings)
+        assignments: list[Assignment] = []
+        with self.jobs.ctx.session() as s:
+            load = Load.of(store.running_jobs(s))
+            # The queue is read a chunk at a time, and not at all while nothing fits.
+            if has_room(slots, load, limits):
+                for chunk in store.queued_jobs(s):
+                    assignments += assign(chunk, slots, load, limits)
+                    if not has_room(slots, load, limits):
+                        break
         if not assignments:
             return 0
         by_node: dict[int, list[QueuedJob]] = defaultdict(list)

@@ -12,9 +12,10 @@ both win.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from engine.contract.hub import BackupRequest
@@ -28,6 +29,9 @@ from engine.db.models import (
     utcnow,
 )
 from engine.hub.queue.dispatch import QueuedJob
+
+# How many queued jobs a dispatch reads at a time.
+QUEUE_CHUNK = 500
 
 
 def queued_row(
@@ -51,6 +55,7 @@ def queued_row(
         queue_order=order,
         policy_run_id=policy_run_id,
         created_at=utcnow(),
+        disks=[],  # known to have none: its view reads no disks
     )
 
 
@@ -63,15 +68,15 @@ def request_of(row: BackupJob) -> BackupRequest:
     )
 
 
-def open_jobs(s: Session, context_ids: Iterable[str]) -> dict[str, tuple[str, JobStatus]]:
-    """Each of these VMs' job that is queued, pending or running: (backup id, status)."""
-    wanted = set(context_ids)
+def open_jobs(s: Session) -> dict[str, tuple[str, JobStatus]]:
+    """Every VM's job that is queued, pending or running: (backup id, status) by VM
+    context, in one query (as many rows as the queue is long)."""
     rows = s.execute(
         select(BackupJob.vm_context_id, BackupJob.id, BackupJob.status).where(
             BackupJob.status.in_(OPEN_JOB)
         )
     )
-    return {cid: (bid, JobStatus(st)) for cid, bid, st in rows if cid in wanted}
+    return {cid: (bid, JobStatus(st)) for cid, bid, st in rows}
 
 
 def _leave(s: Session, backup_id: str, **values: object) -> bool:
@@ -108,39 +113,63 @@ def requeue(row: BackupJob) -> None:
     row.started_at = None
 
 
-def _shaped(s: Session, statuses: Iterable[JobStatus]) -> list[tuple[QueuedJob, int | None]]:
-    """The jobs in ``statuses`` as the dispatch sees them (in queue order), each with its
-    node: two queries, whatever the number of jobs."""
-    wanted = list(statuses)
-    jobs = s.execute(
-        select(
-            BackupJob.id,
-            BackupJob.vm_context_id,
-            BackupJob.node_id,
-            VMReplicationContext.vcenter_host,
-            VMReplicationContext.esxi_host,
-        )
-        .join(VMReplicationContext, VMReplicationContext.context_id == BackupJob.vm_context_id)
-        .where(BackupJob.status.in_(wanted))
-        .order_by(BackupJob.queue_order, BackupJob.id)
-    ).all()
-    of_jobs = select(BackupJob.vm_context_id).where(BackupJob.status.in_(wanted))
+_SHAPE = (
+    select(
+        BackupJob.id,
+        BackupJob.vm_context_id,
+        BackupJob.node_id,
+        VMReplicationContext.vcenter_host,
+        VMReplicationContext.esxi_host,
+        BackupJob.queue_order,
+    )
+    .join(VMReplicationContext, VMReplicationContext.context_id == BackupJob.vm_context_id)
+    .order_by(BackupJob.queue_order, BackupJob.id)
+)
+
+
+@dataclass(frozen=True)
+class Shaped:
+    """A job as the dispatch sees it, its node, and its place in the queue's order."""
+
+    job: QueuedJob
+    node_id: int | None
+    queue_order: int | None
+
+
+def _shaped(s: Session, *where: ColumnElement[bool], limit: int | None = None) -> list[Shaped]:
+    """The jobs ``where`` finds, in queue order, as the dispatch sees them: two queries,
+    the second for their VMs' disks."""
+    jobs = s.execute(_SHAPE.where(*where).limit(limit)).all()
     datastores: dict[str, list[str]] = defaultdict(list)
-    for context_id, datastore in s.execute(
-        select(VMDisk.vm_context_id, VMDisk.datastore)
-        .where(VMDisk.vm_context_id.in_(of_jobs))
-        .order_by(VMDisk.vm_context_id, VMDisk.disk_key)
-    ):
-        datastores[context_id].append(datastore or "")
+    contexts = {cid for _, cid, *_ in jobs}
+    if contexts:
+        for context_id, datastore in s.execute(
+            select(VMDisk.vm_context_id, VMDisk.datastore)
+            .where(VMDisk.vm_context_id.in_(contexts))
+            .order_by(VMDisk.vm_context_id, VMDisk.disk_key)
+        ):
+            datastores[context_id].append(datastore or "")
     return [
-        (QueuedJob(bid, vcenter, esxi, tuple(datastores[cid])), node_id)
-        for bid, cid, node_id, vcenter, esxi in jobs
+        Shaped(QueuedJob(bid, vcenter, esxi, tuple(datastores[cid])), node_id, order)
+        for bid, cid, node_id, vcenter, esxi, order in jobs
     ]
 
 
-def queued_jobs(s: Session) -> list[QueuedJob]:
-    """The queue, first in line first."""
-    return [job for job, _ in _shaped(s, [JobStatus.QUEUED])]
+def queued_jobs(s: Session, chunk: int = QUEUE_CHUNK) -> Iterator[list[QueuedJob]]:
+    """The queue, first in line first, ``chunk`` jobs at a time: a dispatch that has
+    filled the room there is stops reading (a queue of thousands is not read whole)."""
+    queued = BackupJob.status == JobStatus.QUEUED
+    jobs = _shaped(s, queued, limit=chunk)
+    while jobs:
+        yield [j.job for j in jobs]
+        if len(jobs) < chunk:
+            return
+        order, last = jobs[-1].queue_order, jobs[-1].job.backup_id
+        after = or_(
+            BackupJob.queue_order > order,
+            and_(BackupJob.queue_order == order, BackupJob.id > last),
+        )
+        jobs = _shaped(s, queued, after, limit=chunk)
 
 
 def running_jobs(s: Session) -> list[tuple[QueuedJob, int | None]]:
@@ -153,7 +182,8 @@ def running_jobs(s: Session) -> list[tuple[QueuedJob, int | None]]:
         .where(RestoreJob.status.in_(ACTIVE_JOB), RestoreJob.node_id.is_not(None))
         .group_by(RestoreJob.id, RestoreJob.node_id)
     )
-    return _shaped(s, ACTIVE_JOB) + [
+    backups = _shaped(s, BackupJob.status.in_(ACTIVE_JOB))
+    return [(b.job, b.node_id) for b in backups] + [
         (QueuedJob(rid, "", None, ("",) * disks), node_id) for rid, node_id, disks in restores
     ]
 
