@@ -38,8 +38,9 @@ log = logging.getLogger("sendense.hub.queue")
 
 @dataclass
 class Enqueued:
-    """What an enqueue did: the jobs queued, and the requests left out with why (a
-    policy run skips a VM that has a job queued or running already)."""
+    """What an enqueue did: the jobs queued (in the requests' order), and the requests
+    left out with the one-line reason (with ``skip_busy``: a VM with a job queued or
+    running already, without a context, a login or disks, or asked for twice)."""
 
     jobs: list[Job] = field(default_factory=list)
     skipped: list[tuple[BackupRequest, str]] = field(default_factory=list)
@@ -181,6 +182,8 @@ class Dispatcher:
             by_node[a.node.id].append(a.job)
         with self.jobs.ctx.session() as s:
             refs = [(ref, by_node[ref.id]) for ref in _refs(s, assignments)]
+        if not refs:  # the nodes were removed in between: their jobs wait for others
+            return 0
         with ThreadPoolExecutor(len(refs), thread_name_prefix="dispatch") as pool:
             return sum(pool.map(lambda pair: self._start_on(*pair), refs))
 
