@@ -130,7 +130,9 @@ def backup_start(
     queue: bool = typer.Option(
         False, "--queue", help="Queue even one VM: the hub starts it when its limits allow."
     ),
-    wait: bool = typer.Option(False, "--wait", help="Show per-disk progress until the end."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Follow to the end: per-disk progress, or a line per queued job."
+    ),
 ) -> None:
     """Start a backup of one VM, named by name, --context or --path; with --wait, follow it
     and exit 0 if it completed, 1 if it failed, 130 if it was cancelled. Several VMs (or
