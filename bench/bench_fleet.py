@@ -14,10 +14,11 @@ Measured and printed:
 
 1. The dispatch's wall time per job started (mean, p99 of the rounds), over a night
    whose queue is in memory (``assign`` alone) and one whose queue is in the database
-   (the hub's own queries, ``engine.hub.queue.store``: each round's reads of the queued
-   and running jobs, each start's ``take``, each end's write); the database's share.
-   The database reads are sampled (every n-th round, checked against the simulation)
-   and extrapolated from a fit of their time to the queue's length; the print says so.
+   (the hub's own queries, ``engine.hub.queue.store``: each round's reads of the
+   running jobs and of the queue a chunk at a time while anything could start, each
+   start's ``take``, each end's write); the database's share. The database reads are
+   sampled (every n-th round, checked against the simulation) and extrapolated from a
+   fit of their time to the rows read; the print says so.
 2. That every limit held, counted from the running jobs at every start: "limits held:
    yes", or the violations and exit status 1.
 3. The night's length (simulated) over the lower bound its capacity allows (bandwidth,
@@ -33,7 +34,7 @@ Measured and printed:
 5. Where the hub stops scaling, computed from the numbers above.
 
     .venv/bin/python -m bench fleet [--vms 10000] [--nodes 50] [--policies 20]
-        [--queued 5000] [--via-api 500] [--gets 200] [--blocks 4] [--db-reads 100]
+        [--queued 5000] [--via-api 500] [--gets 200] [--blocks 4] [--db-reads 500]
         [--sqlite] [--skip-api]
 
 A smoke run: ``--vms 600 --nodes 5 --policies 4 --hosts 10 --datastores 6 --queued 300
@@ -79,6 +80,7 @@ from bench.fleet_sim import (
 )
 from bench.fleet_sim import lower_bounds as bounds_of
 from bench.fleet_sim import simulate as simulate_night
+from engine.hub.queue.store import QUEUE_CHUNK
 
 HOUR = 3600.0
 
@@ -98,24 +100,24 @@ def ms(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Fit:
-    """A round's database reads: ``fixed + per_job x queued`` (least squares over the
-    rounds that read the database)."""
+    """A round's database reads: ``fixed + per_row x rows read`` (least squares over
+    the rounds that read the database)."""
 
     fixed: float
-    per_job: float
+    per_row: float
     sampled: int
 
     @classmethod
     def of(cls, rounds: Sequence[Round]) -> Fit:
-        xs = [r.queued for r in rounds]
+        xs = [r.rows for r in rounds]
         ys = [r.read_s for r in rounds]
         if len(set(xs)) < 2:
             return cls(statistics.fmean(ys), 0.0, len(rounds))
         slope, intercept = statistics.linear_regression(xs, ys)
         return cls(max(0.0, intercept), slope, len(rounds))
 
-    def at(self, queued: int) -> float:
-        return self.fixed + self.per_job * queued
+    def at(self, rows: int) -> float:
+        return self.fixed + self.per_row * rows
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def db_cost(night: Night, fit: Fit) -> Cost:
     """The database night's cost, its reads extrapolated to every round from ``fit``
     (the rounds that read the database weigh with their own times)."""
     rounds = night.rounds
-    reads = [r.read_s if r.read_db else fit.at(r.queued) for r in rounds]
+    reads = [r.read_s if r.read_db else fit.at(r.rows) for r in rounds]
     return Cost(
         assign_s=sum(r.assign_s for r in rounds),
         read_s=sum(reads),
@@ -565,17 +567,22 @@ def conclusions(
         f"nodes ({per_pair * 1e9:.0f} ns per pair); a night's rounds with room cost "
         f"{ms(cost.assign_s / cost.jobs)} per job."
     )
-    saturated = max(0.0, (1 / rounds_per_s - fit.fixed)) / fit.per_job if fit.per_job else 0
+    rows = [r.rows for r in night.rounds]
+    running = night.watch.peaks["jobs total"]
+    whole = fit.at(worst_q + running) + worst_s
+    saturated = (1 / rounds_per_s - fit.at(running)) / (fit.per_row + per_pair * len(fleet.nodes))
     print(
-        f"- The queue's reads: every round reads every queued job (and, when any is "
-        f"queued, the running ones): {ms(fit.fixed)} + {fit.per_job * 1e6:.1f} us per "
-        f"queued job (fit over {fit.sampled} rounds read from the database). At "
-        f"{rounds_per_s:.2f} rounds/s (a job end every "
-        f"{night.makespan / night.jobs:.1f} s plus the {dispatch_seconds:g} s tick) the "
-        f"dispatch thread is busy all the time from ~{saturated:,.0f} queued jobs; the "
-        f"database is {cost.db_share:.1%} of the dispatch's time per job now. Reading "
-        "only the head of the queue (a page at a time until the round is full) would "
-        "make a round that has room cost what it starts, not the queue's length."
+        f"- The queue's reads: a round reads the running jobs, then the queue "
+        f"{QUEUE_CHUNK} at a time while anything could start: {statistics.fmean(rows):.0f} "
+        f"rows a round on average (max {max(rows)}), {ms(fit.fixed)} + "
+        f"{fit.per_row * 1e6:.1f} us per row (fit over {fit.sampled} rounds read from the "
+        f"database); the database is {cost.db_share:.1%} of the dispatch's time per job. "
+        f"A round with room in which nothing near the head fits (the queued VMs' hosts or "
+        f"datastores full) reads and tries the whole queue: {ms(whole)} for {worst_q} "
+        f"queued and {running} running; at {rounds_per_s:.2f} rounds/s (a job end every "
+        f"{night.makespan / night.jobs:.1f} s and the {dispatch_seconds:g} s tick) such "
+        f"rounds would keep the dispatch busy all the time from ~{max(0.0, saturated):,.0f} "
+        "queued jobs."
     )
     print(
         f"- The database's writes: {ms(cost.write_s / cost.jobs)} per job (its take and "
@@ -584,19 +591,23 @@ def conclusions(
         f"{night.jobs / night.makespan:.2f}."
     )
     if api is not None:
-        call = "GET /api/v1/backups"
+        listing, queued_page = CALLS
+        extra = api.quiet["queued"] - api.quiet["idle"]
         print(
-            f"- The API: {call} with the queue is {api.ratio(call):.2f}x (p99) and "
-            f"{api.ratio(call, 'p50'):.2f}x (p50) the idle hub's. With no call at all the hub "
-            f"process is busy {api.quiet['queued']:.0%} of the time with the queue against "
-            f"{api.quiet['idle']:.0%} idle: its dispatch rounds read the whole queue every "
-            f"{dispatch_seconds:g} s, in the process (and the GIL) that answers the API."
+            f"- The API: {listing} with the queue is {api.ratio(listing):.2f}x (p99) and "
+            f"{api.ratio(listing, 'p50'):.2f}x (p50) the idle hub's; {queued_page} "
+            f"{api.ratio(queued_page):.2f}x (p99) and {api.ratio(queued_page, 'p50'):.2f}x "
+            "(p50): a page that shows queued jobs ranks the whole queue for their "
+            "positions (store.positions: row_number over every queued row), O(queue) per "
+            f"call. With no call, the queue adds {extra:+.0%} of a CPU to the hub "
+            f"process's own rounds ({api.quiet['idle']:.0%} idle, {api.quiet['queued']:.0%} "
+            "queued; one process, one GIL, for the API and every round)."
         )
         if api.enqueue_s is not None:
             print(
-                f"- Queueing: POST /api/v1/backups/queue takes {ms(api.enqueue_s)} per job (each "
-                f"VM checked, its id chosen, its row flushed): {fleet.shape.vms} VMs' policy "
-                f"runs spend ~{api.enqueue_s * fleet.shape.vms / 60:.1f} min queueing."
+                f"- Queueing: POST /api/v1/backups/queue takes {ms(api.enqueue_s)} per job: "
+                f"the night's {fleet.shape.vms} jobs spend "
+                f"~{api.enqueue_s * fleet.shape.vms:.0f} s being queued."
             )
     interval = inspect.signature(copy).parameters["interval"].default
     chunk = CopySettings().chunk_size
@@ -650,7 +661,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--overhead-s", type=float, default=60.0, help="a job's fixed time")
     ap.add_argument("--stagger-s", type=float, default=300.0, help="between policies' runs")
     ap.add_argument("--window-h", type=float, default=8.0, help="the night window")
-    ap.add_argument("--db-reads", type=int, default=100, help="rounds read from the database")
+    ap.add_argument("--db-reads", type=int, default=500, help="rounds read from the database")
     ap.add_argument("--queued", type=int, default=5000, help="jobs queued for the API part")
     ap.add_argument("--via-api", type=int, default=500, help="of them through the route")
     ap.add_argument("--gets", type=int, default=200, help="timed calls per state and call")
@@ -743,7 +754,7 @@ def run(tmp: Path, shape: Shape, limits: Limits, pace: Pace, args: argparse.Name
         )
         if in_db.makespan != memory.makespan:
             raise SystemExit("error: the two nights differ: the queue's order was not kept")
-        fit = Fit.of([r for r in in_db.rounds if r.read_db and r.queued])
+        fit = Fit.of([r for r in in_db.rounds if r.read_db])
         cost = db_cost(in_db, fit)
         print()
         print(f"1. dispatch cost per job (wall time; the {len(memory.rounds)} rounds of a night)")
@@ -752,7 +763,7 @@ def run(tmp: Path, shape: Shape, limits: Limits, pace: Pace, args: argparse.Name
         print(
             f"  of which: assign {ms(cost.assign_s / cost.jobs)}, reads "
             f"{ms(cost.read_s / cost.jobs)} (extrapolated: {ms(fit.fixed)} + "
-            f"{fit.per_job * 1e6:.1f} us per queued job, fit over {fit.sampled} rounds), writes "
+            f"{fit.per_row * 1e6:.1f} us per row read, fit over {fit.sampled} rounds), writes "
             f"{ms(cost.write_s / cost.jobs)}; database share {cost.db_share:.1%}; enqueue "
             f"(bulk insert of each policy's rows) {ms(in_db.enqueue_s / in_db.jobs)}/job"
         )

@@ -24,9 +24,10 @@ import math
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice, zip_longest
 from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Insert, insert, update
@@ -42,7 +43,15 @@ from engine.db.models import (
 )
 from engine.db.session import engine_for, session_scope, upgrade
 from engine.hub.queue import store
-from engine.hub.queue.dispatch import Assignment, Limits, Load, NodeSlot, QueuedJob, assign
+from engine.hub.queue.dispatch import (
+    Assignment,
+    Limits,
+    Load,
+    NodeSlot,
+    QueuedJob,
+    assign,
+    has_room,
+)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -165,15 +174,23 @@ def make_fleet(shape: Shape) -> Fleet:
 
 class Queue(Protocol):
     """Where the queue lives: its reads and writes are what the dispatch pays besides
-    ``assign``."""
+    ``assign``. A round reads as the hub's does (``Dispatcher._dispatch``): the jobs
+    that hold room first, then the queue a chunk at a time while anything could start."""
 
-    # Whether the last ``queued()`` read the database (a round whose cost is measured
-    # with the database's read).
+    # Whether this round reads the database (a round whose cost is measured with it).
     read_db: bool
+
+    def __len__(self) -> int: ...
 
     def enqueue(self, vms: Sequence[VM], at: float) -> None: ...
 
-    def queued(self) -> list[QueuedJob]: ...
+    def running(self) -> int:
+        """A round begins: the jobs that hold room, read; how many."""
+        ...
+
+    def chunks(self) -> Generator[list[QueuedJob], None, None]:
+        """The queue in queue order, ``store.QUEUE_CHUNK`` jobs at a time."""
+        ...
 
     def started(self, assignments: Sequence[Assignment], at: float) -> None: ...
 
@@ -187,20 +204,30 @@ class MemoryQueue:
 
     def __init__(self) -> None:
         self.jobs: dict[str, QueuedJob] = {}
+        self.active = 0
+
+    def __len__(self) -> int:
+        return len(self.jobs)
 
     def enqueue(self, vms: Sequence[VM], at: float) -> None:
         for vm in vms:
             self.jobs[vm.backup_id] = vm.queued()
 
-    def queued(self) -> list[QueuedJob]:
-        return list(self.jobs.values())
+    def running(self) -> int:
+        return self.active
+
+    def chunks(self) -> Generator[list[QueuedJob], None, None]:
+        jobs = iter(self.jobs.values())
+        while chunk := list(islice(jobs, store.QUEUE_CHUNK)):
+            yield chunk
 
     def started(self, assignments: Sequence[Assignment], at: float) -> None:
         for a in assignments:
             del self.jobs[a.job.backup_id]
+        self.active += len(assignments)
 
     def ended(self, backup_id: str, bytes_done: int, at: float) -> None:
-        return None
+        self.active -= 1
 
 
 def night_time(at: float) -> datetime:
@@ -306,18 +333,18 @@ def _new_id(conn: Connection, statement: Insert) -> int:
 
 class SqlQueue:
     """The queue in the hub's tables, read and written with the hub's own queries
-    (``engine.hub.queue.store``): each round reads the queued jobs in queue order and,
-    when there are any, the jobs that hold room (the hub rebuilds its ``Load`` from them
-    each round); the started ones leave the queue with ``take`` (one transaction per
-    round), each job's end is written on its own. A policy run's jobs are inserted as
-    queued rows in one go (``SqlQueue.enqueue``; the hub's own enqueue checks each VM
-    first, which the API part of the bench goes through).
+    (``engine.hub.queue.store``): each round reads the jobs that hold room
+    (``running_jobs``: the hub rebuilds its ``Load`` from them) and then the queue a
+    chunk at a time (``queued_jobs``) while anything could start; the started ones leave
+    the queue with ``take`` (one transaction per round); each job's end is written on
+    its own. A policy run's jobs are inserted as queued rows in one go (the hub's own
+    enqueue checks each VM first: the API part of the bench goes through it).
 
-    Every write goes to the database. The reads, O(queue) per round, come from the
-    database every ``read_every``-th round (and are checked to agree with the
-    simulation's own queue and running jobs), from the simulation's queue otherwise: a
-    full night of them would take the bench far longer than the dispatch decisions.
-    The caller extrapolates, and says so."""
+    Every write goes to the database. The reads come from the database every
+    ``read_every``-th round (and are checked to agree with the simulation's queue and
+    running jobs), from the simulation's own otherwise: a whole night of them would
+    take the bench far longer than the night's decisions. The caller extrapolates, and
+    says so."""
 
     def __init__(self, url: str, fleet: Fleet, read_every: int = 1) -> None:
         upgrade(url)
@@ -325,11 +352,14 @@ class SqlQueue:
         self.engine: Engine = engine_for(url)
         self.seeded = seed(self.engine, fleet)
         self.read_every = read_every
-        self.reads = 0
+        self.rounds = 0
         self.read_db = False
         self.mirror = MemoryQueue()
         self.active: set[str] = set()
         self.order = 0
+
+    def __len__(self) -> int:
+        return len(self.mirror)
 
     def enqueue(self, vms: Sequence[VM], at: float) -> None:
         rows = []
@@ -341,19 +371,26 @@ class SqlQueue:
                 conn.execute(insert(BackupJob), chunk)
         self.mirror.enqueue(vms, at)
 
-    def queued(self) -> list[QueuedJob]:
-        self.read_db = self.reads % self.read_every == 0
-        self.reads += 1
+    def running(self) -> int:
+        self.read_db = self.rounds % self.read_every == 0
+        self.rounds += 1
         if not self.read_db:
-            return self.mirror.queued()
+            return len(self.active)
         with session_scope(self.url) as s:
-            jobs = store.queued_jobs(s)
-            running = store.running_jobs(s) if jobs else None
-        if jobs != self.mirror.queued():
-            raise RuntimeError("the database's queue and the simulation's disagree")
-        if running is not None and {job.backup_id for job, _ in running} != self.active:
+            running = store.running_jobs(s)
+        if {job.backup_id for job, _ in running} != self.active:
             raise RuntimeError("the database's running jobs and the simulation's disagree")
-        return jobs
+        return len(running)
+
+    def chunks(self) -> Generator[list[QueuedJob], None, None]:
+        if not self.read_db:
+            yield from self.mirror.chunks()
+            return
+        with session_scope(self.url) as s:
+            for chunk, mine in zip_longest(store.queued_jobs(s), self.mirror.chunks()):
+                if chunk != mine:
+                    raise RuntimeError("the database's queue and the simulation's disagree")
+                yield chunk
 
     def started(self, assignments: Sequence[Assignment], at: float) -> None:
         if not assignments:
@@ -366,6 +403,7 @@ class SqlQueue:
                 self.active.add(a.job.backup_id)
 
     def ended(self, backup_id: str, bytes_done: int, at: float) -> None:
+        self.mirror.ended(backup_id, bytes_done, at)
         self.active.discard(backup_id)
         with self.engine.begin() as conn:
             conn.execute(
@@ -408,9 +446,10 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 class Round:
     """One dispatch round: the queue's length, the jobs it started, its wall times."""
 
-    queued: int
+    queued: int  # the queue's length
     started: int
-    read_db: bool  # the queue was read from the database (else from memory)
+    read_db: bool  # the reads were the database's (else the simulation's own)
+    rows: int  # jobs read: the running ones, and the queue's chunks read
     read_s: float
     assign_s: float
     write_s: float  # the started jobs' flips, and the job ends written since the last round
@@ -574,22 +613,38 @@ class _Run:
         self.dispatch(now)
 
     def dispatch(self, now: float) -> None:
-        t0 = time.perf_counter()
-        queued = self.queue.queued()
-        t1 = time.perf_counter()
-        out = assign(queued, self.fleet.nodes, self.load, self.limits)
-        t2 = time.perf_counter()
+        """One round as the hub's: the running jobs read, then the queue a chunk at a
+        time through ``assign`` while anything could start (``has_room``)."""
+        nodes, load, limits = self.fleet.nodes, self.load, self.limits
+        queued = len(self.queue)
+        t = time.perf_counter()
+        rows = self.queue.running()
+        read_s = time.perf_counter() - t
+        t = time.perf_counter()
+        room = has_room(nodes, load, limits)
+        assign_s = time.perf_counter() - t
+        out: list[Assignment] = []
+        if room:
+            chunks = self.queue.chunks()
+            while room:
+                t = time.perf_counter()
+                chunk = next(chunks, None)
+                read_s += time.perf_counter() - t
+                if chunk is None:
+                    break
+                rows += len(chunk)
+                t = time.perf_counter()
+                out += assign(chunk, nodes, load, limits)
+                room = has_room(nodes, load, limits)
+                assign_s += time.perf_counter() - t
+            t = time.perf_counter()
+            chunks.close()
+            read_s += time.perf_counter() - t
+        t = time.perf_counter()
         self.queue.started(out, now)
-        t3 = time.perf_counter()
+        write_s = time.perf_counter() - t + self.pending_write_s
         self.rounds.append(
-            Round(
-                len(queued),
-                len(out),
-                self.queue.read_db,
-                t1 - t0,
-                t2 - t1,
-                t3 - t2 + self.pending_write_s,
-            )
+            Round(queued, len(out), self.queue.read_db, rows, read_s, assign_s, write_s)
         )
         self.pending_write_s = 0.0
         for a in out:
