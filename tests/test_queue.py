@@ -169,9 +169,9 @@ def test_queued_jobs_show_their_place_a_cancel_takes_one_out_and_a_restart_keeps
         (["vm-01"], {"repository_id": 999}, 404, "repository 999 does not exist"),
         (
             ["vm-01"],
-            {"max_rate_mib": 5},
+            {"max_rate_mib": 0},
             422,
-            "a queued backup takes no max_rate_mib: the queue does not keep it",
+            "backups.0.max_rate_mib: Input should be greater than or equal to 0.1",
         ),
         ([], {}, 422, "backups: List should have at least 1 item after validation, not 0"),
     ],
@@ -298,6 +298,21 @@ def test_queue_wait_exits_0_only_when_every_job_completed(
     out, err = again.communicate(timeout=60)
     assert again.returncode == 0, err
     assert out.count(" completed") == 2
+
+
+def test_a_queued_backup_keeps_its_rate_limit_until_the_node_starts_it(
+    one_standin: StandinFleet, settings: Settings
+) -> None:
+    repo, _ = seed_vms(settings, 1)
+    svc = one_standin
+    svc.svc.start(svc.svc.hub)
+    node = svc.nodes[0]
+    answer = queue(svc.svc, "vm-00", repo=repo, max_rate_mib=5)
+    assert answer.status_code == 200, answer.text
+    wait_for(lambda: len(node.running()) == 1, timeout=30, what="the job on the node")
+    (job_id,) = node.running()
+    assert node.jobs[job_id].request.max_rate_mib == 5
+    node.release()
 
 
 def test_a_job_whose_node_cannot_be_reached_goes_back_and_runs_on_another(

@@ -10,7 +10,9 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -148,6 +150,11 @@ class BackupJob(Base):
     restore point it builds on, so chains are explicit from the first full backup on."""
 
     __tablename__ = "backup_jobs"
+    # The queue read in its order, and job lists newest first, without a sort of history.
+    __table_args__ = (
+        Index("ix_backup_jobs_status_queue_order", "status", "queue_order"),
+        Index("ix_backup_jobs_created_at", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(191), primary_key=True)  # backup-<vm>-<unix seconds>
     vm_context_id: Mapped[str] = mapped_column(
@@ -166,6 +173,8 @@ class BackupJob(Base):
     status: Mapped[str] = mapped_column(String(32), default="pending", index=True)
     # A queued job's place: lower goes first (nanoseconds at enqueue); kept after dispatch.
     queue_order: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    # A queued job's per-disk rate limit (MiB/s), kept until its start asks the node.
+    max_rate_mib: Mapped[float | None] = mapped_column(Float)
     # The policy run that queued it; NULL for a backup asked for by hand.
     policy_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("policy_runs.id", ondelete="SET NULL"), nullable=True, index=True

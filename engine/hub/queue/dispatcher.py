@@ -105,8 +105,6 @@ class Dispatcher:
         taken = store.open_jobs(s)
         opened: dict[int, Credentials] = {}
         seen: set[str] = set()
-        if any(r.max_rate_mib is not None for r in requests):
-            raise BadInput("a queued backup takes no max_rate_mib: the queue does not keep it")
         for repository_id in dict.fromkeys(r.repository_id for r in requests):
             repository(s, repository_id)
         for request, vm in zip(requests, find_contexts(s, requests), strict=True):

@@ -53,6 +53,7 @@ def queued_row(
         requested_type=request.backup_type,
         status=JobStatus.QUEUED,
         queue_order=order,
+        max_rate_mib=request.max_rate_mib,
         policy_run_id=policy_run_id,
         created_at=utcnow(),
         disks=[],  # known to have none: its view reads no disks
@@ -65,6 +66,7 @@ def request_of(row: BackupJob) -> BackupRequest:
         vm_context_id=row.vm_context_id,
         repository_id=row.repository_id,
         backup_type=BackupType(row.requested_type or row.backup_type),
+        max_rate_mib=row.max_rate_mib,
     )
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from engine import vcenter
 from engine.config import Settings
 from engine.contract.restore import VMRestoreRequest
-from engine.contract.status import ACTIVE_JOB
+from engine.contract.status import OPEN_JOB
 from engine.contract.vmconfig import VMConfig
 from engine.credentials import CredentialError, Credentials, VMwareCredentialService
 from engine.db.models import BackupJob, VMReplicationContext
@@ -134,11 +134,13 @@ def names_of(request: VMRestoreRequest, vm_name: str) -> tuple[str, str]:
 def _original(s: Session, vc: vcenter.VCenter, point: _Point) -> Original:
     busy = s.scalar(
         select(BackupJob.id).where(
-            BackupJob.vm_context_id == point.context_id, BackupJob.status.in_(ACTIVE_JOB)
+            BackupJob.vm_context_id == point.context_id, BackupJob.status.in_(OPEN_JOB)
         )
     )
     if busy:
-        raise Conflict(f"VM {point.vm_name} has a backup running ({busy}): it cannot be replaced")
+        raise Conflict(
+            f"VM {point.vm_name} has a backup queued or running ({busy}): it cannot be replaced"
+        )
     try:
         return Original(
             vcenter.vm_info(vc, vcenter.find_vm(vc, point.vm_path)).moref, point.vm_path

@@ -1,5 +1,5 @@
-"""policies and their runs, the queue (queued jobs, their order, their run), nodes'
-served vCenters and capacity, a VM's ESXi host
+"""policies and their runs, the queue (queued jobs, their order, rate limit and run;
+indexes to read the queue and recent jobs), nodes' served vCenters and capacity, a VM's ESXi host
 
 Revision ID: 0004
 Revises: 0003
@@ -74,6 +74,9 @@ def upgrade() -> None:
     with op.batch_alter_table("backup_jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("queue_order", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("policy_run_id", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("max_rate_mib", sa.Float(), nullable=True))
+        batch_op.create_index("ix_backup_jobs_status_queue_order", ["status", "queue_order"])
+        batch_op.create_index("ix_backup_jobs_created_at", ["created_at"])
         batch_op.create_index(batch_op.f("ix_backup_jobs_queue_order"), ["queue_order"])
         batch_op.create_index(batch_op.f("ix_backup_jobs_policy_run_id"), ["policy_run_id"])
         batch_op.create_foreign_key(
@@ -104,6 +107,9 @@ def downgrade() -> None:
         )
         batch_op.drop_index(batch_op.f("ix_backup_jobs_policy_run_id"))
         batch_op.drop_index(batch_op.f("ix_backup_jobs_queue_order"))
+        batch_op.drop_index("ix_backup_jobs_created_at")
+        batch_op.drop_index("ix_backup_jobs_status_queue_order")
+        batch_op.drop_column("max_rate_mib")
         batch_op.drop_column("policy_run_id")
         batch_op.drop_column("queue_order")
     op.drop_index(op.f("ix_policy_runs_status"), table_name="policy_runs")
