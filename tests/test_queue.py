@@ -124,6 +124,15 @@ def test_queued_jobs_show_their_place_a_cancel_takes_one_out_and_a_restart_keeps
     waiting = listed(svc, status="queued")
     assert [j["backup_id"] for j in waiting] == ids  # queue order, first in line first
     assert [j["queue_position"] for j in waiting] == [1, 2, 3]
+    # Each says why it waits, as the dispatch round saw it (this hub's one node is off).
+    wait_for(
+        lambda: (
+            {j["waiting_reason"] for j in listed(svc, status="queued")}
+            == {"no node is up and enabled"}
+        ),
+        timeout=20,
+        what="the dispatch round's reason on every queued job",
+    )
 
     with svc.client() as api:
         cancelled = api.delete(f"/api/v1/backups/{ids[1]}")

@@ -16,6 +16,7 @@ from engine.hub.queue.dispatch import (
     QueuedJob,
     assign,
     has_room,
+    no_room_reason,
     waiting_reason,
 )
 
@@ -273,3 +274,21 @@ def test_there_is_room_only_below_the_hubs_limits_and_with_a_node_not_full() -> 
     assert not has_room([*nodes, node(2)], Load.of([(job(1), 1), (job(2), 2)]), limits)
     ports = Load.of([(job(1, disks=("a", "b", "c")), 2)])
     assert not has_room(nodes, ports, limits)
+
+
+def test_when_nothing_can_start_every_queued_job_hears_the_one_reason_why() -> None:
+    limits = Limits(jobs_total=2, disks_total=3, disks_per_host=100, disks_per_datastore=100)
+    nodes = [node(1, max_jobs=1), node(2, max_jobs=1)]
+    assert no_room_reason(nodes, Load(), limits) is None
+    assert no_room_reason([], Load(), limits) == "no node is up and enabled"
+    two = Load.of([(job(1), 1), (job(2), 2)])
+    assert no_room_reason(nodes, two, limits) == "the hub runs its limit of 2 job(s)"
+    wide = Limits(jobs_total=9, disks_total=3, disks_per_host=100, disks_per_datastore=100)
+    assert no_room_reason(nodes, two, wide) == "every node runs its limit of jobs"
+    ports = Load.of([(job(1, disks=("a", "b", "c")), 1)])
+    assert no_room_reason(nodes, ports, wide) == "the hub's 3 NBD ports are in use"
+    # Whenever there is no room there is a reason, and the other way round.
+    for load in (Load(), two, ports):
+        for fleet in ([], nodes):
+            for lim in (limits, wide):
+                assert (no_room_reason(fleet, load, lim) is None) == has_room(fleet, load, lim)

@@ -62,6 +62,8 @@ def print_job(job: Job) -> None:
     )
     if job.error_message:
         console.print(f"reason: {job.error_message}", highlight=False)
+    if job.waiting_reason:
+        console.print(f"waiting: {job.waiting_reason}", highlight=False)
     table = Table(
         "disk", "export", "port", "status", "mode", "done", "copy of", "disk size", "zero",
         "fallback", "qcow2",

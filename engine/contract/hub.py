@@ -182,6 +182,9 @@ class Job(ByteCounters):
     parent_backup_id: str | None = None  # the point an incremental builds on
     # A queued job's place in the queue (1 is dispatched first); none once it left it.
     queue_position: int | None = None
+    # Why a queued job has not started yet, as the last dispatch round saw it ("ESXi
+    # host host-12 has its limit of 8 disk(s) running", "no node … is up").
+    waiting_reason: str | None = None
     node_name: str | None = None  # the node the hub picked for it
     policy_name: str | None = None  # the policy whose run queued it
     policy_run_id: int | None = None

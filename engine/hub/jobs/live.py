@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from engine.config import Settings
 from engine.contract.hub import Job
+from engine.contract.status import JobStatus
 from engine.db.models import BackupJob
 from engine.db.session import session_scope
 from engine.errors import Conflict, NotFound
@@ -104,6 +105,21 @@ class LiveJobs:
             self._jobs.clear()
 
 
+class Waiting:
+    """Why queued jobs wait, as the last dispatch round saw it: a reason per job at the
+    head of the queue, or one for every job when nothing at all could start."""
+
+    def __init__(self) -> None:
+        self._each: dict[str, str] = {}
+        self._everyone: str | None = None
+
+    def update(self, each: dict[str, str], everyone: str | None) -> None:
+        self._each, self._everyone = each, everyone  # one swap: readers see either
+
+    def get(self, backup_id: str) -> str | None:
+        return self._everyone or self._each.get(backup_id)
+
+
 @dataclass
 class JobContext:
     settings: Settings
@@ -113,6 +129,7 @@ class JobContext:
     # The nodes' heartbeat: which node a job goes to, and which nodes are gone.
     fleet: NodeWatch | None = None
     live: LiveJobs = field(default_factory=LiveJobs)
+    waiting: Waiting = field(default_factory=Waiting)
     # Serialises progress flushes with finalize's write, so a late flush never
     # overwrites a job's final numbers.
     db_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -134,7 +151,11 @@ class JobContext:
     def views(self, s: Session, rows: Sequence[BackupJob]) -> list[Job]:
         links = job_links(s, rows)
         with self.live.lock:  # not while a line is being applied
-            return [job_view(row, self.live.get(row.id), links[row.id]) for row in rows]
+            views = [job_view(row, self.live.get(row.id), links[row.id]) for row in rows]
+        for view in views:
+            if view.status == JobStatus.QUEUED:
+                view.waiting_reason = self.waiting.get(view.backup_id)
+        return views
 
     def job(self, backup_id: str) -> Job:
         with self.session() as s:

@@ -159,6 +159,19 @@ def has_room(nodes: Sequence[NodeSlot], load: Load, limits: Limits) -> bool:
     )
 
 
+def no_room_reason(nodes: Sequence[NodeSlot], load: Load, limits: Limits) -> str | None:
+    """Why no job at all can start now (``has_room`` false), in words; None when some can."""
+    if not nodes:
+        return "no node is up and enabled"
+    if load.jobs_total >= limits.jobs_total:
+        return f"the hub runs its limit of {limits.jobs_total} job(s)"
+    if load.disks_total >= limits.disks_total:
+        return f"the hub's {limits.disks_total} NBD ports are in use"
+    if all(load.node_jobs[n.id] >= n.max_jobs for n in nodes):
+        return "every node runs its limit of jobs"
+    return None
+
+
 def assign(
     queue: Sequence[QueuedJob], nodes: Sequence[NodeSlot], load: Load, limits: Limits
 ) -> list[Assignment]:

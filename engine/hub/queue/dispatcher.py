@@ -31,7 +31,16 @@ from engine.hub.jobs import JobManager
 from engine.hub.jobs.plan import busy, check_vm, find_contexts, repository, unique_backup_ids
 from engine.hub.nodes import NodeRef, NodeUnreachable, node_ref
 from engine.hub.queue import store
-from engine.hub.queue.dispatch import Assignment, Limits, Load, QueuedJob, assign, has_room
+from engine.hub.queue.dispatch import (
+    Assignment,
+    Limits,
+    Load,
+    QueuedJob,
+    assign,
+    has_room,
+    no_room_reason,
+    waiting_reason,
+)
 
 log = logging.getLogger("sendense.hub.queue")
 
@@ -165,14 +174,26 @@ class Dispatcher:
         slots = self.fleet.slots()
         limits = Limits.from_settings(self.settings)
         assignments: list[Assignment] = []
+        waiting: dict[str, str] = {}
+        everyone: str | None = None
         with self.jobs.ctx.session() as s:
             load = Load.of(store.running_jobs(s))
             # The queue is read a chunk at a time, and not at all while nothing fits.
-            if has_room(slots, load, limits):
-                for chunk in store.queued_jobs(s):
-                    assignments += assign(chunk, slots, load, limits)
+            everyone = no_room_reason(slots, load, limits)
+            if everyone is None:
+                for n, chunk in enumerate(store.queued_jobs(s)):
+                    got = assign(chunk, slots, load, limits)
+                    assignments += got
+                    if n == 0:  # the head of the queue, where an operator looks
+                        taken = {a.job.backup_id for a in got}
+                        waiting = {
+                            j.backup_id: waiting_reason(j, slots, load, limits)
+                            for j in chunk
+                            if j.backup_id not in taken
+                        }
                     if not has_room(slots, load, limits):
                         break
+        self.jobs.ctx.waiting.update(waiting, everyone)
         if not assignments:
             return 0
         by_node: dict[int, list[QueuedJob]] = defaultdict(list)
