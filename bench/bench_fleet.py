@@ -333,6 +333,7 @@ class Api:
     cpu: dict[str, float]  # the hub process's CPU time over wall time, per state, calling
     quiet: dict[str, float]  # ... and between the calls (its own rounds alone)
     how_queued: str
+    settled_s: float  # from the hub's health answer to its start's work done
     enqueue_s: float | None  # per job, through the route
     blocks: int
 
@@ -352,6 +353,18 @@ def cpu_seconds(pid: int) -> float:
     """A process's user and system time so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pid: int, limit_s: float = 60.0) -> float:
+    """Wait until the hub's start's work is done (two quiet seconds in a row: under 15 %
+    of a CPU each), so that it weighs on no state; how long that took."""
+    t0 = time.perf_counter()
+    quiet = 0
+    while quiet < 2 and time.perf_counter() - t0 < limit_s:
+        cpu = cpu_seconds(pid)
+        time.sleep(1.0)
+        quiet = quiet + 1 if cpu_seconds(pid) - cpu < 0.15 else 0
+    return time.perf_counter() - t0
 
 
 def measure_api(home: Path, url: str, fleet: Fleet, args: argparse.Namespace) -> Api:
@@ -386,6 +399,7 @@ def measure_api(home: Path, url: str, fleet: Fleet, args: argparse.Namespace) ->
     svc.start(svc.hub)
     assert svc.hub.proc is not None
     pid = svc.hub.proc.pid
+    settled = settle(pid)
     times: dict[str, dict[str, list[float]]] = {"idle": {}, "queued": {}}
     spent = {"idle": [0.0, 0.0], "queued": [0.0, 0.0]}  # CPU, wall
     quiet = {"idle": 0.0, "queued": 0.0}  # CPU over QUIET_S per block
@@ -456,6 +470,7 @@ def measure_api(home: Path, url: str, fleet: Fleet, args: argparse.Namespace) ->
                 "queued": quiet["queued"] / (QUIET_S * args.blocks),
             },
             how_queued=how,
+            settled_s=settled,
             enqueue_s=enqueue_s,
             blocks=args.blocks,
         )
@@ -466,9 +481,9 @@ def measure_api(home: Path, url: str, fleet: Fleet, args: argparse.Namespace) ->
 def print_api(api: Api, queued: int, finished: int) -> None:
     print(
         f"  one hub process; {finished} finished jobs with their disks in both states; "
-        f"{queued} queued {api.how_queued}; nodes disabled, so none starts; sequential "
-        f"calls in {api.blocks} alternations of idle and queued ({api.blocks + 1} idle "
-        "blocks), each after 5 untimed"
+        f"{queued} queued {api.how_queued}; nodes disabled, so none starts; the hub's start "
+        f"settled in {api.settled_s:.0f} s; sequential calls in {api.blocks} alternations "
+        f"of idle and queued ({api.blocks + 1} idle blocks), each after 5 untimed"
     )
     if api.enqueue_s is not None:
         print(f"  POST /api/v1/backups/queue: {ms(api.enqueue_s)} per job queued")
@@ -574,7 +589,8 @@ def conclusions(
     print(
         f"- The queue's reads: a round reads the running jobs, then the queue "
         f"{QUEUE_CHUNK} at a time while anything could start: {statistics.fmean(rows):.0f} "
-        f"rows a round on average (max {max(rows)}), {ms(fit.fixed)} + "
+        f"rows a round on average (max {max(rows)}; {sum(rows) / night.jobs:.0f} per job "
+        f"started), {ms(fit.fixed)} + "
         f"{fit.per_row * 1e6:.1f} us per row (fit over {fit.sampled} rounds read from the "
         f"database); the database is {cost.db_share:.1%} of the dispatch's time per job. "
         f"A round with room in which nothing near the head fits (the queued VMs' hosts or "
@@ -592,16 +608,15 @@ def conclusions(
     )
     if api is not None:
         listing, queued_page = CALLS
-        extra = api.quiet["queued"] - api.quiet["idle"]
         print(
             f"- The API: {listing} with the queue is {api.ratio(listing):.2f}x (p99) and "
             f"{api.ratio(listing, 'p50'):.2f}x (p50) the idle hub's; {queued_page} "
             f"{api.ratio(queued_page):.2f}x (p99) and {api.ratio(queued_page, 'p50'):.2f}x "
             "(p50): a page that shows queued jobs ranks the whole queue for their "
             "positions (store.positions: row_number over every queued row), O(queue) per "
-            f"call. With no call, the queue adds {extra:+.0%} of a CPU to the hub "
-            f"process's own rounds ({api.quiet['idle']:.0%} idle, {api.quiet['queued']:.0%} "
-            "queued; one process, one GIL, for the API and every round)."
+            f"call. With no call, the hub process's own rounds take {api.quiet['idle']:.0%} "
+            f"of a CPU idle and {api.quiet['queued']:.0%} with the queue (3 s windows, "
+            "noisy): one process, one GIL, for the API and every round."
         )
         if api.enqueue_s is not None:
             print(
