@@ -2,8 +2,8 @@
 VMs were backed up) and what it keeps; enter opens one (``PolicyScreen``).
 
 Times are in each policy's own timezone, the one its schedule is read in. A run's jobs
-reach the console as events; when one of them moves, the list is asked for again, so a
-run that ends shows here without a key.
+reach the console as events; when one of them moves, the list is asked for again (and
+every few seconds while a run is on), so a run that ends shows here without a key.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from engine.contract.policy import Policy, PolicyRun
+from engine.contract.status import PolicyRunStatus
 from sendense_tui import policy_text
 from sendense_tui.keymap import bindings
 from sendense_tui.screens.lists import ListScreen
@@ -44,6 +45,14 @@ class PoliciesScreen(PolicyKeys, ListScreen[Policy]):
 
     def fetch(self) -> Awaitable[list[Policy]]:
         return self.state.client.policies()
+
+    def reload(self) -> None:
+        self.action_refresh()
+
+    def show(self, items: list[Policy]) -> None:
+        super().show(items)
+        running = PolicyRunStatus.RUNNING
+        self.again_while(any(p.last_run and p.last_run.status is running for p in items))
 
     def row(self, item: Policy) -> list[Any]:
         zone = item.timezone

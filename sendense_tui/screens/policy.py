@@ -5,7 +5,8 @@ retention would expire now and why.
 
 A run's VMs are the run as the hub last told it, with each open job's state and bytes
 from the console's live store, so a run being watched moves without asking; when a job
-of the policy changes state, the runs are asked for again. The preview and the plan
+of the policy changes state, the runs are asked for again (and every few seconds while
+one is on: a run ends after its last job, without an event). The preview and the plan
 may fail on their own (a vCenter down): each says so in its pane.
 """
 
@@ -131,6 +132,9 @@ class PolicyScreen(PolicyKeys):
             on_error=lambda words: self._pane_error("retention", words),
         )
 
+    def reload(self) -> None:
+        self._load_runs()
+
     def _load_runs(self) -> None:
         self.call_hub(
             self.state.client.policy_runs(self.policy.name, RUNS_SHOWN), self._show_runs, "runs"
@@ -205,6 +209,7 @@ class PolicyScreen(PolicyKeys):
         cursor = ids.index(str(self.run_id)) if self.run_id is not None else 0
         refill(self.query_one("#runs-table", DataTable), RUN_COLUMNS, rows, ids, cursor)
         self._show_run()
+        self.again_while(any(run.status is PolicyRunStatus.RUNNING for run in runs))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id != "runs-table" or event.row_key.value is None:

@@ -1,19 +1,30 @@
-"""The keys the policies list and one policy's screen share: add, edit, run now,
-enable/disable, delete. Running and deleting ask first; the add and edit forms are
-``PolicyModal``. A screen says which policy the keys act on and what it does after."""
+"""What the policies list and one policy's screen share: the keys add, edit, run now,
+enable/disable, delete (running and deleting ask first; the add and edit forms are
+``PolicyModal``), and asking again while a run is on: a run ends after its last job,
+and the hub sends no event of its own for that. A screen says which policy the keys
+act on and what it does after."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from textual.timer import Timer
 
 from engine.contract.hub import Repository
 from engine.contract.policy import Policy, PolicyRun
 from sendense_tui.screens.base import SendenseScreen
 from sendense_tui.screens.modals import ConfirmModal
 from sendense_tui.screens.policy_modal import PolicyModal
+from sendense_tui.state import ConsoleState
+
+RUN_POLL_SECONDS = 2.0
 
 
 class PolicyKeys(SendenseScreen):
+    def __init__(self, state: ConsoleState) -> None:
+        super().__init__(state)
+        self._again: Timer | None = None
+
     # -- what a screen says -------------------------------------------------------------------
 
     def chosen_policy(self) -> Policy | None:
@@ -27,6 +38,19 @@ class PolicyKeys(SendenseScreen):
     def run_started(self, run: PolicyRun) -> None:
         """After ``run now``: the hub's run, its VMs queued."""
         raise NotImplementedError
+
+    def reload(self) -> None:
+        """What the screen shows, asked of the hub again."""
+        raise NotImplementedError
+
+    def again_while(self, running: bool) -> None:
+        """While a run is on, ``reload`` once more in a moment (one waiting at a time)."""
+        if running and self._again is None:
+            self._again = self.set_timer(RUN_POLL_SECONDS, self._reload_again)
+
+    def _reload_again(self) -> None:
+        self._again = None
+        self.reload()
 
     # -- the keys -------------------------------------------------------------------------
 
