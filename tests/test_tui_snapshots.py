@@ -2,7 +2,9 @@
 
 The data comes from the stand-in hub (tests/tui_standin_hub.py), served in-process over
 httpx's ASGI transport: a real FastAPI app, but no port and no clock, so every run
-draws the same picture. Flows against the real hub live in test_tui_pilot.py.
+draws the same picture; on a fleet's data (policies, their runs, a queue, three nodes)
+also the policies, one policy's panes and form, queued jobs and the nodes. Flows against
+the real hub live in test_tui_pilot.py.
 Update after an intended change: ``pytest tests/test_tui_snapshots.py --snapshot-update``.
 """
 
@@ -20,13 +22,24 @@ from engine.hub_client import HubClient
 from sendense_tui.app import SendenseApp
 from sendense_tui.config import ConsoleConfig
 from tests.tui_standin_hub import TOKEN, MiB, StandinState, build_app, lab_inventory
+from tests.tui_standin_policies import fleet
 
 SIZES = [(80, 24), (120, 40)]
 FROZEN_CLOCK = 1_790_000_000.0
 
 
-def frozen_app(tmp_path: Path) -> SendenseApp:
+def fleet_state() -> StandinState:
+    """The lab's inventory with three policies, their runs, a queue and three nodes, one
+    of them down (``tui_standin_policies.fleet``)."""
     state = StandinState(lab_inventory())
+    fleet(state.policies)
+    return state
+
+
+def frozen_app(tmp_path: Path, state: StandinState | None = None) -> SendenseApp:
+    """The console on the stand-in's data (``state``, or the lab's inventory alone), with
+    pgtest1 backing up and DC0_VM1 backed up."""
+    state = state or StandinState(lab_inventory())
     pg = state.vm("pgtest1")
     other = state.vm("DC0_VM1")
     assert pg is not None and other is not None
@@ -83,7 +96,26 @@ SCREENS = {
 }
 
 
+# On the fleet's data: policies, a queue, several nodes.
+FLEET_SCREENS = {
+    "policies": steps("8"),
+    "policy": steps("8", "enter"),
+    "policy_vms_now": steps("8", "enter", "p"),
+    "policy_retention": steps("8", "enter", "p", "p"),
+    "policy_edit": steps("8", "e"),
+    "jobs_queued": steps("2", "j", "j"),
+    "nodes_fleet": steps("5"),
+}
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("screen", SCREENS)
 def test_screen_snapshot(snap_compare, tmp_path: Path, screen: str, size: tuple[int, int]) -> None:
     assert snap_compare(frozen_app(tmp_path), terminal_size=size, run_before=SCREENS[screen])
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("screen", FLEET_SCREENS)
+def test_fleet_snapshot(snap_compare, tmp_path: Path, screen: str, size: tuple[int, int]) -> None:
+    app = frozen_app(tmp_path, fleet_state())
+    assert snap_compare(app, terminal_size=size, run_before=FLEET_SCREENS[screen])

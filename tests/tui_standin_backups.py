@@ -4,13 +4,16 @@ child, all from the contract's models so the console meets the shapes the real h
 
 The preview decides as the hub's plan does in its commonest cases (CBT off, no point
 yet: a full, with the reason; else incremental on the VM's newest point); a test sets
-``previews`` for anything else (a disk resized, a refusal). What the console asked is
-kept (``requests``, ``cbt_calls``, ``merges``) for the tests to check.
+``previews`` for anything else (a disk resized, a refusal). Backups asked for together
+are queued (one job each, none when a VM has a job open already), and a cancel ends a
+queued or running job, the queue behind it moving up. What the console asked is kept
+(``requests``, ``queued``, ``cancelled``, ``cbt_calls``, ``merges``) for the tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -21,13 +24,14 @@ from engine.contract.hub import (
     BackupStarted,
     DiskPreview,
     Job,
+    QueueRequest,
     VMContext,
     VMContextDisk,
     VMIn,
 )
 from engine.contract.inventory import VMInfo
 from engine.contract.restore import MergeResult
-from engine.contract.status import BackupType, DiskStatus
+from engine.contract.status import OPEN_JOB, BackupType, DiskStatus, JobStatus
 from tests.tui_standin_restores import StandinRestores, _refused
 
 
@@ -36,14 +40,23 @@ class StandinBackups:
         self,
         vm_at: Callable[[str], VMInfo | None],
         restores: StandinRestores,
-        add_job: Callable[[VMInfo], Job],
+        jobs: dict[str, Job],
+        add_job: Callable[..., Job],
+        publish: Callable[[Job], None],
+        at: datetime,
     ) -> None:
         self.vm_at = vm_at  # the inventory's VM at that path
         self.restores = restores
+        self.jobs = jobs  # the stand-in's backup jobs, by id
         self.add_job = add_job
+        self.publish = publish
+        self.at = at
         self.contexts: dict[str, VMContext] = {}  # by context id
         self.previews: dict[str, BackupPreview | tuple[int, str]] = {}  # by VM name: fixed
-        self.requests: list[BackupRequest] = []  # every POST /backups, in order
+        # Every backup asked for, in order: started (POST /backups) or queued.
+        self.requests: list[BackupRequest] = []
+        self.queued: list[QueueRequest] = []
+        self.cancelled: list[str] = []
         self.cbt_calls: list[str] = []
         self.merges: list[str] = []
 
@@ -106,6 +119,40 @@ class StandinBackups:
                 for d in vm.disks
             ],
         )
+
+    def queue(self, request: QueueRequest) -> list[Job] | tuple[int, str]:
+        """One queued job per backup; a VM with a job open already refuses them all."""
+        vms = []
+        for backup in request.backups:
+            vm = self.vm_of(backup)
+            if vm is None:
+                return 404, "no such VM context"
+            if any(j.vm_name == vm.name and j.status in OPEN_JOB for j in self.jobs.values()):
+                return 409, f"a backup of {vm.name} is queued or running already: none queued"
+            vms.append(vm)
+        self.requests.extend(request.backups)
+        self.queued.append(request)
+        return [self.add_job(vm, JobStatus.QUEUED) for vm in vms]
+
+    def cancel(self, backup_id: str) -> Job | tuple[int, str]:
+        job = self.jobs.get(backup_id)
+        if job is None:
+            return 404, f"no backup {backup_id}"
+        if job.finished:
+            return 409, f"backup {backup_id} has ended already"
+        self.cancelled.append(backup_id)
+        job.status, job.completed_at, job.rate_bps = JobStatus.CANCELLED, self.at, 0.0
+        job.queue_position = None
+        queue = sorted(
+            (j for j in self.jobs.values() if j.status is JobStatus.QUEUED),
+            key=lambda j: j.queue_position or 0,
+        )
+        for place, behind in enumerate(queue, 1):
+            if behind.queue_position != place:
+                behind.queue_position = place
+                self.publish(behind)
+        self.publish(job)
+        return job
 
     def merge(self, point_id: str) -> MergeResult | tuple[int, str]:
         points = self.restores.points
@@ -207,6 +254,16 @@ def backup_routes(data: StandinBackups) -> APIRouter:
             disk_results=[],
             nbd_targets_string="",
         )
+
+    @router.post("/backups/queue", status_code=202, response_model=None)
+    async def queue(request: QueueRequest) -> list[Job] | JSONResponse:
+        result = data.queue(request)
+        return _refused(*result) if isinstance(result, tuple) else result
+
+    @router.delete("/backups/{backup_id}", response_model=None)
+    async def cancel(backup_id: str) -> Job | JSONResponse:
+        result = data.cancel(backup_id)
+        return _refused(*result) if isinstance(result, tuple) else result
 
     @router.post("/restore-points/{point_id}/merge", response_model=None)
     async def merge(point_id: str) -> MergeResult | JSONResponse:

@@ -5,9 +5,10 @@ Why a stand-in and not the real hub: SVG snapshots need fixed rates and times, a
 CPU benchmark needs an event source faster than any real copy. Flows that exercise the
 real system (pilot and terminal tests) run against the real hub on the lab instead. It
 answers only what those tests and the benchmark ask: the lists, the inventory, the jobs
-with their log, VM contexts, a backup's preview and start, CBT and merges
-(tests/tui_standin_backups.py), restore points with their exports and restore jobs, and
-the event stream.
+with their log, VM contexts, a backup's preview, start, queue and cancel, CBT and merges
+(tests/tui_standin_backups.py), restore points with their exports and restore jobs,
+policies with their runs, retention plans and the nodes with their load
+(tests/tui_standin_policies.py), and the event stream.
 """
 
 from __future__ import annotations
@@ -28,15 +29,15 @@ from engine.contract.hub import (
     Job,
     JobDisk,
     JobLog,
-    NodeInfo,
     Repository,
     VCenter,
 )
 from engine.contract.inventory import DiskInfo, EntityInfo, Inventory, VMInfo
 from engine.contract.restore import RestoreJob
-from engine.contract.status import BackupType, DiskStatus, JobStatus, NodeState, SnapshotKind
+from engine.contract.status import BackupType, DiskStatus, JobStatus, SnapshotKind
 from tests.tui_standin_backups import StandinBackups, backup_routes
 from tests.tui_standin_files import StandinFiles, file_routes
+from tests.tui_standin_policies import StandinPolicies, policy_routes
 from tests.tui_standin_restores import StandinRestores, restore_routes
 
 TOKEN = "standin-token"
@@ -112,8 +113,12 @@ class StandinState:
         self.backups = StandinBackups(
             lambda path: next((v for v in self.inventory.vms if v.path == path), None),
             self.restore,
+            self.jobs,
             self.add_job,
+            self.publish,
+            FROZEN_AT,
         )
+        self.policies = StandinPolicies(inventory, self.jobs, self.add_job, FROZEN_AT)
         self.queues: list[asyncio.Queue[str]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -136,11 +141,16 @@ class StandinState:
         done_fraction: float = 0.0,
         rate: float = 0.0,
         job_id: str | None = None,
+        policy: str | None = None,
+        run_id: int | None = None,
     ) -> Job:
+        """A job of ``vm`` in ``status``: a running or finished one on the node ``local``
+        with its disks; a queued one without either, last in the queue."""
         job_id = job_id or f"backup-{vm.name}-{len(self.jobs) + 1759855798}"
         running = status is JobStatus.RUNNING
+        queued = status is JobStatus.QUEUED
         disks = []
-        for n, disk in enumerate(vm.disks):
+        for n, disk in enumerate([] if queued else vm.disks):
             total = disk.capacity_bytes
             done = int(total * done_fraction)
             disks.append(
@@ -161,18 +171,26 @@ class StandinState:
             vm_name=vm.name,
             vm_context_id=f"ctx-{vm.name}",
             repository_id=1,
-            node_id=1,
+            node_id=None if queued else 1,
+            node_name=None if queued else "local",
             backup_type=BackupType.FULL,
             status=status,
             created_at=FROZEN_AT,
-            started_at=FROZEN_AT,
-            completed_at=None if running else FROZEN_AT,
+            started_at=None if queued else FROZEN_AT,
+            completed_at=None if running or queued else FROZEN_AT,
             bytes_done=sum(d.bytes_done for d in disks),
             bytes_total=sum(d.bytes_total for d in disks),
             bytes_zero=sum(d.bytes_zero for d in disks),
             rate_bps=sum(d.rate_bps for d in disks),
-            snapshot_kind=SnapshotKind.QUIESCED,
+            snapshot_kind=None if queued else SnapshotKind.QUIESCED,
             disks=disks,
+            queue_position=(
+                1 + sum(1 for j in self.jobs.values() if j.status is JobStatus.QUEUED)
+                if queued
+                else None
+            ),
+            policy_name=policy,
+            policy_run_id=run_id,
         )
         self.jobs[job_id] = job
         return job
@@ -243,14 +261,6 @@ def build_app(state: StandinState) -> FastAPI:
             )
         ]
 
-    @app.get(f"{api}/nodes")
-    async def nodes() -> list[NodeInfo]:
-        return [
-            NodeInfo(
-                id=1, name="local", url="http://127.0.0.1:8081", enabled=True, state=NodeState.UP
-            )
-        ]
-
     @app.get(f"{api}/backups")
     async def jobs() -> list[Job]:
         return list(state.jobs.values())
@@ -268,6 +278,7 @@ def build_app(state: StandinState) -> FastAPI:
     app.include_router(backup_routes(state.backups), prefix=api)
     app.include_router(restore_routes(state.restore), prefix=api)
     app.include_router(file_routes(state.files), prefix=api)
+    app.include_router(policy_routes(state.policies), prefix=api)
 
     @app.get(f"{api}/events")
     async def events() -> StreamingResponse:
