@@ -324,7 +324,9 @@ async def test_queued_jobs_show_their_place_and_cancel_takes_one_out(tmp_path: P
         await steps("j", "j")(pilot)
         assert isinstance(app.screen, JobsScreen)
         assert app.screen.selected == "backup-DC0_VM3-1795942801"
-        assert "waits for room within the hub's limits" in text_of(app, "job-title")
+        assert "waits: ESXi host host-11 has its limit of 2 disk(s) running" in (
+            text_of(app, "job-title")
+        )
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, ConfirmModal))
         assert "out of the queue" in str(app.screen.query_one("Label").render())

@@ -508,6 +508,8 @@ def _hourly_run(data: StandinPolicies, policy: Policy) -> None:
             policy=policy.name,
             run_id=run_id,
         )
+        if status is JobStatus.QUEUED:
+            job.waiting_reason = "ESXi host host-11 has its limit of 2 disk(s) running"
         entries.append(
             PolicyRunVM(
                 vm_name=name,

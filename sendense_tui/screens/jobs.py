@@ -88,7 +88,9 @@ class JobsScreen(LiveJobsScreen[Job]):
             text.append(f"  policy {job.policy_name}", style="dim")
         if job.status is JobStatus.QUEUED:
             key = pretty(keys_for("jobs.cancel", self.state.keymap))
-            text.append(f"\nwaits for room within the hub's limits ({key} takes it out)", "dim")
+            why = job.waiting_reason or "for room within the hub's limits"
+            text.append(f"\nwaits: {why}", style="yellow")
+            text.append(f" ({key} takes it out of the queue)", style="dim")
             return text
         done, total = job.bytes_done, job.bytes_total
         text.append(f"  {fmt.size(done)} of {fmt.size(total)}")
