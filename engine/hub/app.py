@@ -128,7 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             (WATCH_INTERVAL, files.sweep, "file sessions"),
             (settings.fleet.heartbeat_seconds, fleet.beat, "heartbeat"),
             (settings.queue.dispatch_seconds, dispatcher.round, "dispatch"),
-            (settings.scheduler.tick_seconds, policies.tick, "scheduler"),
+            (settings.scheduler.tick_seconds, policies.fire, "scheduler"),
+            (settings.scheduler.tick_seconds, policies.finish, "policy runs"),
         ]
         tasks = [asyncio.create_task(_every(*r)) for r in rounds]
         try:

@@ -103,8 +103,15 @@ class Scheduler:
         self.runs = runs
 
     def tick(self) -> list[int]:
-        """Fire what is due now; end the runs whose jobs all ended. The ids of the runs
-        fired (not the missed ones)."""
+        """Fire what is due now, then end the runs whose jobs all ended (in one call, for
+        tests); the hub runs the two as separate rounds (``fire``, ``end_finished``) so
+        that a long retention merge never delays a run's start."""
+        fired = self.fire()
+        self.runs.end_finished()
+        return fired
+
+    def fire(self) -> list[int]:
+        """Fire what is due now; the ids of the runs fired (not the missed ones)."""
         now = clock.utcnow()
         grace = self.settings.scheduler.grace_seconds
         tick = self.settings.scheduler.tick_seconds
@@ -131,7 +138,6 @@ class Scheduler:
             inventories = self._inventories()
             for run_id in fired:
                 self.runs.start(run_id, inventories)
-        self.runs.end_finished()
         return fired
 
     def _inventories(self) -> Inventories | None:

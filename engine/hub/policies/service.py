@@ -184,6 +184,15 @@ class PolicyService:
             return self.runner.view(s, row)
 
     def tick(self) -> None:
-        """The scheduler round: fire due runs (once each), and end running runs whose
+        """Both rounds at once: fire due runs (once each), and end running runs whose
         every job ended (retention, then the notification)."""
         self.scheduler.tick()
+
+    def fire(self) -> None:
+        """The scheduler round: fire due runs, once each."""
+        self.scheduler.fire()
+
+    def finish(self) -> None:
+        """The runs' round: end the runs whose every job ended (retention, then the
+        notification), apart from the scheduler so a long merge delays no start."""
+        self.scheduler.runs.end_finished()

@@ -191,18 +191,28 @@ def running_jobs(s: Session) -> list[tuple[QueuedJob, int | None]]:
 
 
 def positions(s: Session, backup_ids: Iterable[str]) -> dict[str, int]:
-    """The place in the queue (1 goes first) of those of ``backup_ids`` that are queued:
-    one query ranking the queue, however many ids are asked about."""
+    """The place in the queue (1 goes first) of those of ``backup_ids`` that are queued.
+    A page of jobs holds a stretch of the queue (its head, for ``?status=queued``; its
+    tail, for the newest jobs): the rows before the stretch are counted on the
+    ``(status, queue_order)`` index and only the stretch itself is read, not the whole
+    queue ranked."""
     ids = list(backup_ids)
     if not ids:
         return {}
-    ranked = (
-        select(
-            BackupJob.id,
-            func.row_number().over(order_by=(BackupJob.queue_order, BackupJob.id)).label("pos"),
-        )
-        .where(BackupJob.status == JobStatus.QUEUED)
-        .subquery()
+    queued = BackupJob.status == JobStatus.QUEUED
+    orders = [
+        o
+        for o in s.scalars(select(BackupJob.queue_order).where(queued, BackupJob.id.in_(ids)))
+        if o is not None
+    ]
+    if not orders:
+        return {}
+    low, high = min(orders), max(orders)
+    before = s.scalar(select(func.count()).where(queued, BackupJob.queue_order < low)) or 0
+    stretch = s.scalars(
+        select(BackupJob.id)
+        .where(queued, BackupJob.queue_order >= low, BackupJob.queue_order <= high)
+        .order_by(BackupJob.queue_order, BackupJob.id)
     )
-    rows = s.execute(select(ranked.c.id, ranked.c.pos).where(ranked.c.id.in_(ids)))
-    return {bid: int(pos) for bid, pos in rows}
+    wanted = set(ids)
+    return {bid: before + n for n, bid in enumerate(stretch, 1) if bid in wanted}
