@@ -129,11 +129,12 @@ def test_a_node_that_answers_is_up_and_one_silent_too_long_is_down(
     assert watch.down() == {live: watch.down_reason(live), dead: watch.down_reason(dead)}
 
 
-def test_a_node_whose_tunnel_is_down_counts_as_down(
+def test_a_node_whose_tunnel_is_down_gets_no_new_job_and_loses_its_jobs_when_that_lasts(
     node_process: Services, settings: Settings, request: pytest.FixtureRequest
 ) -> None:
     far = register(settings, "far", node_process.node.url)
-    watch = NodeWatch(settings, node_process.token, monotonic=Ticks())
+    ticks = Ticks()
+    watch = NodeWatch(settings, node_process.token, monotonic=ticks)
     watch.beat()
     assert watch.down_reason(far) is None  # no tunnel ever ran there: reached directly
 
@@ -153,9 +154,19 @@ def test_a_node_whose_tunnel_is_down_counts_as_down(
     assert shown.state == "down" and shown.tunnel is not None
     assert shown.tunnel.state == "connecting"
     assert watch.slots() == []
+    assert watch.down() == {}  # a reconnect in a moment fails nothing that runs
     tunnel(TunnelState.UP)
     assert watch.down_reason(far) is None
     assert [s.name for s in watch.slots()] == ["far"]
+
+    tunnel(TunnelState.CONNECTING, "ssh: connection refused")
+    ticks.now += settings.fleet.down_after_seconds / 2
+    tunnel(TunnelState.CONNECTING, "ssh: connection refused")
+    assert watch.down() == {}
+    ticks.now += settings.fleet.down_after_seconds / 2 + 1
+    tunnel(TunnelState.CONNECTING, "ssh: connection refused")
+    lost = watch.down()[far]
+    assert lost.startswith("node far: its tunnel is down for 31 s (connecting: ssh: connection")
 
 
 def test_a_failed_call_marks_a_node_down_until_it_answers_again(
@@ -167,6 +178,7 @@ def test_a_failed_call_marks_a_node_down_until_it_answers_again(
     watch.mark_down(node, "node n1 at http://x is unreachable: timed out")
     assert watch.down_reason(node) == "node n1 at http://x is unreachable: timed out"
     assert watch.slots() == []
+    assert watch.down() == {}  # one failed start fails none of the jobs running there
     watch.mark_down(node, "the start timed out")
     assert watch.down_reason(node) == "node n1: the start timed out"
     watch.beat()

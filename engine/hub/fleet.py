@@ -5,7 +5,9 @@ A node unanswered for ``fleet.down_after_seconds`` is down, and so is a node who
 health says its tunnel is not up (its forwards, the hub's NBD ports among them, are
 gone), and a node a call just failed on (``mark_down``) until it answers again. A down
 node gets no new jobs (its queued work was never bound to it: it goes to another node
-that serves the VM's vCenter), and the jobs it runs fail with the reason. The state is
+that serves the VM's vCenter). The jobs it runs fail only when the loss lasts
+(``down()``): no heartbeat for the wait, or its tunnel down that long; a tunnel that
+reconnects in a second, or one start that timed out, fails nothing that runs. The state is
 in memory; the database keeps ``last_seen_at``. Loads (jobs and disks on each node) are
 the database's active jobs, so every hub thread and a restarted hub see the same.
 """
@@ -61,6 +63,7 @@ class _Seen:
     last_error: str | None = None  # the last round's failure; None once it answered
     health: NodeHealth | None = None  # its last answer
     marked: str | None = None  # a failed call's reason, until it answers again
+    tunnel_down_since: float | None = None  # its tunnel's loss began (heartbeat seen)
 
 
 @dataclass
@@ -128,6 +131,10 @@ class NodeWatch:
                 if health is not None:
                     seen.last_ok, seen.health = now, health
                     seen.last_error = seen.marked = None
+                    if _tunnel_down(health) is None:
+                        seen.tunnel_down_since = None
+                    elif seen.tunnel_down_since is None:
+                        seen.tunnel_down_since = now
                     answered.append(ref.id)
                 else:
                     seen.last_error = error
@@ -159,9 +166,11 @@ class NodeWatch:
             name = self._names.get(node_id, str(node_id))
             return self._reason(name, seen, self._now()) if seen else None
 
-    def _reason(self, name: str, seen: _Seen, now: float) -> str | None:
+    def _reason(self, name: str, seen: _Seen, now: float, *, lasting: bool = False) -> str | None:
+        """Why the node takes no new job; with ``lasting``, why its running jobs are lost
+        (the same, less what may pass in a moment: a failed call, a tunnel just down)."""
         prefix = f"node {name}"
-        if seen.marked is not None:
+        if seen.marked is not None and not lasting:
             marked = seen.marked
             return marked if marked.startswith(prefix) else f"{prefix}: {marked}"
         since = seen.last_ok if seen.last_ok is not None else seen.known_since
@@ -171,16 +180,23 @@ class NodeWatch:
             error = f" ({seen.last_error})" if seen.last_error else ""
             return f"{prefix}: no heartbeat for {int(now - since)} s{error}"
         tunnel = _tunnel_down(seen.health) if seen.health else None
-        if tunnel is not None:
+        if tunnel is None:
+            return None
+        if not lasting:
             return f"{prefix}: its tunnel is down ({tunnel})"
+        down_for = now - (seen.tunnel_down_since if seen.tunnel_down_since is not None else now)
+        if down_for > self.settings.fleet.down_after_seconds:
+            return f"{prefix}: its tunnel is down for {int(down_for)} s ({tunnel})"
         return None
 
     def down(self) -> dict[int, str]:
-        """Every node known to be gone now, with its reason (for the watch round)."""
+        """Every node lost for good enough to fail its running jobs, with the reason
+        (for the watch round): no heartbeat, or its tunnel down, for the whole wait."""
         with self._lock:
             now = self._now()
             reasons = {
-                i: self._reason(self._names.get(i, str(i)), s, now) for i, s in self._seen.items()
+                i: self._reason(self._names.get(i, str(i)), s, now, lasting=True)
+                for i, s in self._seen.items()
             }
         return {i: r for i, r in reasons.items() if r is not None}
 
