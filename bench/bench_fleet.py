@@ -612,9 +612,10 @@ def conclusions(
             f"- The API: {listing} with the queue is {api.ratio(listing):.2f}x (p99) and "
             f"{api.ratio(listing, 'p50'):.2f}x (p50) the idle hub's; {queued_page} "
             f"{api.ratio(queued_page):.2f}x (p99) and {api.ratio(queued_page, 'p50'):.2f}x "
-            "(p50): a page that shows queued jobs ranks the whole queue for their "
-            "positions (store.positions: row_number over every queued row), O(queue) per "
-            f"call. With no call, the hub process's own rounds take {api.quiet['idle']:.0%} "
+            "(p50): a page of queued jobs reads only its stretch of the queue for their "
+            "positions (store.positions: the rows before it counted on the index), and "
+            "the idle hub answers that page empty, so this ratio is mostly the page's "
+            f"own rows. With no call, the hub process's own rounds take {api.quiet['idle']:.0%} "
             f"of a CPU idle and {api.quiet['queued']:.0%} with the queue (3 s windows, "
             "noisy): one process, one GIL, for the API and every round."
         )
